@@ -1,0 +1,186 @@
+"""Check an architecture against the registry and a schema; infer every node's shape and cost.
+
+Every problem found is reported at once, each naming the node and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+from rankitect.arch.graph import GRAPH_INPUTS, INPUT_DENSE, INPUT_SPARSE, Architecture
+from rankitect.blocks import ShapeError, get_block
+from rankitect.blocks.embedding import EMBEDDING, Embedding
+from rankitect.blocks.spec import Shape
+from rankitect.errors import ArchitectureError
+from rankitect.schema import Schema
+
+_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    id: str
+    block: str
+    inputs: tuple[str, ...]
+    params: dict[str, Any]  # resolved: defaults filled in, values checked
+    input_shapes: tuple[Shape, ...]
+    output_shape: Shape
+    flops: int
+    num_params: int
+
+
+@dataclass(frozen=True)
+class ValidatedArchitecture:
+    """An architecture known to build for `schema`: nodes in topological order with shapes."""
+
+    arch: Architecture
+    schema: Schema
+    embedding_params: dict[str, Any]
+    nodes: tuple[NodeInfo, ...]
+    output: str
+    uses_dense: bool
+    uses_sparse: bool
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedding_params["dim"] or self.schema.embedding_dim
+
+
+def validate(arch: Architecture, schema: Schema) -> ValidatedArchitecture:
+    """Shapes and costs of every node; ArchitectureError listing every problem otherwise."""
+    problems: list[tuple[str, str, str]] = []
+    emb_block = get_block(EMBEDDING)
+    emb_params, emb_problems = emb_block.spec.resolve(arch.embedding)
+    problems += [("embedding", f"embedding.{f.removeprefix('params.')}", m) for f, m in emb_problems]
+    emb_dim = emb_params.get("dim") or schema.embedding_dim
+
+    resolved, problems_nodes = _check_nodes(arch)
+    problems += problems_nodes
+    order, cycle_problems = _topological_order(arch, resolved)
+    problems += cycle_problems
+
+    shapes: dict[str, Shape] = {INPUT_DENSE: (schema.num_dense,), INPUT_SPARSE: (schema.num_sparse, emb_dim)}
+    infos: dict[str, NodeInfo] = {}
+    for node_id in order:
+        node = arch.node(node_id)
+        block, params = resolved[node_id]
+        if any(i not in shapes for i in node.inputs):
+            continue  # an input already failed; its problem is reported
+        for name, empty in ((INPUT_DENSE, schema.num_dense == 0), (INPUT_SPARSE, schema.num_sparse == 0)):
+            if name in node.inputs and empty:
+                problems.append((node_id, "inputs", f"input {name!r} has no columns in this schema"))
+        in_shapes = [shapes[i] for i in node.inputs]
+        bad_rank = [i for i, s in enumerate(in_shapes) if len(s) not in block.spec.input_ranks]
+        if bad_rank:
+            problems.append((node_id, "inputs", f"block {node.block!r} takes inputs of rank "
+                             f"{list(block.spec.input_ranks)} (1 = [B, D], 2 = [B, F, E]); input "
+                             f"{node.inputs[bad_rank[0]]!r} has per-example shape {list(in_shapes[bad_rank[0]])}"))
+            continue
+        try:
+            out = block.output_shape(in_shapes, params)
+            infos[node_id] = NodeInfo(node_id, node.block, node.inputs, params, tuple(in_shapes), out,
+                                      block.flops(in_shapes, params), block.num_params(in_shapes, params))
+            shapes[node_id] = out
+        except ShapeError as exc:
+            problems.append((node_id, exc.field, str(exc)))
+
+    output = arch.output_id
+    if output not in resolved:
+        problems.append(("<architecture>", "output", f"names no node: {output!r}"))
+    elif output in infos and infos[output].output_shape != (1,):
+        problems.append((output, "output", f"the output node must give one logit, per-example shape "
+                         f"[1]; it gives {list(infos[output].output_shape)}"))
+    elif not problems:
+        for node_id in _unreachable(arch, output):
+            problems.append((node_id, "id", f"does not feed the output node {output!r}"))
+    if problems:
+        raise ArchitectureError(problems)
+    used = {i for n in arch.nodes for i in n.inputs}
+    return ValidatedArchitecture(arch=arch, schema=schema, embedding_params=emb_params,
+                                 nodes=tuple(infos[i] for i in order), output=output,
+                                 uses_dense=INPUT_DENSE in used, uses_sparse=INPUT_SPARSE in used)
+
+
+def embedding_block() -> Embedding:
+    return cast(Embedding, get_block(EMBEDDING))
+
+
+def _check_nodes(arch: Architecture) -> tuple[dict[str, tuple[Any, dict[str, Any]]], list]:
+    problems: list[tuple[str, str, str]] = []
+    resolved: dict[str, tuple[Any, dict[str, Any]]] = {}
+    ids = [n.id for n in arch.nodes]
+    for node in arch.nodes:
+        if node.id in GRAPH_INPUTS:
+            problems.append((node.id, "id", f"{node.id!r} is reserved for a graph input"))
+            continue
+        if not _ID.match(node.id):
+            problems.append((node.id, "id", "must start with a letter and hold only letters, digits, "
+                                            "'_' or '-' (at most 64)"))
+            continue
+        if ids.count(node.id) > 1:
+            problems.append((node.id, "id", "appears more than once"))
+            continue
+        try:
+            block = get_block(node.block)
+        except ValueError as exc:
+            problems.append((node.id, "block", str(exc)))
+            continue
+        if node.block == EMBEDDING:
+            problems.append((node.id, "block", str(embedding_block()._not_a_node())))
+            continue
+        params, param_problems = block.spec.resolve(node.params)
+        problems += [(node.id, f, m) for f, m in param_problems]
+        spec = block.spec
+        if not spec.min_inputs <= len(node.inputs) <= spec.max_inputs:
+            problems.append((node.id, "inputs", f"block {node.block!r} takes {spec.min_inputs}.."
+                             f"{spec.max_inputs} inputs, got {len(node.inputs)}"))
+        for ref in node.inputs:
+            if ref not in GRAPH_INPUTS and ref not in ids:
+                problems.append((node.id, "inputs", f"{ref!r} is neither a node nor a graph input "
+                                                    f"{list(GRAPH_INPUTS)}"))
+        if not param_problems:
+            resolved[node.id] = (block, params)
+    return resolved, problems
+
+
+def _topological_order(arch: Architecture, resolved: dict) -> tuple[list[str], list]:
+    """Kahn's order over the nodes; a cycle is reported with its path."""
+    ids = [n.id for n in arch.nodes]
+    deps = {n.id: [i for i in n.inputs if i in ids] for n in arch.nodes}
+    order: list[str] = []
+    done: set[str] = set()
+    remaining = list(ids)
+    while remaining:
+        ready = [i for i in remaining if all(d in done for d in deps[i])]
+        if not ready:
+            cycle = _find_cycle(remaining, deps)
+            return [i for i in order if i in resolved], [(cycle[0], "inputs", "cycle: " + " -> ".join(cycle))]
+        for i in ready:
+            order.append(i)
+            done.add(i)
+        remaining = [i for i in remaining if i not in done]
+    return [i for i in order if i in resolved], []
+
+
+def _find_cycle(nodes: list[str], deps: dict[str, list[str]]) -> list[str]:
+    path: list[str] = []
+    current = nodes[0]
+    while current not in path:
+        path.append(current)
+        current = next(d for d in deps[current] if d in nodes)
+    start = path.index(current)
+    return path[start:] + [current]
+
+
+def _unreachable(arch: Architecture, output: str) -> list[str]:
+    inputs = {n.id: n.inputs for n in arch.nodes}
+    seen, stack = set(), [output]
+    while stack:
+        node = stack.pop()
+        if node in seen or node not in inputs:
+            continue
+        seen.add(node)
+        stack.extend(inputs[node])
+    return [n.id for n in arch.nodes if n.id not in seen]

@@ -1,0 +1,1 @@
+"""Datasets: date-partitioned parquet + schema.json; importers, generator, streaming loader."""

@@ -1,0 +1,256 @@
+"""Stream batches from chosen dates of a dataset, shuffling inside a bounded buffer.
+
+Files are read one record batch at a time with pyarrow; at most `buffer_rows` rows (plus one
+record batch) are held in memory, whatever the size of the dataset. With `shuffle`, the file
+order and the rows inside each buffer are permuted by a generator seeded with (seed, epoch),
+so the same seed gives the same batches. A background thread prepares `prefetch` batches
+ahead of the consumer.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from rankitect.data.batch import Batch
+from rankitect.data.dataset import Dataset
+from rankitect.errors import DataError
+from rankitect.schema import Schema
+
+READ_BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Rows in columnar numpy form. Multi-id columns keep (values, offsets[n + 1])."""
+
+    labels: np.ndarray  # (n,) float32
+    dense: np.ndarray  # (n, D) float32
+    ids: tuple[np.ndarray, ...]  # per sparse column: (n,) int64, or the flat values if multi
+    offsets: tuple[np.ndarray | None, ...]  # per sparse column: None, or (n + 1,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _chunk_from_arrow(rb: pa.RecordBatch, schema: Schema, path: str) -> _Chunk:
+    labels = rb.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
+    n = rb.num_rows
+    if schema.num_dense:
+        dense = np.empty((n, schema.num_dense), np.float32)
+        for j, col in enumerate(schema.dense):
+            dense[:, j] = rb.column(col.name).to_numpy(zero_copy_only=False)
+    else:
+        dense = np.zeros((n, 0), np.float32)
+    ids, offsets = [], []
+    for col in schema.sparse:
+        arr = rb.column(col.name)
+        if col.multi:
+            if arr.null_count:
+                arr = pc.fill_null(arr, pa.scalar([], arr.type))
+            values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+            off = np.zeros(n + 1, np.int64)
+            np.cumsum(lengths, out=off[1:])
+        else:
+            values = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+            off = None
+        if values.size and (values.min() < 0 or values.max() >= col.hash_size):
+            bad = int(values.max()) if values.max() >= col.hash_size else int(values.min())
+            raise DataError(f"{path}: column {col.name!r} holds id {bad}, outside "
+                            f"[0, {col.hash_size}) (its hash_size in schema.json)")
+        ids.append(values)
+        offsets.append(off)
+    return _Chunk(labels, dense, tuple(ids), tuple(offsets))
+
+
+def _concat(chunks: list[_Chunk]) -> _Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    ids, offsets = [], []
+    for j in range(len(chunks[0].ids)):
+        ids.append(np.concatenate([c.ids[j] for c in chunks]))
+        if chunks[0].offsets[j] is None:
+            offsets.append(None)
+        else:
+            lengths = np.concatenate([np.diff(c.offsets[j]) for c in chunks])
+            off = np.zeros(lengths.size + 1, np.int64)
+            np.cumsum(lengths, out=off[1:])
+            offsets.append(off)
+    return _Chunk(np.concatenate([c.labels for c in chunks]),
+                  np.concatenate([c.dense for c in chunks]), tuple(ids), tuple(offsets))
+
+
+def _take(chunk: _Chunk, idx: np.ndarray) -> _Chunk:
+    ids, offsets = [], []
+    for values, off in zip(chunk.ids, chunk.offsets):
+        if off is None:
+            ids.append(values[idx])
+            offsets.append(None)
+            continue
+        starts, lengths = off[idx], off[idx + 1] - off[idx]
+        new_off = np.zeros(idx.size + 1, np.int64)
+        np.cumsum(lengths, out=new_off[1:])
+        gather = np.repeat(starts - new_off[:-1], lengths) + np.arange(new_off[-1])
+        ids.append(values[gather])
+        offsets.append(new_off)
+    return _Chunk(chunk.labels[idx], chunk.dense[idx], tuple(ids), tuple(offsets))
+
+
+def _slice(chunk: _Chunk, start: int, stop: int) -> _Chunk:
+    ids, offsets = [], []
+    for values, off in zip(chunk.ids, chunk.offsets):
+        if off is None:
+            ids.append(values[start:stop])
+            offsets.append(None)
+        else:
+            ids.append(values[off[start]:off[stop]])
+            offsets.append(off[start:stop + 1] - off[start])
+    return _Chunk(chunk.labels[start:stop], chunk.dense[start:stop], tuple(ids), tuple(offsets))
+
+
+def _to_batch(chunk: _Chunk, keys: list[str]) -> Batch:
+    n = len(chunk)
+    lengths = [np.ones(n, np.int32) if off is None else np.diff(off).astype(np.int32)
+               for off in chunk.offsets]
+    values = np.concatenate(chunk.ids) if chunk.ids else np.zeros(0, np.int64)
+    sparse = KeyedJaggedTensor(
+        keys=keys,
+        values=torch.from_numpy(values),
+        lengths=torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)),
+        stride=n,
+    )
+    return Batch(dense=torch.from_numpy(chunk.dense), sparse=sparse,
+                 labels=torch.from_numpy(chunk.labels))
+
+
+class BatchLoader:
+    """Iterable of `Batch` over `dates` of `dataset`; `epoch(k)` gives epoch k's order.
+
+    Memory is bounded by `buffer_rows` (+ one parquet record batch + `prefetch` batches).
+    Iterating is not thread-safe; each iteration starts its own reader thread.
+    """
+
+    def __init__(self, dataset: Dataset, dates: list[str], batch_size: int,
+                 shuffle: bool = False, seed: int = 0, buffer_rows: int = 200_000,
+                 prefetch: int = 4, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
+        if buffer_rows < batch_size:
+            raise ValueError(f"buffer_rows must be >= batch_size, got {buffer_rows=}, {batch_size=}")
+        self.dataset = dataset
+        self.schema = dataset.schema
+        self.dates = sorted(dates)
+        self.files = dataset.files_of(self.dates)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.buffer_rows = buffer_rows
+        self.prefetch = prefetch
+        self.drop_last = drop_last
+        self.keys = self.schema.sparse_names
+
+    @property
+    def num_rows(self) -> int:
+        return self.dataset.rows_of(self.dates)
+
+    def __len__(self) -> int:
+        """Number of batches of one epoch."""
+        full, rest = divmod(self.num_rows, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        batches = self._batches(epoch)
+        if self.prefetch <= 0:
+            return batches
+        return _prefetched(batches, self.prefetch)
+
+    def _record_batches(self, rng: np.random.Generator | None) -> Iterator[_Chunk]:
+        files = list(self.files)
+        if rng is not None:
+            files = [files[i] for i in rng.permutation(len(files))]
+        columns = [self.schema.label, *self.schema.dense_names, *self.schema.sparse_names]
+        for path in files:
+            with self.dataset.fs.open_input_file(path) as handle:
+                reader = pq.ParquetFile(handle)
+                for rb in reader.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+                    yield _chunk_from_arrow(rb, self.schema, path)
+
+    def _batches(self, epoch: int) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        pending: list[_Chunk] = []
+        pending_rows = 0
+        for chunk in self._record_batches(rng):
+            pending.append(chunk)
+            pending_rows += len(chunk)
+            if pending_rows >= self.buffer_rows:
+                rest = yield from self._emit(_concat(pending), rng, final=False)
+                pending, pending_rows = [rest], len(rest)
+        if pending_rows:
+            yield from self._emit(_concat(pending), rng, final=True)
+
+    def _emit(self, buf: _Chunk, rng: np.random.Generator | None, final: bool):
+        """Yield full batches of `buf` (shuffled first); return the rows left over."""
+        if rng is not None:
+            buf = _take(buf, rng.permutation(len(buf)))
+        n, b = len(buf), self.batch_size
+        stop = n if final else n - n % b
+        for start in range(0, stop, b):
+            end = min(start + b, n)
+            if end - start < b and self.drop_last:
+                break
+            yield _to_batch(_slice(buf, start, end), self.keys)
+        return _slice(buf, stop, n)
+
+
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Run `batches` in a daemon thread, `depth` items ahead; errors re-raise in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="rankitect-loader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,279 @@
+"""Synthetic CTR data with planted structure and a known Bayes-optimal NE.
+
+The click logit of a row is
+
+    b0(day) + sum_f bias_f[id_f] + w . z + sum_(a,b) <v_a(day)[id_a], v_b(day)[id_b]>
+            + beta * z_i * z_j + mean_t tag_bias[t] + eps,      eps ~ N(0, noise^2) unseen
+
+where z are the standardized dense features, (a, b) the planted pairs of sparse fields whose
+latent vectors interact by dot product, and (i, j) the planted dense cross. Drift moves the
+base rate and the latent vectors a little every day. The Bayes-optimal prediction given the
+observed columns is p = E_eps[sigmoid(logit)], computed by Gauss-Hermite quadrature; the
+Bayes log-loss of a day is the log-loss of p on that day's realized labels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rankitect.data.writer import ColumnPlan, DatasetWriter
+from rankitect.errors import ConfigError
+from rankitect.metrics import binary_entropy, logloss
+from rankitect.schema import DenseColumn, Schema, SparseColumn
+
+TRUTH_FILE = "truth.json"
+TAGS = "tags"
+_QUAD_NODES, _QUAD_WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
+_QUAD_WEIGHTS = _QUAD_WEIGHTS / _QUAD_WEIGHTS.sum()
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Difficulty knobs. The defaults separate a linear model from one with interactions."""
+
+    days: int = 4
+    rows_per_day: int = 50_000
+    seed: int = 0
+    start_date: str = "2024-01-01"
+    num_sparse: int = 10
+    cardinality: int = 200
+    zipf: float = 1.05
+    num_dense: int = 4
+    latent_dim: int = 4
+    num_pairs: int = 3
+    pair_strength: float = 1.0  # std of each planted dot-product term
+    cross_strength: float = 0.6  # weight of the dense cross term
+    bias_std: float = 0.4  # std of the per-id first-order effects
+    noise: float = 0.5  # std of the unseen logit noise
+    drift: float = 0.05  # per-day change of the base rate and latent vectors
+    base_ctr: float = 0.2
+    tag_cardinality: int = 100
+    tag_mean_len: float = 3.0
+    missing_rate: float = 0.02
+    embedding_dim: int = 16
+    chunk_rows: int = 100_000
+
+    def check(self) -> None:
+        rules = [
+            ("days", self.days >= 1), ("rows_per_day", self.rows_per_day >= 10),
+            ("num_sparse", self.num_sparse >= 2), ("cardinality", self.cardinality >= 2),
+            ("num_dense", self.num_dense >= 0), ("latent_dim", self.latent_dim >= 1),
+            ("num_pairs", 0 <= self.num_pairs <= self.num_sparse * (self.num_sparse - 1) // 2),
+            ("noise", self.noise >= 0), ("drift", self.drift >= 0),
+            ("base_ctr", 0 < self.base_ctr < 1), ("zipf", self.zipf >= 0),
+            ("tag_cardinality", self.tag_cardinality >= 2), ("tag_mean_len", self.tag_mean_len >= 0),
+            ("missing_rate", 0 <= self.missing_rate < 1), ("embedding_dim", self.embedding_dim >= 1),
+            ("chunk_rows", self.chunk_rows >= 1),
+        ]
+        for name, ok in rules:
+            if not ok:
+                raise ConfigError(f"synth: {name}={getattr(self, name)!r} is out of range")
+        try:
+            dt.date.fromisoformat(self.start_date)
+        except ValueError:
+            raise ConfigError(f"synth: start_date={self.start_date!r} is not YYYY-MM-DD") from None
+
+
+class _World:
+    """The fixed ground truth drawn from the seed: effects, latent vectors, planted pairs."""
+
+    def __init__(self, cfg: SynthConfig) -> None:
+        rng = np.random.default_rng([cfg.seed, 0])
+        self.cfg = cfg
+        f, c, k = cfg.num_sparse, cfg.cardinality, cfg.latent_dim
+        self.sparse_names = [f"C{i + 1}" for i in range(f)]
+        self.dense_names = [f"I{i + 1}" for i in range(cfg.num_dense)]
+        ranks = np.arange(1, c + 1, dtype=np.float64)
+        self.id_prob = ranks ** -cfg.zipf / np.sum(ranks ** -cfg.zipf)
+        self.perm = np.stack([rng.permutation(c) for _ in range(f)])  # popular ids differ by field
+        self.bias = rng.normal(0, cfg.bias_std, size=(f, c + 1))
+        self.bias[:, 0] = 0.0  # id 0: missing
+        all_pairs = [(a, b) for a in range(f) for b in range(a + 1, f)]
+        chosen = rng.choice(len(all_pairs), size=cfg.num_pairs, replace=False)
+        self.pairs = [all_pairs[i] for i in sorted(chosen)]
+        # Entries N(0, s^2) give a k-dim dot product of std s^2 * sqrt(k).
+        s = math.sqrt(cfg.pair_strength / math.sqrt(k)) if cfg.pair_strength > 0 else 0.0
+        self.latent = rng.normal(0, s, size=(f, c + 1, k))
+        self.latent[:, 0] = 0.0
+        self.latent_step = rng.normal(0, s, size=(f, c + 1, k))
+        self.dense_mean = rng.uniform(0, 5, size=cfg.num_dense)
+        self.dense_scale = rng.uniform(0.5, 3, size=cfg.num_dense)
+        self.dense_w = rng.normal(0, 0.3, size=cfg.num_dense)
+        self.cross = (0, 1) if cfg.num_dense >= 2 and cfg.cross_strength > 0 else None
+        self.tag_bias = rng.normal(0, 0.5, size=cfg.tag_cardinality + 1)
+        self.tag_bias[0] = 0.0
+        self.base_walk = np.cumsum(rng.normal(0, cfg.drift, size=cfg.days))
+        self.b0 = 0.0
+        self.b0 = self._calibrate_b0()
+
+    def date(self, day: int) -> str:
+        return (dt.date.fromisoformat(self.cfg.start_date) + dt.timedelta(days=day)).isoformat()
+
+    def _calibrate_b0(self) -> float:
+        """Intercept that makes day 0's mean true probability equal `base_ctr` (bisection)."""
+        rows = self.draw(0, min(20_000, self.cfg.rows_per_day * 2), np.random.default_rng([self.cfg.seed, 1]))
+        offset = rows["logit"]
+        lo, hi = -20.0, 20.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if _marginal_prob(offset + mid, self.cfg.noise).mean() > self.cfg.base_ctr:
+                hi = mid
+            else:
+                lo = mid
+        return (lo + hi) / 2
+
+    def draw(self, day: int, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Observed columns of `n` rows of `day` plus their `logit` (noise-free) and terms."""
+        cfg = self.cfg
+        out: dict[str, np.ndarray] = {}
+        ids = np.empty((cfg.num_sparse, n), np.int64)
+        for j in range(cfg.num_sparse):
+            ids[j] = self.perm[j][rng.choice(cfg.cardinality, size=n, p=self.id_prob)] + 1
+            ids[j][rng.random(n) < cfg.missing_rate] = 0
+            out[self.sparse_names[j]] = ids[j]
+        raw = rng.normal(self.dense_mean, self.dense_scale, size=(n, cfg.num_dense))
+        z = (raw - self.dense_mean) / self.dense_scale
+        for j, name in enumerate(self.dense_names):
+            out[name] = raw[:, j].astype(np.float32)
+        lengths = rng.poisson(cfg.tag_mean_len, size=n).clip(0, 3 * int(cfg.tag_mean_len) + 1)
+        tags = rng.choice(cfg.tag_cardinality, size=int(lengths.sum()), p=_zipf(cfg.tag_cardinality, cfg.zipf)) + 1
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        out[TAGS + ":values"], out[TAGS + ":offsets"] = tags, offsets
+
+        first = self.bias[np.arange(cfg.num_sparse)[:, None], ids].sum(0) + z @ self.dense_w
+        tag_sum = np.bincount(np.repeat(np.arange(n), lengths), weights=self.tag_bias[tags], minlength=n)
+        tag_term = tag_sum / np.maximum(lengths, 1)
+        latent = self.latent + cfg.drift * day * self.latent_step
+        pair_terms = [np.einsum("nk,nk->n", latent[a][ids[a]], latent[b][ids[b]]) for a, b in self.pairs]
+        cross = cfg.cross_strength * z[:, self.cross[0]] * z[:, self.cross[1]] if self.cross else np.zeros(n)
+        out["pair_terms"] = np.stack(pair_terms) if pair_terms else np.zeros((0, n))
+        out["cross_term"] = cross
+        out["logit"] = (self.b0 + self.base_walk[day] + first + tag_term + cross
+                        + (np.sum(pair_terms, axis=0) if pair_terms else 0.0))
+        return out
+
+
+def _zipf(n: int, a: float) -> np.ndarray:
+    w = np.arange(1, n + 1, dtype=np.float64) ** -a
+    return w / w.sum()
+
+
+def _marginal_prob(logit: np.ndarray, noise: float) -> np.ndarray:
+    """E[sigmoid(logit + eps)], eps ~ N(0, noise^2), by Gauss-Hermite quadrature."""
+    if noise == 0:
+        return 1.0 / (1.0 + np.exp(-logit))
+    z = logit[..., None] + noise * _QUAD_NODES
+    return (1.0 / (1.0 + np.exp(-z))) @ _QUAD_WEIGHTS
+
+
+def _plan(world: _World, cfg: SynthConfig) -> ColumnPlan:
+    dense = tuple(DenseColumn(name=n) for n in world.dense_names)
+    sparse = tuple(SparseColumn(name=n, hash_size=cfg.cardinality + 1, hashing="identity")
+                   for n in world.sparse_names)
+    sparse += (SparseColumn(name=TAGS, hash_size=cfg.tag_cardinality + 1, multi=True,
+                            hashing="identity"),)
+    return ColumnPlan(label="label", dense=dense, sparse=sparse, embedding_dim=cfg.embedding_dim,
+                      source="synth", preprocessing={"dense": "none", "sparse": "identity ids; 0 = missing"})
+
+
+def generate(out: Path, cfg: SynthConfig, force: bool = False,
+             progress: "callable | None" = None) -> tuple[Schema, dict]:
+    """Write the dataset and `truth.json` to `out`; returns (schema, truth)."""
+    cfg.check()
+    world = _World(cfg)
+    plan = _plan(world, cfg)
+    truth_days: dict[str, dict[str, float]] = {}
+    term_std: dict[str, list[float]] = {}
+    writer = DatasetWriter(Path(out), plan, force=force)
+    try:
+        for day in range(cfg.days):
+            date = world.date(day)
+            probs, labels = [], []
+            for chunk, start in enumerate(range(0, cfg.rows_per_day, cfg.chunk_rows)):
+                n = min(cfg.chunk_rows, cfg.rows_per_day - start)
+                rng = np.random.default_rng([cfg.seed, 2, day, chunk])
+                rows = world.draw(day, n, rng)
+                p = _marginal_prob(rows["logit"], cfg.noise)
+                y = (rng.random(n) < p).astype(np.int8)
+                probs.append(p)
+                labels.append(y)
+                if day == 0 and chunk == 0:
+                    term_std = _term_std(world, rows)
+                writer.write(date, _table(world, rows, y))
+                if progress is not None:
+                    progress(n)
+            p, y = np.concatenate(probs), np.concatenate(labels)
+            loss = logloss(p, y)
+            truth_days[date] = {
+                "logloss": loss, "ne": loss / binary_entropy(float(y.mean())),
+                "expected_logloss": float(np.mean(-(p * np.log(p) + (1 - p) * np.log1p(-p)))),
+                "positive_rate": float(y.mean()),
+            }
+        schema = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    truth = _truth(world, cfg, truth_days, term_std)
+    (Path(out) / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n")
+    return schema, truth
+
+
+def _table(world: _World, rows: dict[str, np.ndarray], labels: np.ndarray) -> pa.Table:
+    cols: dict[str, pa.Array] = {"label": pa.array(labels, pa.int8())}
+    for name in world.dense_names:
+        cols[name] = pa.array(rows[name], pa.float32())
+    for name in world.sparse_names:
+        cols[name] = pa.array(rows[name], pa.int64())
+    cols[TAGS] = pa.ListArray.from_arrays(pa.array(rows[TAGS + ":offsets"], pa.int32()),
+                                          pa.array(rows[TAGS + ":values"], pa.int64()))
+    return pa.table(cols)
+
+
+def _term_std(world: _World, rows: dict[str, np.ndarray]) -> dict[str, float]:
+    stds = {f"pair{i}": float(np.std(t)) for i, t in enumerate(rows["pair_terms"])}
+    stds["cross"] = float(np.std(rows["cross_term"]))
+    stds["logit"] = float(np.std(rows["logit"]))
+    return stds
+
+
+def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
+           term_std: dict[str, float]) -> dict:
+    interactions = []
+    for i, (a, b) in enumerate(world.pairs):
+        interactions.append({
+            "name": f"dot_{world.sparse_names[a]}_{world.sparse_names[b]}",
+            "kind": "embedding_dot_product",
+            "fields": [world.sparse_names[a], world.sparse_names[b]],
+            "blocks": ["dot", "fm", "dcn", "attention"],
+            "logit_std": term_std.get(f"pair{i}", 0.0),
+        })
+    if world.cross is not None:
+        i, j = world.cross
+        interactions.append({
+            "name": f"cross_{world.dense_names[i]}_{world.dense_names[j]}",
+            "kind": "dense_product",
+            "fields": [world.dense_names[i], world.dense_names[j]],
+            "blocks": ["dcn", "gating"],
+            "logit_std": term_std.get("cross", 0.0),
+        })
+    return {
+        "generator": asdict(cfg),
+        "interactions": interactions,
+        "first_order": {"fields": world.sparse_names + world.dense_names + [TAGS],
+                        "blocks": ["fc", "mlp"]},
+        "noise_std": cfg.noise,
+        "logit_std": term_std.get("logit", 0.0),
+        "bayes_logloss": {d: v["logloss"] for d, v in days.items()},
+        "bayes_ne": {d: v["ne"] for d, v in days.items()},
+        "bayes_expected_logloss": {d: v["expected_logloss"] for d, v in days.items()},
+        "positive_rate": {d: v["positive_rate"] for d, v in days.items()},
+        "definition": "Bayes log-loss: log-loss of the true p = E[sigmoid(logit + eps) | observed "
+                      "columns] on the day's realized labels; NE = that / H(mean label of the day)",
+    }

@@ -1,0 +1,108 @@
+"""Fixed baselines built from the registry: lr, dlrm, dcnv2, deepfm, autoint.
+
+Each is a function of the schema (a dataset without dense columns gets no dense path), so the
+names work wherever an architecture file is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture, Node
+from rankitect.errors import UserError
+from rankitect.schema import Schema
+
+
+def _features(schema: Schema) -> list[str]:
+    return ([INPUT_DENSE] if schema.num_dense else []) + [INPUT_SPARSE]
+
+
+def _logit(node_id: str, source: str) -> Node:
+    return Node(node_id, "fc", (source,), {"width": 1, "activation": "none"})
+
+
+def lr(schema: Schema) -> Architecture:
+    """Logistic regression: 1-dim embeddings (one weight per id) and dense weights, summed."""
+    nodes = [Node("features", "concat", tuple(_features(schema)), {"mode": "flat"}),
+             _logit("logit", "features")]
+    return Architecture(tuple(nodes), embedding={"dim": 1}, name="lr")
+
+
+def dlrm(schema: Schema) -> Architecture:
+    """DLRM: bottom MLP on dense -> one row next to the embeddings; pairwise dots; top MLP."""
+    e = schema.embedding_dim
+    nodes: list[Node] = []
+    rows_in, top_in = [INPUT_SPARSE], []
+    if schema.num_dense:
+        nodes.append(Node("bottom", "mlp", (INPUT_DENSE,), {"widths": [64, e]}))
+        rows_in, top_in = ["bottom", INPUT_SPARSE], ["bottom"]
+    nodes += [
+        Node("rows", "concat", tuple(rows_in), {"mode": "rows"}),
+        Node("interaction", "dot", ("rows",)),
+        Node("top_in", "concat", tuple(top_in + ["interaction"]), {"mode": "flat"}),
+        Node("top", "mlp", ("top_in",), {"widths": [128, 64, 1], "last_activation": False}),
+    ]
+    return Architecture(tuple(nodes), name="dlrm")
+
+
+def dcnv2(schema: Schema) -> Architecture:
+    """DCN-v2 (stacked): full-rank cross layers over all features, then a deep MLP."""
+    nodes = [
+        Node("x0", "concat", tuple(_features(schema)), {"mode": "flat"}),
+        Node("cross", "dcn", ("x0",), {"layers": 3, "rank": 0}),
+        Node("deep", "mlp", ("cross",), {"widths": [128, 64]}),
+        _logit("logit", "deep"),
+    ]
+    return Architecture(tuple(nodes), name="dcnv2")
+
+
+def deepfm(schema: Schema) -> Architecture:
+    """DeepFM: FM second-order term + linear term + deep MLP, summed into the logit."""
+    nodes = [
+        Node("features", "concat", tuple(_features(schema)), {"mode": "flat"}),
+        Node("fm", "fm", (INPUT_SPARSE,), {"reduce": True}),
+        _logit("linear", "features"),
+        Node("deep", "mlp", ("features",), {"widths": [128, 64, 1], "last_activation": False}),
+        Node("logit", "sum", ("fm", "linear", "deep")),
+    ]
+    return Architecture(tuple(nodes), name="deepfm")
+
+
+def autoint(schema: Schema) -> Architecture:
+    """AutoInt: dense projected to one row, two self-attention layers over all rows, linear logit."""
+    e = schema.embedding_dim
+    nodes: list[Node] = []
+    rows_in = [INPUT_SPARSE]
+    if schema.num_dense:
+        nodes.append(Node("dense_row", "fc", (INPUT_DENSE,), {"width": e, "activation": "none"}))
+        rows_in = ["dense_row", INPUT_SPARSE]
+    nodes += [
+        Node("rows", "concat", tuple(rows_in), {"mode": "rows"}),
+        Node("attn1", "attention", ("rows",), {"heads": 2, "head_dim": 16}),
+        Node("attn2", "attention", ("attn1",), {"heads": 2, "head_dim": 16}),
+        _logit("logit", "attn2"),
+    ]
+    return Architecture(tuple(nodes), name="autoint")
+
+
+BASELINES: dict[str, Callable[[Schema], Architecture]] = {
+    "lr": lr, "dlrm": dlrm, "dcnv2": dcnv2, "deepfm": deepfm, "autoint": autoint}
+
+
+def baseline(name: str, schema: Schema) -> Architecture:
+    """The baseline `name` for `schema`; ValueError listing the valid names otherwise."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; baselines: {sorted(BASELINES)}")
+    return BASELINES[name](schema)
+
+
+def resolve_architecture(name_or_path: str, schema: Schema) -> Architecture:
+    """A baseline name or a path to an architecture JSON file."""
+    if name_or_path in BASELINES:
+        return BASELINES[name_or_path](schema)
+    path = Path(name_or_path)
+    if path.is_file():
+        return Architecture.load(path)
+    raise UserError(f"--arch {name_or_path!r} is neither a baseline {sorted(BASELINES)} "
+                    f"nor an architecture JSON file")
