@@ -41,9 +41,14 @@ class RankingModel(nn.Module):
         return self.validated.arch
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        embedded = self.embedding(sparse) if self.embedding is not None else None
+        return self.interact(dense, embedded)
+
+    def interact(self, dense: torch.Tensor, embedded: torch.Tensor | None) -> torch.Tensor:
+        """Everything after the lookup: dense (B, D), embedded (B, F, E) -> logits (B,)."""
         values: dict[str, torch.Tensor] = {INPUT_DENSE: (dense - self.dense_mean) * self.dense_inv_std}
-        if self.embedding is not None:
-            values[INPUT_SPARSE] = self.embedding(sparse)  # (B, F, E)
+        if embedded is not None:
+            values[INPUT_SPARSE] = embedded
         for node_id, inputs in self.plan:
             values[node_id] = self.blocks[node_id](*[values[i] for i in inputs])
         return values[self.output].squeeze(1)

@@ -111,7 +111,7 @@ def _check_nodes(arch: Architecture) -> tuple[dict[str, tuple[Any, dict[str, Any
     problems: list[tuple[str, str, str]] = []
     resolved: dict[str, tuple[Any, dict[str, Any]]] = {}
     ids = [n.id for n in arch.nodes]
-    for node in arch.nodes:
+    for index, node in enumerate(arch.nodes):
         if node.id in GRAPH_INPUTS:
             problems.append((node.id, "id", f"{node.id!r} is reserved for a graph input"))
             continue
@@ -119,8 +119,8 @@ def _check_nodes(arch: Architecture) -> tuple[dict[str, tuple[Any, dict[str, Any
             problems.append((node.id, "id", "must start with a letter and hold only letters, digits, "
                                             "'_' or '-' (at most 64)"))
             continue
-        if ids.count(node.id) > 1:
-            problems.append((node.id, "id", "appears more than once"))
+        if node.id in ids[:index]:
+            problems.append((node.id, "id", f"appears more than once (nodes[{index}])"))
             continue
         try:
             block = get_block(node.block)

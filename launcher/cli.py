@@ -1,0 +1,52 @@
+"""`rankitect` command line: parses argv, runs a command, turns user errors into exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from launcher import cmd_blocks, cmd_data, cmd_train
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+COMMANDS = (cmd_data, cmd_train, cmd_blocks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rankitect",
+        description="Neural architecture search for ranking models: NE against FLOPs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 a user's mistake, 130 interrupted)."""
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code or 0)
+    from rankitect.errors import UserError  # after parsing: `--help` stays fast
+    from rankitect.train.trainer import TrainingInterrupted
+
+    try:
+        return int(args.run(args) or 0)
+    except TrainingInterrupted as exc:
+        print(f"rankitect: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UserError as exc:
+        print(f"rankitect: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rankitect: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

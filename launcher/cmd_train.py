@@ -1,0 +1,68 @@
+"""`rankitect train`: train one architecture on chosen dates and write metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from rankitect.train.config import OPTIMIZERS, TrainConfig
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train an architecture (a baseline name or a JSON file)")
+    p.add_argument("--data", required=True, help="dataset folder (or URI)")
+    p.add_argument("--arch", required=True, help="lr, dlrm, dcnv2, deepfm, autoint, or FILE.json")
+    p.add_argument("--train-dates", required=True,
+                   help="D, D1..D2, first:K, last:K, or a comma list of those")
+    p.add_argument("--eval-dates", required=True, help="same forms as --train-dates")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--embedding-dim", type=int, default=None,
+                   help="override the embedding dim of the architecture and schema")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints (0: epoch ends only)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rankitect.data.dataset import Dataset
+    from rankitect.errors import ConfigError
+    from rankitect.train.run import train_run
+    from search_spaces import resolve_architecture
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
+                         device=args.device, checkpoint_every=args.checkpoint_every,
+                         shuffle_buffer=max(TrainConfig().shuffle_buffer, args.batch_size))
+    config.check()
+    dataset = Dataset.open(args.data)
+    arch = resolve_architecture(args.arch, dataset.schema)
+    if args.embedding_dim is not None:
+        if args.embedding_dim < 1:
+            raise ConfigError(f"--embedding-dim must be >= 1, got {args.embedding_dim}")
+        arch = dataclasses.replace(arch, embedding={**arch.embedding, "dim": args.embedding_dim})
+    train_dates = dataset.select_dates(args.train_dates, "--train-dates")
+    eval_dates = dataset.select_dates(args.eval_dates, "--eval-dates")
+    metrics = train_run(dataset, arch, train_dates, eval_dates, config, args.out,
+                        resume=args.resume, force=args.force)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{arch.name or args.arch}: NE {metrics['ne']:.4f}  log-loss {metrics['logloss']:.4f}  "
+              f"AUC {metrics['auc']:.4f}  calibration {metrics['calibration']:.3f}  "
+              f"FLOPs/example {metrics['flops_per_example']:,}  params {metrics['params']:,}  "
+              f"{metrics['examples_per_second']:,.0f} examples/s")
+        print(f"wrote {args.out / 'metrics.json'}")
+    return 0

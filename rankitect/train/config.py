@@ -1,0 +1,70 @@
+"""Training settings, checked once; nobody mutates them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from rankitect.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 1024
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    shuffle_buffer: int = 200_000
+    checkpoint_every: int = 500  # steps between checkpoints; epoch ends always checkpoint
+    eval_batch_size: int = 8192
+
+    def check(self) -> "TrainConfig":
+        """Self, or ConfigError naming the field and the value."""
+        rules = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
+            "shuffle_buffer": self.shuffle_buffer >= self.batch_size,
+            "checkpoint_every": self.checkpoint_every >= 0, "eval_batch_size": self.eval_batch_size >= 1,
+            "optimizer": self.optimizer in OPTIMIZERS,
+        }
+        for name, ok in rules.items():
+            if not ok:
+                extra = f" (one of {OPTIMIZERS})" if name == "optimizer" else ""
+                if name == "shuffle_buffer":
+                    extra = f" (must be >= batch_size={self.batch_size})"
+                raise ConfigError(f"{name}={getattr(self, name)!r} is out of range{extra}")
+        resolve_device(self.device)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present); ConfigError when unavailable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device name (cpu, cuda, cuda:N, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name!r}: only cpu and cuda are supported")
+    return device
+
+
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,0 +1,202 @@
+"""The training loop: log-loss on the train dates, checkpoints, evaluation on other dates."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rankitect.data.dataset import Dataset
+from rankitect.data.loader import BatchLoader
+from rankitect.errors import UserError
+from rankitect.metrics import EvalMetrics, evaluate_logits
+from rankitect.model import RankingModel
+from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
+from rankitect.train.config import TrainConfig, make_optimizer, resolve_device
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite (a learning rate too high, usually)."""
+
+
+class TrainingInterrupted(UserError):
+    """Training stopped by the user (Ctrl-C); a checkpoint was saved when a run folder exists."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    examples: int
+    seconds: float  # time spent in training steps (data wait included), evaluation excluded
+    last_epoch_logloss: float
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batches: Iterable[Any], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N], labels [N]) of a model over batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for batch in batches:
+        batch = batch.to(device, non_blocking=True)
+        logits.append(model(batch.dense, batch.sparse).float().cpu().numpy())
+        labels.append(batch.labels.cpu().numpy())
+    model.train(was_training)
+    if not logits:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def evaluate(model: torch.nn.Module, dataset: Dataset, dates: list[str], batch_size: int = 8192,
+             device: torch.device | str = "cpu") -> tuple[EvalMetrics, dict[str, EvalMetrics]]:
+    """Metrics over all `dates` together and per date."""
+    by_date: dict[str, EvalMetrics] = {}
+    all_logits, all_labels = [], []
+    for date in dates:
+        loader = BatchLoader(dataset, [date], batch_size, shuffle=False)
+        logits, labels = predict(model, loader, torch.device(device))
+        by_date[date] = evaluate_logits(logits, labels)
+        all_logits.append(logits)
+        all_labels.append(labels)
+    return evaluate_logits(np.concatenate(all_logits), np.concatenate(all_labels)), by_date
+
+
+class Trainer:
+    """Trains `model` on `train_dates` of `dataset` with `config`.
+
+    With `run_dir`, a checkpoint is written every `checkpoint_every` steps and at each epoch
+    end, and `fit(resume=True)` continues from it (the same seed replays the same batches,
+    so the steps already done are skipped). Ctrl-C saves a checkpoint and raises
+    TrainingInterrupted. Not thread-safe.
+    """
+
+    def __init__(self, model: RankingModel, dataset: Dataset, train_dates: list[str],
+                 config: TrainConfig, run_dir: Path | None = None, progress: bool | None = None,
+                 on_step: Callable[[int, float], None] | None = None) -> None:
+        self.config = config.check()
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True,
+                                  seed=config.seed, buffer_rows=config.shuffle_buffer)
+        self.optimizer = make_optimizer(self.model.parameters(), config)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.on_step = on_step
+        self._epoch = self._step_in_epoch = self._global_step = self._examples = 0
+        self._seconds = 0.0
+        self._epoch_loss_sum = 0.0
+        self._epoch_rows = 0
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir is not None else None
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
+            "global_step": self._global_step, "examples": self._examples, "seconds": self._seconds,
+            "epoch_loss_sum": self._epoch_loss_sum, "epoch_rows": self._epoch_rows,
+            "config": self.config.to_dict(), "arch": self.model.architecture.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self) -> None:
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, self._state())
+
+    def _restore(self) -> None:
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            raise UserError(f"--resume: no checkpoint at {path}")
+        state = load_checkpoint(path)
+        if state["arch"] != self.model.architecture.to_dict():
+            raise UserError(f"--resume: {path} was trained with another architecture")
+        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+        now = {k: v for k, v in self.config.to_dict().items() if k != "epochs"}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise UserError(f"--resume: settings differ from the checkpoint's: "
+                            + ", ".join(f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in diff))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for key in ("epoch", "step_in_epoch", "global_step", "examples", "seconds",
+                    "epoch_loss_sum", "epoch_rows"):
+            setattr(self, f"_{key}", state[key])
+        torch.set_rng_state(state["torch_rng"])
+
+    def fit(self, resume: bool = False) -> TrainStats:
+        if resume:
+            self._restore()
+        steps_per_epoch = len(self.loader)
+        total = steps_per_epoch * self.config.epochs
+        bar = tqdm(total=total, initial=min(self._global_step, total), disable=not self.progress,
+                   unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.model.train()
+        try:
+            while self._epoch < self.config.epochs:
+                self._run_epoch(bar)
+                self._epoch += 1
+                self._step_in_epoch = 0
+                if self._epoch < self.config.epochs:
+                    self._epoch_loss_sum, self._epoch_rows = 0.0, 0
+                self.save()
+        except KeyboardInterrupt:
+            self.save()
+            where = f"; resume with --resume (checkpoint: {self.checkpoint_path})" if self.run_dir else ""
+            raise TrainingInterrupted(f"training interrupted at step {self._global_step}{where}") from None
+        finally:
+            bar.close()
+        last = self._epoch_loss_sum / self._epoch_rows if self._epoch_rows else float("nan")
+        return TrainStats(self._global_step, self._examples, self._seconds, last)
+
+    def _run_epoch(self, bar: tqdm) -> None:
+        skip = self._step_in_epoch
+        started = time.perf_counter()
+        for i, batch in enumerate(self.loader.epoch(self._epoch)):
+            if i < skip:
+                started = time.perf_counter()
+                continue
+            loss = self._step(batch.to(self.device, non_blocking=True))
+            rows = len(batch)
+            now = time.perf_counter()
+            self._seconds += now - started
+            started = now
+            self._examples += rows
+            self._epoch_loss_sum += loss * rows
+            self._epoch_rows += rows
+            self._step_in_epoch += 1
+            self._global_step += 1
+            bar.update(1)
+            if self._global_step % 20 == 0:
+                bar.set_postfix(epoch=self._epoch, logloss=f"{self._epoch_loss_sum / self._epoch_rows:.4f}")
+            if self.on_step is not None:
+                self.on_step(self._global_step, loss)
+            every = self.config.checkpoint_every
+            if every and self._global_step % every == 0:
+                self.save()
+                started = time.perf_counter()
+
+    def _step(self, batch: Any) -> float:
+        logits = self.model(batch.dense, batch.sparse)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise TrainingDiverged(f"the training loss became {value} at step {self._global_step + 1}; "
+                                   f"try a lower learning rate (lr={self.config.lr})")
+        return value

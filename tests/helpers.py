@@ -1,0 +1,36 @@
+"""Small builders shared by tests: schemas, KJTs, tiny synthetic datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from rankitect.data.synth import SynthConfig, generate
+from rankitect.schema import DenseColumn, Schema, SparseColumn
+
+
+def toy_schema(num_dense: int = 3, num_sparse: int = 4, dim: int = 8, multi: bool = True) -> Schema:
+    dense = tuple(DenseColumn(f"d{i}", mean=float(i), std=2.0) for i in range(num_dense))
+    sparse = tuple(SparseColumn(f"s{i}", hash_size=50 + i) for i in range(num_sparse))
+    if multi:
+        sparse += (SparseColumn("tags", hash_size=30, multi=True, avg_len=3.0),)
+    return Schema(label="label", dense=dense, sparse=sparse, embedding_dim=dim)
+
+
+def random_kjt(schema: Schema, batch: int, seed: int = 0, list_len: int = 3) -> KeyedJaggedTensor:
+    """Single-id columns get one id per row; multi columns `list_len` ids per row."""
+    gen = torch.Generator().manual_seed(seed)
+    values, lengths = [], []
+    for col in schema.sparse:
+        n = list_len if col.multi else 1
+        values.append(torch.randint(0, col.hash_size, (batch * n,), generator=gen))
+        lengths.append(torch.full((batch,), n, dtype=torch.int32))
+    return KeyedJaggedTensor(keys=schema.sparse_names, values=torch.cat(values),
+                             lengths=torch.cat(lengths), stride=batch)
+
+
+def tiny_synth(out: Path, days: int = 3, rows_per_day: int = 2000, seed: int = 0, **kw) -> Path:
+    generate(out, SynthConfig(days=days, rows_per_day=rows_per_day, seed=seed, **kw))
+    return out

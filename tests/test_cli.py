@@ -1,0 +1,116 @@
+"""The `rankitect` CLI: commands work end to end; a user's mistake exits 2 with a clear message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher.cli import main
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "ds"
+    assert main(["data", "synth", "--out", str(out), "--days", "3", "--rows-per-day", "1500",
+                 "--seed", "1"]) == 0
+    return out
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--arch", "deepfm", "--train-dates", "first:2",
+            "--eval-dates", "last:1", "--out", str(out), "--batch-size", "256", *extra]
+
+
+def test_synth_and_inspect(data, capsys) -> None:
+    assert (data / "truth.json").is_file()
+    assert main(["data", "inspect", str(data)]) == 0
+    text = capsys.readouterr().out
+    assert "2024-01-03" in text and "tags" in text and "hash_size=201" in text
+    assert main(["data", "inspect", str(data), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 4500 and len(info["dates"]) == 3
+
+
+def test_train_writes_metrics_and_resume_matches_a_straight_run(data, tmp_path, capsys) -> None:
+    assert main(_train_args(data, tmp_path / "straight", "--epochs", "2")) == 0
+    assert "NE " in capsys.readouterr().out
+    assert main(_train_args(data, tmp_path / "resumed", "--epochs", "1")) == 0
+    assert main(_train_args(data, tmp_path / "resumed", "--epochs", "2", "--resume")) == 0
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["steps"] == straight["steps"]
+    assert resumed["logloss"] == pytest.approx(straight["logloss"], abs=1e-6)
+
+
+def test_blocks_json(capsys) -> None:
+    assert main(["blocks", "--json"]) == 0
+    blocks = json.loads(capsys.readouterr().out)
+    assert all({"name", "doc", "params"} <= set(b) for b in blocks)
+    assert {"mlp", "dot", "dcn", "efc", "fm", "attention", "gating", "sum", "concat", "embedding"} <= {
+        b["name"] for b in blocks}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "resnet"], "--arch 'resnet' is neither a baseline"),
+        (["--train-dates", "first:9"], "--train-dates: 'first:9' asks for 9 dates"),
+        (["--eval-dates", "2030-01-01"], "--eval-dates: date '2030-01-01' is not in the dataset"),
+        (["--lr", "-1"], "lr=-1.0 is out of range"),
+        (["--epochs", "0"], "epochs=0 is out of range"),
+        (["--device", "cuda"], "CUDA is not available"),
+        (["--device", "tpu9"], "device='tpu9'"),
+        (["--embedding-dim", "0"], "--embedding-dim must be >= 1, got 0"),
+    ],
+)
+def test_train_mistakes_exit_2(data, tmp_path, capsys, args: list[str], message: str) -> None:
+    argv = _train_args(data, tmp_path / "run")
+    for flag, value in zip(args[::2], args[1::2]):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_architecture_file_names_node_and_field(data, tmp_path, capsys) -> None:
+    arch = {"nodes": [{"id": "x", "block": "dcn", "inputs": ["dense"], "params": {"layers": 42}},
+                      {"id": "logit", "block": "fc", "inputs": ["x"], "params": {"width": 1}}]}
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(arch))
+    argv = _train_args(data, tmp_path / "run")
+    argv[argv.index("--arch") + 1] = str(path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "node 'x', field 'params.layers'" in err and "got 42" in err
+
+
+def test_existing_outputs_are_kept(data, tmp_path, capsys) -> None:
+    assert main(["data", "synth", "--out", str(data), "--days", "1", "--rows-per-day", "100"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert len(json.loads((data / "schema.json").read_text())["dates"]) == 3
+    assert main(["data", "synth", "--out", str(tmp_path / "x"), "--days", "0"]) == 2
+    assert "days=0" in capsys.readouterr().err
+
+
+def test_missing_dataset_and_usage_errors(tmp_path, capsys) -> None:
+    assert main(["data", "inspect", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--data", "x"]) == 2  # argparse: required flags missing
+
+
+def test_console_script_exit_code_without_traceback(tmp_path) -> None:
+    script = Path(sys.executable).parent / "rankitect"
+    proc = subprocess.run([str(script), "train", "--data", str(tmp_path / "none"), "--arch", "lr",
+                           "--train-dates", "first:1", "--eval-dates", "last:1", "--out",
+                           str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr

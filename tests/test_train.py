@@ -1,0 +1,108 @@
+"""Training: metrics.json, reproducibility, checkpoints and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rankitect.data.dataset import Dataset
+from rankitect.errors import UserError
+from rankitect.model import build_model
+from rankitect.train import TrainConfig, Trainer, evaluate
+from rankitect.train.run import train_run
+from rankitect.train.trainer import TrainingDiverged, TrainingInterrupted
+from search_spaces import baseline
+from tests.helpers import tiny_synth
+
+CONFIG = TrainConfig(epochs=2, batch_size=256, lr=3e-3, checkpoint_every=5, shuffle_buffer=1000)
+TIMING = {"examples_per_second", "train_seconds"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Dataset:
+    return Dataset.open(str(tiny_synth(tmp_path_factory.mktemp("d") / "ds", days=3, rows_per_day=2000)))
+
+
+def _untimed(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def test_metrics_file_and_reproducibility(dataset, tmp_path) -> None:
+    arch = baseline("deepfm", dataset.schema)
+    a = train_run(dataset, arch, dataset.dates[:2], dataset.dates[2:], CONFIG, tmp_path / "a", progress=False)
+    b = train_run(dataset, arch, dataset.dates[:2], dataset.dates[2:], CONFIG, tmp_path / "b", progress=False)
+    on_disk = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    for key in ("logloss", "ne", "auc", "calibration", "flops_per_example", "params",
+                "examples_per_second", "train_dates", "eval_dates"):
+        assert key in on_disk
+    assert on_disk["train_dates"] == dataset.dates[:2] and on_disk["eval_dates"] == dataset.dates[2:]
+    assert _untimed(a) == _untimed(b)
+    assert a["auc"] > 0.58  # 4000 rows teach a little of the planted structure
+    assert (tmp_path / "a" / "checkpoint.pt").is_file() and (tmp_path / "a" / "arch.json").is_file()
+
+
+def _trainer(dataset, run_dir, config=CONFIG, on_step=None) -> Trainer:
+    torch.manual_seed(config.seed)
+    model = build_model(baseline("deepfm", dataset.schema), dataset.schema)
+    return Trainer(model, dataset, dataset.dates[:2], config, run_dir=run_dir, progress=False,
+                   on_step=on_step)
+
+
+def _eval_ne(trainer: Trainer, dataset) -> float:
+    return evaluate(trainer.model, dataset, dataset.dates[2:])[0].ne
+
+
+def test_interrupted_training_resumes_to_the_same_model(dataset, tmp_path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "cut").mkdir()
+    full = _trainer(dataset, tmp_path / "full")
+    full_stats = full.fit()
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 13:  # mid-epoch, between checkpoints (every 5 steps)
+            raise KeyboardInterrupt
+
+    cut = _trainer(dataset, tmp_path / "cut", on_step=interrupt)
+    with pytest.raises(TrainingInterrupted, match="at step 13"):
+        cut.fit()
+    resumed = _trainer(dataset, tmp_path / "cut")
+    stats = resumed.fit(resume=True)
+    assert stats.steps == full_stats.steps and stats.examples == full_stats.examples
+    assert _eval_ne(resumed, dataset) == pytest.approx(_eval_ne(full, dataset), abs=1e-6)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_other_settings(dataset, tmp_path) -> None:
+    (tmp_path / "r").mkdir()
+    _trainer(dataset, tmp_path / "r", config=TrainConfig(epochs=1, batch_size=256, shuffle_buffer=1000)).fit()
+    other = TrainConfig(epochs=1, batch_size=256, shuffle_buffer=1000, lr=0.5)
+    with pytest.raises(UserError, match="lr=0.001 there, 0.5 now"):
+        _trainer(dataset, tmp_path / "r", config=other).fit(resume=True)
+
+
+def test_divergence_is_a_clear_error(dataset) -> None:
+    config = TrainConfig(epochs=1, batch_size=256, shuffle_buffer=1000, optimizer="sgd", lr=1e12)
+    with pytest.raises(TrainingDiverged, match="lower learning rate"):
+        _trainer(dataset, None, config=config).fit()
+
+
+def test_run_folder_safety(dataset, tmp_path) -> None:
+    arch = baseline("lr", dataset.schema)
+    cfg = TrainConfig(epochs=1, batch_size=512, shuffle_buffer=1000)
+    train_run(dataset, arch, dataset.dates[:2], dataset.dates[2:], cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    with pytest.raises(UserError, match="already exists"):
+        train_run(dataset, arch, dataset.dates[:2], dataset.dates[2:], cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(UserError, match="not a Rankitect run"):
+        train_run(dataset, arch, dataset.dates[:2], dataset.dates[2:], cfg, tmp_path / "mine",
+                  force=True, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    with pytest.raises(UserError, match="overlap"):
+        train_run(dataset, arch, dataset.dates[:2], dataset.dates[1:], cfg, tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
