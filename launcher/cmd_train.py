@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from rankitect.train.config import OPTIMIZERS, TrainConfig
+from rankitect.train.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help="decay of the learning rate over the run (default cosine)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--embedding-dim", type=int, default=None,
-                   help="override the embedding dim of the architecture and schema")
+                   help="default embedding dim E for this run (the schema's otherwise); an "
+                        "architecture that sets its own dim keeps it")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints (0: epoch ends only)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -43,16 +46,17 @@ def run(args: argparse.Namespace) -> int:
     from search_spaces import resolve_architecture
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         optimizer=args.optimizer, weight_decay=args.weight_decay, seed=args.seed,
+                         optimizer=args.optimizer, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, seed=args.seed,
                          device=args.device, checkpoint_every=args.checkpoint_every,
                          shuffle_buffer=max(TrainConfig().shuffle_buffer, args.batch_size))
     config.check()
     dataset = Dataset.open(args.data)
-    arch = resolve_architecture(args.arch, dataset.schema)
     if args.embedding_dim is not None:
         if args.embedding_dim < 1:
             raise ConfigError(f"--embedding-dim must be >= 1, got {args.embedding_dim}")
-        arch = dataclasses.replace(arch, embedding={**arch.embedding, "dim": args.embedding_dim})
+        schema = dataclasses.replace(dataset.schema, embedding_dim=args.embedding_dim)
+        dataset = dataclasses.replace(dataset, schema=schema)
+    arch = resolve_architecture(args.arch, dataset.schema)
     train_dates = dataset.select_dates(args.train_dates, "--train-dates")
     eval_dates = dataset.select_dates(args.eval_dates, "--eval-dates")
     metrics = train_run(dataset, arch, train_dates, eval_dates, config, args.out,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,21 +32,41 @@ def test_synth_and_inspect(data, capsys) -> None:
     assert (data / "truth.json").is_file()
     assert main(["data", "inspect", str(data)]) == 0
     text = capsys.readouterr().out
-    assert "2024-01-03" in text and "tags" in text and "hash_size=201" in text
+    assert "2024-01-03" in text and "tags" in text and "hash_size=21" in text
     assert main(["data", "inspect", str(data), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == 4500 and len(info["dates"]) == 3
 
 
-def test_train_writes_metrics_and_resume_matches_a_straight_run(data, tmp_path, capsys) -> None:
-    assert main(_train_args(data, tmp_path / "straight", "--epochs", "2")) == 0
+def test_train_writes_metrics(data, tmp_path, capsys) -> None:
+    assert main(_train_args(data, tmp_path / "run", "--epochs", "1")) == 0
     assert "NE " in capsys.readouterr().out
-    assert main(_train_args(data, tmp_path / "resumed", "--epochs", "1")) == 0
-    assert main(_train_args(data, tmp_path / "resumed", "--epochs", "2", "--resume")) == 0
-    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert resumed["steps"] == straight["steps"]
-    assert resumed["logloss"] == pytest.approx(straight["logloss"], abs=1e-6)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_dates"] == ["2024-01-01", "2024-01-02"]
+    assert metrics["eval_dates"] == ["2024-01-03"]
+
+
+def test_ctrl_c_then_resume_matches_a_straight_run(data, tmp_path, capsys) -> None:
+    args = _train_args(data, tmp_path / "cut", "--epochs", "3", "--batch-size", "32",
+                       "--checkpoint-every", "10")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "rankitect"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resume with --resume" in err and "Traceback" not in err
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    assert main([*args, "--resume"]) == 0
+    straight = tmp_path / "straight"
+    assert main(_train_args(data, straight, "--epochs", "3", "--batch-size", "32")) == 0
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    expected = json.loads((straight / "metrics.json").read_text())
+    assert resumed["steps"] == expected["steps"]
+    assert resumed["logloss"] == pytest.approx(expected["logloss"], abs=1e-6)
 
 
 def test_blocks_json(capsys) -> None:

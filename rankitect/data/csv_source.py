@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +73,19 @@ def open_input(path: Path) -> pa.NativeFile:
     return pa.CompressedInputStream(raw, "gzip") if is_gzip(path) else raw
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a failure to read `path` (truncated gzip, I/O error) into a DataError naming it."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from None
+
+
 def read_first_line(path: Path, limit: int = 1 << 20) -> str:
     """The first line of `path` (decompressed, BOM and line ending removed); DataError if empty."""
-    with open_input(path) as stream:
-        buf = b""
+    buf = b""
+    with open_input(path) as stream, _reading(path):
         while b"\n" not in buf and len(buf) < limit:
             chunk = stream.read(64 << 10)
             if not chunk:
@@ -104,7 +114,7 @@ def parse_header(line: str, delimiter: str, path: Path) -> tuple[str, ...]:
 def count_lines(path: Path) -> int:
     """Number of lines of the (decompressed) file; a last line without a newline counts."""
     count, last = 0, b"\n"
-    with open_input(path) as stream:
+    with open_input(path) as stream, _reading(path):
         while chunk := stream.read(8 << 20):
             count += chunk.count(b"\n")
             last = chunk[-1:]
@@ -209,7 +219,7 @@ def iter_csv_blocks(layout: CsvLayout, block_bytes: int = BLOCK_BYTES) -> Iterat
                 bad = tracker.take_rejected(tracker.next_line)
                 batch, lines = _drop_blank(batch, lines)
                 yield CsvBlock(batch, lines, bad)
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{layout.path}: cannot be read as "
                             f"{'TSV' if layout.delimiter == chr(9) else 'CSV'}: {exc}") from None
     rest = tracker.take_rejected(None)
@@ -238,6 +248,7 @@ def value_at(arr: pa.Array, i: int) -> object:
 
 
 def plain_array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array, dictionary-encoded values decoded."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
@@ -246,6 +257,7 @@ def plain_array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def is_text(arr: pa.Array) -> bool:
+    """True for (large / view) string arrays."""
     t = arr.type
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 

@@ -184,7 +184,7 @@ class BatchLoader:
         columns = [self.schema.label, *self.schema.dense_names, *self.schema.sparse_names]
         for path in files:
             with self.dataset.fs.open_input_file(path) as handle:
-                reader = pq.ParquetFile(handle)
+                reader = pq.ParquetFile(handle, pre_buffer=False)
                 for rb in reader.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
                     yield _chunk_from_arrow(rb, self.schema, path)
 

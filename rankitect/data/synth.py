@@ -42,8 +42,8 @@ class SynthConfig:
     rows_per_day: int = 50_000
     seed: int = 0
     start_date: str = "2024-01-01"
-    num_sparse: int = 10
-    cardinality: int = 200
+    num_sparse: int = 8
+    cardinality: int = 20
     zipf: float = 1.05
     num_dense: int = 4
     latent_dim: int = 4
@@ -51,11 +51,11 @@ class SynthConfig:
     pair_strength: float = 1.0  # std of each planted dot-product term
     cross_strength: float = 0.6  # weight of the dense cross term
     bias_std: float = 0.4  # std of the per-id first-order effects
-    noise: float = 0.5  # std of the unseen logit noise
-    drift: float = 0.05  # per-day change of the base rate and latent vectors
+    noise: float = 1.0  # std of the unseen logit noise
+    drift: float = 0.02  # per-day change of the base rate and latent vectors
     base_ctr: float = 0.2
     tag_cardinality: int = 100
-    tag_mean_len: float = 3.0
+    tag_mean_len: float = 3.0  # 0: no list column
     missing_rate: float = 0.02
     embedding_dim: int = 16
     chunk_rows: int = 100_000
@@ -177,8 +177,9 @@ def _plan(world: _World, cfg: SynthConfig) -> ColumnPlan:
     dense = tuple(DenseColumn(name=n) for n in world.dense_names)
     sparse = tuple(SparseColumn(name=n, hash_size=cfg.cardinality + 1, hashing="identity")
                    for n in world.sparse_names)
-    sparse += (SparseColumn(name=TAGS, hash_size=cfg.tag_cardinality + 1, multi=True,
-                            hashing="identity"),)
+    if cfg.tag_mean_len > 0:
+        sparse += (SparseColumn(name=TAGS, hash_size=cfg.tag_cardinality + 1, multi=True,
+                                hashing="identity"),)
     return ColumnPlan(label="label", dense=dense, sparse=sparse, embedding_dim=cfg.embedding_dim,
                       source="synth", preprocessing={"dense": "none", "sparse": "identity ids; 0 = missing"})
 
@@ -231,8 +232,9 @@ def _table(world: _World, rows: dict[str, np.ndarray], labels: np.ndarray) -> pa
         cols[name] = pa.array(rows[name], pa.float32())
     for name in world.sparse_names:
         cols[name] = pa.array(rows[name], pa.int64())
-    cols[TAGS] = pa.ListArray.from_arrays(pa.array(rows[TAGS + ":offsets"], pa.int32()),
-                                          pa.array(rows[TAGS + ":values"], pa.int64()))
+    if world.cfg.tag_mean_len > 0:
+        cols[TAGS] = pa.ListArray.from_arrays(pa.array(rows[TAGS + ":offsets"], pa.int32()),
+                                              pa.array(rows[TAGS + ":values"], pa.int64()))
     return pa.table(cols)
 
 
@@ -266,7 +268,8 @@ def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
     return {
         "generator": asdict(cfg),
         "interactions": interactions,
-        "first_order": {"fields": world.sparse_names + world.dense_names + [TAGS],
+        "first_order": {"fields": world.sparse_names + world.dense_names
+                        + ([TAGS] if cfg.tag_mean_len > 0 else []),
                         "blocks": ["fc", "mlp"]},
         "noise_std": cfg.noise,
         "logit_std": term_std.get("logit", 0.0),

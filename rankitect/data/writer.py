@@ -81,9 +81,8 @@ class DatasetWriter:
         self.arrow_schema = plan.arrow_schema()
         self.rows_per_file = rows_per_file
         self.row_group_rows = row_group_rows
-        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}-{id(self):x}"
+        self._made_parents = [p for p in reversed(self.out.parents) if not p.exists()]
         self.tmp.mkdir(parents=True)
         self._pending: dict[str, list[pa.Table]] = {}
         self._pending_rows: dict[str, int] = {}
@@ -196,6 +195,11 @@ class DatasetWriter:
                 pass
         self._writers.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        for parent in reversed(self._made_parents):  # folders this writer created, deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> "DatasetWriter":
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from rankitect.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class TrainConfig:
     batch_size: int = 1024
     lr: float = 1e-3
     optimizer: str = "adam"
+    lr_schedule: str = "cosine"  # decay from lr to 0 over all steps; "constant" keeps lr
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
@@ -33,10 +36,12 @@ class TrainConfig:
             "shuffle_buffer": self.shuffle_buffer >= self.batch_size,
             "checkpoint_every": self.checkpoint_every >= 0, "eval_batch_size": self.eval_batch_size >= 1,
             "optimizer": self.optimizer in OPTIMIZERS,
+            "lr_schedule": self.lr_schedule in LR_SCHEDULES,
         }
         for name, ok in rules.items():
             if not ok:
-                extra = f" (one of {OPTIMIZERS})" if name == "optimizer" else ""
+                extra = {"optimizer": f" (one of {OPTIMIZERS})",
+                         "lr_schedule": f" (one of {LR_SCHEDULES})"}.get(name, "")
                 if name == "shuffle_buffer":
                     extra = f" (must be >= batch_size={self.batch_size})"
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range{extra}")
@@ -68,3 +73,13 @@ def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at `step` (0-based) of `total_steps`."""
+    if schedule == "constant" or total_steps <= 1:
+        return 1.0
+    progress = min(step / total_steps, 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -20,7 +20,7 @@ from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
 from rankitect.model import RankingModel
 from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
-from rankitect.train.config import TrainConfig, make_optimizer, resolve_device
+from rankitect.train.config import TrainConfig, lr_factor, make_optimizer, resolve_device
 
 
 class TrainingDiverged(UserError):
@@ -189,7 +189,14 @@ class Trainer:
                 self.save()
                 started = time.perf_counter()
 
+    def _set_lr(self) -> None:
+        total = len(self.loader) * self.config.epochs
+        factor = lr_factor(self.config.lr_schedule, self._global_step, total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * factor
+
     def _step(self, batch: Any) -> float:
+        self._set_lr()
         logits = self.model(batch.dense, batch.sparse)
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
         self.optimizer.zero_grad(set_to_none=True)
