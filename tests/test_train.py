@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -56,7 +58,11 @@ def _eval_ne(trainer: Trainer, dataset) -> float:
     return evaluate(trainer.model, dataset, dataset.dates[2:])[0].ne
 
 
-def test_interrupted_training_resumes_to_the_same_model(dataset, tmp_path) -> None:
+@pytest.mark.parametrize("how", ["sigint", "keyboard_interrupt"])
+def test_interrupted_training_resumes_to_the_same_model(dataset, tmp_path, how: str) -> None:
+    """A real SIGINT is honoured after the step (checkpoint of that step); a KeyboardInterrupt
+    raised inside a step resumes from the last periodic checkpoint. Both end where an
+    uninterrupted run ends."""
     (tmp_path / "full").mkdir()
     (tmp_path / "cut").mkdir()
     full = _trainer(dataset, tmp_path / "full")
@@ -64,10 +70,14 @@ def test_interrupted_training_resumes_to_the_same_model(dataset, tmp_path) -> No
 
     def interrupt(step: int, loss: float) -> None:
         if step == 13:  # mid-epoch, between checkpoints (every 5 steps)
-            raise KeyboardInterrupt
+            if how == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
 
     cut = _trainer(dataset, tmp_path / "cut", on_step=interrupt)
-    with pytest.raises(TrainingInterrupted, match="at step 13"):
+    saved = 13 if how == "sigint" else 10
+    with pytest.raises(TrainingInterrupted, match=f"at step 13; resume with --resume \\(checkpoint of step {saved}"):
         cut.fit()
     resumed = _trainer(dataset, tmp_path / "cut")
     stats = resumed.fit(resume=True)

@@ -21,6 +21,7 @@ from rankitect.metrics import EvalMetrics, evaluate_logits
 from rankitect.model import RankingModel
 from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
 from rankitect.train.config import TrainConfig, lr_factor, make_optimizer, resolve_device
+from rankitect.train.interrupt import DeferredInterrupt
 
 
 class TrainingDiverged(UserError):
@@ -78,8 +79,8 @@ class Trainer:
 
     With `run_dir`, a checkpoint is written every `checkpoint_every` steps and at each epoch
     end, and `fit(resume=True)` continues from it (the same seed replays the same batches,
-    so the steps already done are skipped). Ctrl-C saves a checkpoint and raises
-    TrainingInterrupted. Not thread-safe.
+    so the steps already done are skipped). Ctrl-C finishes the current step, saves a
+    checkpoint and raises TrainingInterrupted. Not thread-safe.
     """
 
     def __init__(self, model: RankingModel, dataset: Dataset, train_dates: list[str],
@@ -96,6 +97,7 @@ class Trainer:
         self.on_step = on_step
         self._epoch = self._step_in_epoch = self._global_step = self._examples = 0
         self._seconds = 0.0
+        self._saved_step = -1
         self._epoch_loss_sum = 0.0
         self._epoch_rows = 0
 
@@ -116,6 +118,7 @@ class Trainer:
     def save(self) -> None:
         if self.checkpoint_path is not None:
             save_checkpoint(self.checkpoint_path, self._state())
+            self._saved_step = self._global_step
 
     def _restore(self) -> None:
         path = self.checkpoint_path
@@ -140,29 +143,38 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainStats:
         if resume:
             self._restore()
+        self._saved_step = self._global_step if resume else -1
         steps_per_epoch = len(self.loader)
         total = steps_per_epoch * self.config.epochs
         bar = tqdm(total=total, initial=min(self._global_step, total), disable=not self.progress,
                    unit="step", dynamic_ncols=True, file=sys.stderr)
         self.model.train()
         try:
-            while self._epoch < self.config.epochs:
-                self._run_epoch(bar)
-                self._epoch += 1
-                self._step_in_epoch = 0
-                if self._epoch < self.config.epochs:
-                    self._epoch_loss_sum, self._epoch_rows = 0.0, 0
-                self.save()
-        except KeyboardInterrupt:
-            self.save()
-            where = f"; resume with --resume (checkpoint: {self.checkpoint_path})" if self.run_dir else ""
-            raise TrainingInterrupted(f"training interrupted at step {self._global_step}{where}") from None
+            with DeferredInterrupt() as interrupt:
+                while self._epoch < self.config.epochs:
+                    self._run_epoch(bar, interrupt)
+                    self._epoch += 1
+                    self._step_in_epoch = 0
+                    if self._epoch < self.config.epochs:
+                        self._epoch_loss_sum, self._epoch_rows = 0.0, 0
+                    self.save()
+        except KeyboardInterrupt:  # a second Ctrl-C, or one raised inside a step: state may be torn
+            raise TrainingInterrupted(self._interrupted_message(saved_now=False)) from None
         finally:
             bar.close()
         last = self._epoch_loss_sum / self._epoch_rows if self._epoch_rows else float("nan")
         return TrainStats(self._global_step, self._examples, self._seconds, last)
 
-    def _run_epoch(self, bar: tqdm) -> None:
+    def _interrupted_message(self, saved_now: bool) -> str:
+        text = f"training interrupted at step {self._global_step}"
+        if self.run_dir is None:
+            return text
+        if saved_now or self._saved_step >= 0:
+            step = self._global_step if saved_now else self._saved_step
+            return f"{text}; resume with --resume (checkpoint of step {step}: {self.checkpoint_path})"
+        return f"{text}; no checkpoint was written yet"
+
+    def _run_epoch(self, bar: tqdm, interrupt: DeferredInterrupt) -> None:
         skip = self._step_in_epoch
         started = time.perf_counter()
         for i, batch in enumerate(self.loader.epoch(self._epoch)):
@@ -184,6 +196,9 @@ class Trainer:
                 bar.set_postfix(epoch=self._epoch, logloss=f"{self._epoch_loss_sum / self._epoch_rows:.4f}")
             if self.on_step is not None:
                 self.on_step(self._global_step, loss)
+            if interrupt.requested:
+                self.save()
+                raise TrainingInterrupted(self._interrupted_message(saved_now=True))
             every = self.config.checkpoint_every
             if every and self._global_step % every == 0:
                 self.save()
