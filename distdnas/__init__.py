@@ -1,0 +1,1 @@
+"""DistDNAS: distributed differentiable search over data-date shards on Ray actors."""

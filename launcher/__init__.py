@@ -1,0 +1,1 @@
+"""The launcher: the `rankitect` CLI (and, later, configs, the gRPC service and the Ray connection)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,8 +186,11 @@ def _plan(world: _World, cfg: SynthConfig) -> ColumnPlan:
 
 
 def generate(out: Path, cfg: SynthConfig, force: bool = False,
-             progress: "callable | None" = None) -> tuple[Schema, dict]:
-    """Write the dataset and `truth.json` to `out`; returns (schema, truth)."""
+             progress: Callable[[int], None] | None = None) -> tuple[Schema, dict]:
+    """Write the dataset and `truth.json` to `out`; returns (schema, truth).
+
+    `progress` is called with the number of rows written after each chunk.
+    """
     cfg.check()
     world = _World(cfg)
     plan = _plan(world, cfg)
