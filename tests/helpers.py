@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from rankitect.data.dataset import Dataset
 from rankitect.data.synth import SynthConfig, generate
 from rankitect.schema import DenseColumn, Schema, SparseColumn
 
@@ -34,3 +40,21 @@ def random_kjt(schema: Schema, batch: int, seed: int = 0, list_len: int = 3) -> 
 def tiny_synth(out: Path, days: int = 3, rows_per_day: int = 2000, seed: int = 0, **kw) -> Path:
     generate(out, SynthConfig(days=days, rows_per_day=rows_per_day, seed=seed, **kw))
     return out
+
+
+def read_dates(out: Path) -> dict[str, pa.Table]:
+    """Every partition of the dataset at `out` as one table (rows in file order)."""
+    ds = Dataset.open(str(out))
+    return {d: pa.concat_tables([pq.read_table(f) for f in ds.files[d]]) for d in ds.dates}
+
+
+def write_csv(path: Path, header: list[str] | None, rows: list[list[str]], sep: str = ",") -> Path:
+    """Rows written with the csv module (gzipped when `path` ends in .gz)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=sep, lineterminator="\n")
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(rows)
+    data = buf.getvalue().encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path

@@ -11,7 +11,15 @@ from torch import nn
 
 from launcher.cli import main
 from rankitect.arch import Architecture, Node
-from rankitect.blocks import Block, BlockSpec, HyperParam, Shape, ShapeError, register_block, unregister_block
+from rankitect.blocks import (
+    Block,
+    BlockSpec,
+    HyperParam,
+    Shape,
+    ShapeError,
+    register_block,
+    unregister_block,
+)
 from rankitect.blocks.base import flat_size
 from rankitect.cost import cost_of
 from rankitect.errors import ArchitectureError

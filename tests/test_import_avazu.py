@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from rankitect.data.avazu import HOUR_OF_DAY_HASH_SIZE, import_avazu
 from rankitect.data.dataset import Dataset
 from rankitect.data.hashing import hash_arrow_strings, id_of_text
 from rankitect.errors import BadRowError, DataError
+from tests.helpers import read_dates, write_csv
 
 HASH = 5000
 
@@ -29,18 +28,10 @@ def sample(shared_data: Path) -> tuple[Path, list[str], list[list[str]]]:
     return path, header, rows
 
 
-def read_dates(out: Path) -> dict[str, pa.Table]:
-    ds = Dataset.open(str(out))
-    return {d: pa.concat_tables([pq.read_table(f) for f in ds.files[d]]) for d in ds.dates}
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    path.write_text(buf.getvalue())
-    return path
+
+
 
 
 def assert_nothing_written(tmp_path: Path, out: Path) -> None:

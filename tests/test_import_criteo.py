@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from rankitect.data.criteo import COLUMNS, DENSE, SPARSE, import_criteo
@@ -18,6 +16,7 @@ from rankitect.data.csv_source import CsvLayout, iter_csv_blocks
 from rankitect.data.dataset import Dataset
 from rankitect.data.hashing import hash_arrow_strings, id_of_text
 from rankitect.errors import BadRowError, ConfigError, DataError
+from tests.helpers import read_dates, write_csv
 
 HASH = 1000
 
@@ -34,21 +33,10 @@ def sample(shared_data: Path) -> tuple[Path, list[str], list[list[str]]]:
     return path, header, rows
 
 
-def read_dates(out: Path) -> dict[str, pa.Table]:
-    """Every partition of the dataset at `out` as one table (rows in file order)."""
-    ds = Dataset.open(str(out))
-    return {d: pa.concat_tables([pq.read_table(f) for f in ds.files[d]]) for d in ds.dates}
 
 
-def write_csv(path: Path, header: list[str] | None, rows: list[list[str]], sep: str = ",") -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter=sep, lineterminator="\n")
-    if header is not None:
-        writer.writerow(header)
-    writer.writerows(rows)
-    data = buf.getvalue().encode()
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-    return path
+
+
 
 
 def assert_nothing_written(tmp_path: Path, out: Path) -> None:

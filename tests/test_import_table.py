@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from rankitect.data.dataset import Dataset
 from rankitect.data.hashing import id_of_text
 from rankitect.data.table import import_table
 from rankitect.errors import BadRowError, ConfigError, DataError
+from tests.helpers import read_dates, write_csv
 
 HASH = 5000
 HEADER = ["y", "price", "spend", "user", "app", "tags", "when", "unused"]
@@ -39,18 +39,10 @@ def rows(shared_data: Path) -> list[list[str]]:
     return out
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    path.write_text(buf.getvalue())
-    return path
 
 
-def read_dates(out: Path) -> dict[str, pa.Table]:
-    ds = Dataset.open(str(out))
-    return {d: pa.concat_tables([pq.read_table(f) for f in ds.files[d]]) for d in ds.dates}
+
+
 
 
 def assert_nothing_written(tmp_path: Path, out: Path) -> None:

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from rankitect.metrics import auc, binary_entropy, evaluate_logits, logloss, logloss_from_logits
+from rankitect.metrics import (
+    auc,
+    binary_entropy,
+    evaluate_logits,
+    logloss,
+    logloss_from_logits,
+)
 
 
 def _brute_force_auc(scores, labels) -> float:

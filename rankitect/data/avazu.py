@@ -15,8 +15,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rankitect.data.csv_source import (
-    LABEL_NOT_01, BlockProblems, CsvBlock, CsvLayout, Progress, check_import_options,
-    finish_summary, iter_csv_blocks, parse_header, read_first_line, require_columns, to_label,
+    LABEL_NOT_01,
+    BlockProblems,
+    CsvBlock,
+    CsvLayout,
+    Progress,
+    check_import_options,
+    finish_summary,
+    iter_csv_blocks,
+    parse_header,
+    read_first_line,
+    require_columns,
+    to_label,
     write_by_day,
 )
 from rankitect.data.hashing import hash_arrow_strings

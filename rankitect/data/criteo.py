@@ -19,9 +19,22 @@ import numpy as np
 import pyarrow as pa
 
 from rankitect.data.csv_source import (
-    LABEL_NOT_01, NOT_A_NUMBER, BlockProblems, CsvBlock, CsvLayout, Progress,
-    check_import_options, count_lines, day_number, finish_summary, iter_csv_blocks,
-    parse_header, read_first_line, to_float, to_label, write_by_day,
+    LABEL_NOT_01,
+    NOT_A_NUMBER,
+    BlockProblems,
+    CsvBlock,
+    CsvLayout,
+    Progress,
+    check_import_options,
+    count_lines,
+    day_number,
+    finish_summary,
+    iter_csv_blocks,
+    parse_header,
+    read_first_line,
+    to_float,
+    to_label,
+    write_by_day,
 )
 from rankitect.data.hashing import hash_arrow_strings
 from rankitect.data.summary import ImportSummary

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -25,9 +25,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rankitect.data.csv_source import (
-    LABEL_NOT_01, NOT_A_NUMBER, BlockProblems, CsvBlock, CsvLayout, Progress,
-    check_import_options, day_number, finish_summary, is_text, iter_csv_blocks, parse_header,
-    plain_array, read_first_line, require_columns, to_float, to_label, write_by_day,
+    LABEL_NOT_01,
+    NOT_A_NUMBER,
+    BlockProblems,
+    CsvBlock,
+    CsvLayout,
+    Progress,
+    check_import_options,
+    day_number,
+    finish_summary,
+    is_text,
+    iter_csv_blocks,
+    parse_header,
+    plain_array,
+    read_first_line,
+    require_columns,
+    to_float,
+    to_label,
+    write_by_day,
 )
 from rankitect.data.hashing import hash_arrow_strings
 from rankitect.data.summary import ImportSummary

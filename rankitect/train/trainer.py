@@ -20,7 +20,12 @@ from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
 from rankitect.model import RankingModel
 from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
-from rankitect.train.config import TrainConfig, lr_factor, make_optimizer, resolve_device
+from rankitect.train.config import (
+    TrainConfig,
+    lr_factor,
+    make_optimizer,
+    resolve_device,
+)
 from rankitect.train.interrupt import DeferredInterrupt
 
 
@@ -131,7 +136,7 @@ class Trainer:
         now = {k: v for k, v in self.config.to_dict().items() if k != "epochs"}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
-            raise UserError(f"--resume: settings differ from the checkpoint's: "
+            raise UserError("--resume: settings differ from the checkpoint's: "
                             + ", ".join(f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in diff))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
