@@ -7,11 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from launcher import cmd_blocks, cmd_data, cmd_train
+from launcher import cmd_blocks, cmd_data, cmd_search, cmd_train
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-COMMANDS = (cmd_data, cmd_train, cmd_blocks)
+COMMANDS = (cmd_data, cmd_train, cmd_search, cmd_blocks)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed the usage error
         return int(exc.code or 0)
     from rankitect.errors import UserError  # after parsing: `--help` stays fast
+    from rankitect.searchers.run import SearchInterrupted
     from rankitect.train.trainer import TrainingInterrupted
 
     try:
         return int(args.run(args) or 0)
-    except TrainingInterrupted as exc:
+    except (TrainingInterrupted, SearchInterrupted) as exc:
         print(f"rankitect: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except UserError as exc:

@@ -7,11 +7,10 @@ names work wherever an architecture file is accepted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture, Node
-from rankitect.errors import UserError
 from rankitect.schema import Schema
+from rankitect.space import register_baseline, resolve_architecture  # noqa: F401  (re-exported)
 
 
 def _features(schema: Schema) -> list[str]:
@@ -88,6 +87,8 @@ def autoint(schema: Schema) -> Architecture:
 
 BASELINES: dict[str, Callable[[Schema], Architecture]] = {
     "lr": lr, "dlrm": dlrm, "dcnv2": dcnv2, "deepfm": deepfm, "autoint": autoint}
+for _name, _build in BASELINES.items():
+    register_baseline(_name, _build)
 
 
 def baseline(name: str, schema: Schema) -> Architecture:
@@ -95,14 +96,3 @@ def baseline(name: str, schema: Schema) -> Architecture:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; baselines: {sorted(BASELINES)}")
     return BASELINES[name](schema)
-
-
-def resolve_architecture(name_or_path: str, schema: Schema) -> Architecture:
-    """A baseline name or a path to an architecture JSON file."""
-    if name_or_path in BASELINES:
-        return BASELINES[name_or_path](schema)
-    path = Path(name_or_path)
-    if path.is_file():
-        return Architecture.load(path)
-    raise UserError(f"--arch {name_or_path!r} is neither a baseline {sorted(BASELINES)} "
-                    f"nor an architecture JSON file")

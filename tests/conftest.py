@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports Ray: keep test clusters on loopback (Ray reads this at import).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RANKITECT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -17,3 +22,80 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "criteo_sample.txt").is_file():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (set RANKITECT_SHARED_DATA)")
     return SHARED_DATA
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_env(temp_dir: Path) -> dict[str, str]:
+    """Environment that keeps a Ray cluster on loopback and its files out of the home folder."""
+    env = dict(os.environ)
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
+               RAY_TMPDIR=str(temp_dir), RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> str:
+    """A real Ray head started with `ray start` on 127.0.0.1 (2 CPUs), shared by the whole session.
+
+    The test process is connected to it too, so `search()` called in a test uses it; drivers
+    started as subprocesses get its address.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    import ray
+
+    temp_dir = Path(tempfile.mkdtemp(prefix="rkray-", dir="/tmp"))
+    env = ray_env(temp_dir)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    # Every fixed default port is moved, so that two test sessions (or a user's Ray) can coexist.
+    ports = [f"--{flag}={_free_port()}" for flag in ("ray-client-server-port", "dashboard-port",
+                                                      "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                      "runtime-env-agent-port", "metrics-export-port")]
+    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+                    "--object-store-memory=300000000", *ports], env=env, check=True, capture_output=True)
+    address = f"127.0.0.1:{port}"
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield address
+    ray.shutdown()
+    stop_cluster(temp_dir)
+
+
+def stop_cluster(temp_dir: Path) -> None:
+    """Stop the Ray processes of one cluster (those whose command line names its temp dir).
+
+    `ray stop` would stop every Ray of this user on the machine, other sessions' included.
+    """
+    import signal
+    import time
+
+    def members() -> list[int]:
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+                        pids.append(int(proc.name))
+                except OSError:
+                    continue
+        return pids
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in members():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.1)

@@ -133,3 +133,18 @@ def _parse_node(index: int, item: Any) -> tuple[Node | None, list[tuple[str, str
     if problems:
         return None, problems
     return Node(id=node_id, block=block, inputs=tuple(inputs), params=dict(params)), []
+
+
+def prune_unreachable(arch: Architecture) -> Architecture:
+    """`arch` without the nodes that do not feed its output (node order kept)."""
+    inputs = {n.id: n.inputs for n in arch.nodes}
+    seen: set[str] = set()
+    stack = [arch.output_id]
+    while stack:
+        node = stack.pop()
+        if node in seen or node not in inputs:
+            continue
+        seen.add(node)
+        stack.extend(inputs[node])
+    kept = tuple(n for n in arch.nodes if n.id in seen)
+    return Architecture(kept, embedding=dict(arch.embedding), output=arch.output_id, name=arch.name)

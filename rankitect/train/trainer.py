@@ -85,12 +85,14 @@ class Trainer:
     With `run_dir`, a checkpoint is written every `checkpoint_every` steps and at each epoch
     end, and `fit(resume=True)` continues from it (the same seed replays the same batches,
     so the steps already done are skipped). Ctrl-C finishes the current step, saves a
-    checkpoint and raises TrainingInterrupted. Not thread-safe.
+    checkpoint and raises TrainingInterrupted. `on_epoch(epochs_done)` runs after each epoch
+    but the last; returning True stops training there (pruning). Not thread-safe.
     """
 
     def __init__(self, model: RankingModel, dataset: Dataset, train_dates: list[str],
                  config: TrainConfig, run_dir: Path | None = None, progress: bool | None = None,
-                 on_step: Callable[[int, float], None] | None = None) -> None:
+                 on_step: Callable[[int, float], None] | None = None,
+                 on_epoch: Callable[[int], bool] | None = None) -> None:
         self.config = config.check()
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -100,11 +102,17 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.stopped_early = False
         self._epoch = self._step_in_epoch = self._global_step = self._examples = 0
         self._seconds = 0.0
         self._saved_step = -1
         self._epoch_loss_sum = 0.0
         self._epoch_rows = 0
+
+    @property
+    def epochs_done(self) -> int:
+        return self._epoch
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -163,6 +171,10 @@ class Trainer:
                     if self._epoch < self.config.epochs:
                         self._epoch_loss_sum, self._epoch_rows = 0.0, 0
                     self.save()
+                    if self.on_epoch is not None and self._epoch < self.config.epochs \
+                            and self.on_epoch(self._epoch):
+                        self.stopped_early = True
+                        break
         except KeyboardInterrupt:  # a second Ctrl-C, or one raised inside a step: state may be torn
             raise TrainingInterrupted(self._interrupted_message(saved_now=False)) from None
         finally:

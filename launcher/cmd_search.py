@@ -1,0 +1,73 @@
+"""`rankitect search`, `rankitect report` and `rankitect spaces`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search architectures (config file), on Ray")
+    p.add_argument("--config", required=True, type=Path, help="search config (YAML)")
+    p.add_argument("--address", default=None, help="Ray cluster address; a local Ray is started without it")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: the config's out, or "
+                                                          "runs/<config name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set budget.trials=10 (repeatable)")
+    p.add_argument("--force", action="store_true", help="start over, replacing the run folder")
+    p.set_defaults(run=run_search)
+
+    p = sub.add_parser("report", help="print a search run's Pareto front, best trial and baselines")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print result.json's pareto, best and baselines")
+    p.set_defaults(run=run_report)
+
+    p = sub.add_parser("spaces", help="list the registered search spaces and searchers")
+    p.set_defaults(run=run_spaces)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from launcher.config_file import load_config
+    from rankitect.errors import ConfigError
+    from rankitect.searchers.config import SearchConfig
+    from rankitect.searchers.report import load_result, report_lines
+    from rankitect.searchers.run import search
+
+    raw = load_config(args.config, args.overrides)
+    out = args.out or raw.get("out") or Path("runs") / args.config.stem
+    if not isinstance(out, (str, Path)):
+        raise ConfigError(f"out: must be a folder path, got {out!r}")
+    config = SearchConfig.from_dict(raw)
+    result = search(config, Path(out), address=args.address, force=args.force)
+    truth_path = Path(config.data.path) / "truth.json"
+    truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
+    print("\n".join(report_lines(load_result(result.run_dir), truth)))
+    print(f"wrote {result.run_dir / 'result.json'}, {result.run_dir / 'pareto.png'}, {result.run_dir / 'best'}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from rankitect.searchers.report import load_result, report_lines
+
+    result = load_result(args.run_dir)
+    if args.json:
+        print(json.dumps({k: result.get(k) for k in ("pareto", "best", "baselines", "final")}, indent=2))
+        return 0
+    config_path = args.run_dir / "config.json"
+    truth = None
+    if config_path.is_file():
+        truth_path = Path(json.loads(config_path.read_text())["data"]["path"]) / "truth.json"
+        truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
+    print("\n".join(report_lines(result, truth)))
+    return 0
+
+
+def run_spaces(args: argparse.Namespace) -> int:
+    from rankitect.searchers import searcher_names
+    from rankitect.space import get_space, space_names
+
+    for name in space_names():
+        print(f"space {name}: {get_space(name).doc or get_space(name).__doc__ or ''}".strip().splitlines()[0])
+    print("searchers: " + ", ".join(searcher_names()))
+    return 0

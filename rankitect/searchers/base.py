@@ -1,0 +1,199 @@
+"""The searcher contract (ask/tell over a search space) and the registry of searchers by name.
+
+Every sampling searcher keeps its trials in an Optuna study, so the study is the whole state:
+a new searcher opened on the same storage and study name continues where the last one
+stopped, and optuna-dashboard can open a running search.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import optuna
+from optuna.trial import TrialState
+
+from rankitect.errors import ConfigError
+from rankitect.space import Choices, SearchSpace, SpaceOptions, options_from_mapping
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STATES = ("complete", "failed", "pruned")
+_OPTUNA_STATE = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+PRUNERS = ("none", "median", "halving")
+STUDY_NAME = "rankitect"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trial the searcher proposes: its number in the study and its choices in the space."""
+
+    number: int
+    choices: Choices
+
+
+@dataclass(frozen=True)
+class SearcherOptions(SpaceOptions):
+    """Options every searcher takes; subclasses add their own fields."""
+
+    storage: str | None = None  # any Optuna storage URL; the run's RUN/study.db by default
+    pruner: str = "none"  # single objective only: median or (successive) halving over epochs
+    concurrency: int | None = None  # trials asked before earlier ones are told; default: workers
+
+    def check(self) -> None:
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"searcher.pruner: must be one of {PRUNERS}, got {self.pruner!r}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"searcher.concurrency: must be >= 1, got {self.concurrency}")
+
+
+@dataclass(frozen=True)
+class ToldTrial:
+    """What the searcher knows of a finished trial."""
+
+    number: int
+    state: str
+    values: tuple[float, ...] | None
+    choices: Choices
+    intermediate: dict[int, float]
+
+
+class Searcher(abc.ABC):
+    """Ask/tell over a search space.
+
+    - `ask()` returns a new Candidate. Given the same seed and the same told history it
+      returns the same choices (samplers are re-seeded from (seed, trial number)).
+    - `tell(number, values, state)` records an outcome; a None or NaN value makes the trial
+      failed. Telling an unknown or already finished number raises ValueError.
+    - `pending()` lists trials asked by an earlier driver and never told (to run again).
+    - Not thread-safe: one driver thread calls ask and tell.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[SearcherOptions]] = SearcherOptions
+
+    def __init__(self, space: SearchSpace, directions: Sequence[str], seed: int,
+                 options: SearcherOptions, storage: str) -> None:
+        self.space = space
+        self.directions = list(directions)
+        self.seed = seed
+        self.options = options
+        self.study = optuna.create_study(storage=options.storage or storage, study_name=STUDY_NAME,
+                                         directions=self.directions, load_if_exists=True)
+        if [d.name.lower() for d in self.study.directions] != self.directions:
+            raise ConfigError(f"objectives: the stored study optimizes "
+                              f"{[d.name.lower() for d in self.study.directions]}, the config {self.directions}")
+        self._live: dict[int, optuna.Trial] = {}
+        # A driver killed between enqueue and ask leaves WAITING trials: make them RUNNING
+        # (with their enqueued choices) so that `pending` runs them and numbering stays dense.
+        for _ in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.space.suggest(self.study.ask())
+
+    # -- subclasses ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _ask(self, number: int, rng: random.Random) -> optuna.Trial:
+        """A new study trial for `number` (the next number) with its parameters decidable."""
+
+    # -- the contract ----------------------------------------------------------------------
+    def ask(self) -> Candidate:
+        number = len(self.study.get_trials(deepcopy=False))
+        rng = random.Random(f"{self.seed}:{number}")
+        trial = self._ask(number, rng)
+        if trial.number != number:
+            raise RuntimeError(f"the study gave trial {trial.number}, expected {number}: is another "
+                               f"driver writing to this storage?")
+        choices = self.space.suggest(trial)
+        self._live[number] = trial
+        return Candidate(number, choices)
+
+    def tell(self, number: int, values: Sequence[float] | None, state: str = "complete",
+             intermediate: Mapping[int, float] | None = None, attrs: Mapping[str, Any] | None = None) -> None:
+        if state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {state=}")
+        trial = self._trial(number)
+        for key, value in (attrs or {}).items():
+            trial.set_user_attr(key, value)
+        curve = {step: v for step, v in sorted((intermediate or {}).items()) if math.isfinite(v)}
+        if len(self.directions) == 1:
+            for step, value in curve.items():
+                trial.report(value, step)
+        elif curve:  # Optuna keeps per-step values for single-objective studies only
+            trial.set_user_attr("intermediate", {str(k): v for k, v in curve.items()})
+        if state == "complete" and (values is None or not all(math.isfinite(v) for v in values)):
+            state = "failed"
+            trial.set_user_attr("error", trial.user_attrs.get("error") or f"objective values {values}")
+        if state == "complete":
+            self.study.tell(trial, list(values))  # type: ignore[arg-type]
+        else:
+            self.study.tell(trial, state=_OPTUNA_STATE[state])
+        self._live.pop(number, None)
+
+    def pending(self) -> list[Candidate]:
+        """Trials asked by an earlier driver and never told. One stopped while its choices were
+        being drawn (partial choices) is told failed here instead."""
+        out = []
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            try:
+                out.append(Candidate(frozen.number, self.space.check_choices(frozen.params)))
+            except ConfigError as exc:
+                self.tell(frozen.number, None, "failed", attrs={"error": f"interrupted while being asked: {exc}"})
+        return out
+
+    def told(self) -> list[ToldTrial]:
+        """Finished trials in number order."""
+        out = []
+        states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        for t in self.study.get_trials(deepcopy=False, states=states):
+            state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed",
+                     TrialState.PRUNED: "pruned"}[t.state]
+            out.append(ToldTrial(t.number, state, tuple(t.values) if t.values else None,
+                                 dict(t.params), dict(t.intermediate_values)))
+        return sorted(out, key=lambda t: t.number)
+
+    def _trial(self, number: int) -> optuna.Trial:
+        if number in self._live:
+            return self._live[number]
+        trials = self.study.get_trials(deepcopy=False)
+        if not 0 <= number < len(trials):
+            raise ValueError(f"trial {number} does not exist in the study")
+        frozen = trials[number]
+        if frozen.state.is_finished():
+            raise ValueError(f"trial {number} is already {frozen.state.name.lower()}")
+        # A trial asked by an earlier driver: Optuna's Trial handle by its storage id.
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        self._live[number] = trial
+        return trial
+
+
+# -- registry ------------------------------------------------------------------------------
+_SEARCHERS: dict[str, type[Searcher]] = {}
+
+
+def register_searcher(cls: type[Searcher]) -> type[Searcher]:
+    _SEARCHERS[cls.name] = cls
+    return cls
+
+
+def searcher_names() -> list[str]:
+    return sorted(_SEARCHERS)
+
+
+def searcher_options(name: str, options: Mapping[str, Any], directions: Sequence[str]) -> SearcherOptions:
+    """Checked options of searcher `name`; ConfigError naming `searcher.<key>` otherwise."""
+    if name not in _SEARCHERS:
+        raise ConfigError(f"searcher.name: unknown searcher {name!r}; searchers: {searcher_names()}")
+    checked = options_from_mapping(_SEARCHERS[name].Options, options, "searcher")
+    if checked.pruner != "none" and len(directions) > 1:
+        raise ConfigError(f"searcher.pruner: {checked.pruner!r} needs a single objective; "
+                          f"got {len(directions)} objectives")
+    return checked
+
+
+def make_searcher(name: str, options: Mapping[str, Any], space: SearchSpace, directions: Sequence[str],
+                  seed: int, storage: str) -> Searcher:
+    """Searcher `name` with checked options, its trials in the study at `storage`."""
+    return _SEARCHERS[name](space, directions, seed, searcher_options(name, options, directions), storage)

@@ -1,0 +1,214 @@
+"""The search configuration: parsed from a plain mapping (the launcher reads YAML), checked once.
+
+Every problem names its key path (`budget.trials: must be >= 1, got 0`) and raises
+ConfigError before anything starts. Only `data`, `space` and `searcher` are required.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rankitect.errors import ConfigError
+from rankitect.space import coerce
+from rankitect.train.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+
+# objective -> (direction, where the value comes from)
+OBJECTIVES: dict[str, str] = {"ne": "minimize", "logloss": "minimize", "auc": "maximize",
+                              "flops": "minimize", "params": "minimize", "latency": "minimize"}
+DEFAULT_BASELINES = ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    path: str
+    train_dates: str
+    valid_dates: str
+    test_dates: str
+
+
+@dataclass(frozen=True)
+class NamedSection:
+    """`space` or `searcher`: a registered name plus that component's own options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BudgetSection:
+    trials: int = 20  # finished trials (complete, failed or pruned); rejected ones do not count
+    seconds: float | None = None  # no new trial starts after this; running ones finish
+    max_flops: int | None = None  # candidates over it are rejected before training
+    max_retries: int = 2  # re-runs of a trial whose worker died
+
+    def check(self) -> None:
+        _require(self.trials >= 1, "budget.trials", self.trials, ">= 1")
+        _require(self.seconds is None or self.seconds > 0, "budget.seconds", self.seconds, "> 0")
+        _require(self.max_flops is None or self.max_flops >= 1, "budget.max_flops", self.max_flops, ">= 1")
+        _require(self.max_retries >= 0, "budget.max_retries", self.max_retries, ">= 0")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 2
+    batch_size: int = 512
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.0
+    device: str = "cpu"
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+
+    def check(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _require(self.lr > 0 and math.isfinite(self.lr), "train.lr", self.lr, "> 0")
+        _require(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        _require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", self.lr_schedule,
+                 f"one of {LR_SCHEDULES}")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _require(self.device in ("cpu", "cuda", "auto"), "train.device", self.device, "cpu, cuda or auto")
+        _require(self.cpus_per_trial >= 1, "train.cpus_per_trial", self.cpus_per_trial, ">= 1")
+        _require(self.gpus_per_trial >= 0, "train.gpus_per_trial", self.gpus_per_trial, ">= 0")
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """Settings of one training run (checkpoints only at epoch ends)."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                           optimizer=self.optimizer, lr_schedule=self.lr_schedule,
+                           weight_decay=self.weight_decay, seed=seed, device=self.device,
+                           shuffle_buffer=max(TrainConfig().shuffle_buffer, self.batch_size),
+                           checkpoint_every=0)
+
+
+@dataclass(frozen=True)
+class FinalSection:
+    seeds: int = 0  # >= 2: retrain the best trial and the baselines with this many seeds
+
+    def check(self) -> None:
+        _require(self.seeds == 0 or self.seeds >= 2, "final.seeds", self.seeds, "0 (off) or >= 2")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    data: DataSection
+    space: NamedSection
+    searcher: NamedSection
+    objectives: tuple[str, ...] = ("ne", "flops")
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    final: FinalSection = field(default_factory=FinalSection)
+    seed: int = 0
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["space"] = {"name": self.space.name, **self.space.options}
+        out["searcher"] = {"name": self.searcher.name, **self.searcher.options}
+        out["objectives"] = list(self.objectives)
+        out["baselines"] = list(self.baselines)
+        return out
+
+    @staticmethod
+    def from_dict(raw: Any) -> "SearchConfig":
+        """Parse and check; ConfigError naming the key path of the first problem."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"the config must be a mapping of keys, got {type(raw).__name__}")
+        known = {f.name for f in fields(SearchConfig)}
+        unknown = sorted(set(raw) - known - {"out"})
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown key; the config takes {sorted(known)}")
+        for key in ("data", "space", "searcher"):
+            if key not in raw:
+                raise ConfigError(f"{key}: required key is missing")
+        objectives = _objectives(raw.get("objectives", ["ne", "flops"]))
+        baselines = raw.get("baselines", list(DEFAULT_BASELINES))
+        if baselines is None:
+            baselines = []
+        if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
+            raise ConfigError(f"baselines: must be a list of names or architecture JSON paths, got {baselines!r}")
+        seed = coerce(raw.get("seed", 0), "int", "seed")
+        config = SearchConfig(
+            data=_data(raw["data"]),
+            space=_named(raw["space"], "space"),
+            searcher=_named(raw["searcher"], "searcher"),
+            objectives=objectives,
+            budget=_section(BudgetSection, raw.get("budget", {}), "budget"),
+            train=_section(TrainSection, raw.get("train", {}), "train"),
+            baselines=tuple(baselines),
+            final=_section(FinalSection, raw.get("final", {}), "final"),
+            seed=seed,
+        )
+        return config
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {rule}, got {value!r}")
+
+
+def _section(kind: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; {where} takes {sorted(known)}")
+    section = kind(**{k: coerce(v, known[k].type, f"{where}.{k}") for k, v in raw.items()})
+    section.check()
+    return section
+
+
+def _dates(value: Any, where: str) -> str:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise ConfigError(f"{where}: must be a date spec (D, D1..D2, first:K, last:K) or a list of "
+                      f"them, got {value!r}")
+
+
+def _data(raw: Any) -> DataSection:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"data: must be a mapping with path and dates, got {raw!r}")
+    keys = ("path", "train_dates", "valid_dates", "test_dates")
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise ConfigError(f"data.{unknown[0]}: unknown key; data takes {list(keys)}")
+    for key in keys:
+        if key not in raw:
+            raise ConfigError(f"data.{key}: required key is missing")
+    path = raw["path"]
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"data.path: must be a dataset folder or URI, got {path!r}")
+    return DataSection(path=path, **{k: _dates(raw[k], f"data.{k}") for k in keys[1:]})
+
+
+def _named(raw: Any, where: str) -> NamedSection:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        raise ConfigError(f"{where}.name: required (a registered {where} name), got {raw!r}")
+    return NamedSection(name=raw["name"], options={k: v for k, v in raw.items() if k != "name"})
+
+
+def _objectives(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(o, str) for o in raw):
+        raise ConfigError(f"objectives: must be a non-empty list of {sorted(OBJECTIVES)}, got {raw!r}")
+    for i, name in enumerate(raw):
+        if name not in OBJECTIVES:
+            raise ConfigError(f"objectives[{i}]: unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
+    if len(set(raw)) != len(raw):
+        raise ConfigError(f"objectives: listed twice in {raw}")
+    return tuple(raw)

@@ -1,0 +1,80 @@
+"""Regularized evolution (Real et al., 2019): tournament among the youngest trials, one mutation.
+
+The first `population` trials are random. Each later trial takes the last `population`
+complete trials (aging: older ones drop out), draws `sample_size` of them, and mutates the
+best one's choices (by objective; with several objectives, by Pareto rank then the first).
+The child is enqueued into the study, so it is stored like any other trial.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import optuna
+
+from rankitect.errors import ConfigError
+from rankitect.searchers.base import Searcher, SearcherOptions, ToldTrial, register_searcher
+
+
+@dataclass(frozen=True)
+class EvolutionOptions(SearcherOptions):
+    population: int = 16
+    sample_size: int = 4
+
+    def check(self) -> None:
+        super().check()
+        if self.population < 2:
+            raise ConfigError(f"searcher.population: must be >= 2, got {self.population}")
+        if not 1 <= self.sample_size <= self.population:
+            raise ConfigError(f"searcher.sample_size: must be in [1, population={self.population}], "
+                              f"got {self.sample_size}")
+
+
+def pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
+    """Non-domination rank (0 = on the front) of each point; all objectives minimized."""
+    ranks = [0] * len(points)
+    remaining = set(range(len(points)))
+    rank = 0
+    while remaining:
+        front = {i for i in remaining
+                 if not any(_dominates(points[j], points[i]) for j in remaining if j != i)}
+        for i in front:
+            ranks[i] = rank
+        remaining -= front
+        rank += 1
+    return ranks
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+@register_searcher
+class RegularizedEvolution(Searcher):
+    name = "evolution"
+    Options = EvolutionOptions
+
+    def _minimized(self, trial: ToldTrial) -> tuple[float, ...]:
+        values = trial.values or ()
+        return tuple(v if d == "minimize" else -v for v, d in zip(values, self.directions))
+
+    def _parent(self, rng: random.Random) -> ToldTrial | None:
+        complete = [t for t in self.told() if t.state == "complete"]
+        if len(complete) < self.options.population:
+            return None
+        window = complete[-self.options.population:]
+        contestants = rng.sample(window, self.options.sample_size)
+        points = [self._minimized(t) for t in contestants]
+        ranks = pareto_ranks(points)
+        best = min(range(len(contestants)), key=lambda i: (ranks[i], points[i], contestants[i].number))
+        return contestants[best]
+
+    def _ask(self, number: int, rng: random.Random) -> optuna.Trial:
+        parent = self._parent(rng)
+        choices = self.space.sample(rng) if parent is None else self.space.mutate(parent.choices, rng)
+        self.study.sampler = optuna.samplers.RandomSampler(seed=rng.randrange(2**31))
+        self.study.enqueue_trial(choices)
+        trial = self.study.ask()
+        trial.set_user_attr("parent", None if parent is None else parent.number)
+        return trial

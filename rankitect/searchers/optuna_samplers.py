@@ -1,0 +1,87 @@
+"""Searchers that are Optuna samplers: random, TPE and NSGA-II (multi-objective when asked).
+
+A fresh sampler, seeded from (seed, trial number), proposes each trial: the proposals then
+depend only on the seed and the told history, so a resumed search asks what an
+uninterrupted one would have asked.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import optuna
+
+from rankitect.errors import ConfigError
+from rankitect.searchers.base import Searcher, SearcherOptions, register_searcher
+
+
+def _seed(rng: random.Random) -> int:
+    return zlib.crc32(str(rng.random()).encode())
+
+
+class _SamplerSearcher(Searcher):
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def _ask(self, number: int, rng: random.Random) -> optuna.Trial:
+        self.study.sampler = self._sampler(_seed(rng))
+        return self.study.ask()
+
+
+@register_searcher
+class RandomSearcher(_SamplerSearcher):
+    """Uniform random sampling of the space (Optuna's RandomSampler)."""
+
+    name = "random"
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+
+@dataclass(frozen=True)
+class TPEOptions(SearcherOptions):
+    n_startup_trials: int = 10  # random trials before the model is used
+
+    def check(self) -> None:
+        super().check()
+        if self.n_startup_trials < 1:
+            raise ConfigError(f"searcher.n_startup_trials: must be >= 1, got {self.n_startup_trials}")
+
+
+@register_searcher
+class TPESearcher(_SamplerSearcher):
+    """Tree-structured Parzen estimator; multivariate and grouped, so conditional choices of a
+    define-by-run space are modelled together; multi-objective (MOTPE) with two objectives."""
+
+    name = "tpe"
+    Options = TPEOptions
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():  # multivariate/group/constant_liar are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.options.n_startup_trials,
+                                              multivariate=True, group=True, constant_liar=True)
+
+
+@dataclass(frozen=True)
+class NSGA2Options(SearcherOptions):
+    population_size: int = 16
+
+    def check(self) -> None:
+        super().check()
+        if self.population_size < 2:
+            raise ConfigError(f"searcher.population_size: must be >= 2, got {self.population_size}")
+
+
+@register_searcher
+class NSGA2Searcher(_SamplerSearcher):
+    """NSGA-II genetic search (Optuna's NSGAIISampler); also runs with one objective."""
+
+    name = "nsga2"
+    Options = NSGA2Options
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=self.options.population_size)

@@ -1,0 +1,175 @@
+"""Ray, in one place for the searchers: the connection, and a pool of trial workers.
+
+`ray_session(address)` connects to a cluster, or starts a local Ray kept on 127.0.0.1 and
+stops it afterwards. `TrialPool` keeps one actor per slot; a job whose actor dies is run
+again on a fresh actor, under the same id, up to `max_retries` times.
+
+Ray is imported only once the address is known: for a local Ray (or one on 127.0.0.1),
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 must be set before the import, or Ray rewrites
+127.0.0.1 to the machine's outward address and cannot reach its own loopback cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rankitect.errors import UserError
+from rankitect.searchers.trial import TrialOutcome, TrialSpec, run_trial
+
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _is_loopback(address: str | None) -> bool:
+    if not address:
+        return True
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    return host in _LOOPBACK
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """Connected to `address` (or an already initialized Ray), or to a local Ray started here."""
+    if _is_loopback(address):
+        # Keep every socket of a local Ray on loopback and its token out of the home folder.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if address:
+            extra = {"_node_ip_address": "127.0.0.1"} if _is_loopback(address) else {}
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False, **extra)
+        else:
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
+                     _temp_dir=os.path.join(tempfile.gettempdir(), f"rankitect-ray-{os.getuid()}"))
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_slots(cpus_per_trial: int, gpus_per_trial: float) -> int:
+    """How many trials the connected cluster runs at once."""
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = int(resources.get("CPU", 1) // cpus_per_trial)
+    if gpus_per_trial > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // gpus_per_trial))
+    if slots < 1:
+        raise UserError(f"the Ray cluster ({resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs) "
+                        f"cannot fit one trial of {cpus_per_trial} CPUs and {gpus_per_trial} GPUs")
+    return slots
+
+
+class TrialWorker:
+    """Runs trials in one process (a Ray actor), with torch limited to the CPUs it holds."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def run(self, spec: TrialSpec) -> TrialOutcome:
+        return run_trial(spec)
+
+
+_remote_worker: Any = None
+
+
+def _worker_class() -> Any:
+    global _remote_worker
+    if _remote_worker is None:
+        import ray
+
+        _remote_worker = ray.remote(TrialWorker)
+    return _remote_worker
+
+
+@dataclass
+class _Job:
+    job_id: Any
+    spec: TrialSpec
+    attempts: int = 0
+
+
+class TrialPool:
+    """Runs TrialSpecs on up to `size` actors. Not thread-safe."""
+
+    def __init__(self, size: int, cpus: int, gpus: float, max_retries: int) -> None:
+        self.size, self.cpus, self.gpus, self.max_retries = size, cpus, gpus, max_retries
+        self._idle: list[Any] = []
+        self._actors = 0
+        self._running: dict[Any, tuple[_Job, Any]] = {}  # ObjectRef -> (job, actor)
+
+    @property
+    def free(self) -> int:
+        return self.size - len(self._running)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    def _actor(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        self._actors += 1
+        return _worker_class().options(num_cpus=self.cpus, num_gpus=self.gpus).remote(self.cpus)
+
+    def submit(self, job_id: Any, spec: TrialSpec) -> None:
+        if self.free < 1:
+            raise RuntimeError("TrialPool.submit with no free slot")
+        self._start(_Job(job_id, spec))
+
+    def _start(self, job: _Job) -> None:
+        actor = self._actor()
+        job.attempts += 1
+        self._running[actor.run.remote(job.spec)] = (job, actor)
+
+    def wait(self, timeout: float | None = None) -> list[tuple[Any, TrialOutcome, int]]:
+        """Finished jobs as (job_id, outcome, attempts); a dead worker's job is restarted."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        if not self._running:
+            return []
+        done, _ = ray.wait(list(self._running), num_returns=1, timeout=timeout)
+        finished = []
+        for ref in done:
+            job, actor = self._running.pop(ref)
+            try:
+                outcome = ray.get(ref)
+                self._idle.append(actor)
+            except RayActorError as exc:
+                if job.attempts <= self.max_retries:
+                    self._start(job)
+                    continue
+                outcome = TrialOutcome(status="failed", error=f"worker died {job.attempts} times; last: "
+                                                              f"{str(exc).splitlines()[0]}")
+            except (RayTaskError, GetTimeoutError) as exc:
+                self._idle.append(actor)
+                outcome = TrialOutcome(status="failed", error=str(exc).splitlines()[-1][:2000])
+            finished.append((job.job_id, outcome, job.attempts))
+        return finished
+
+    def shutdown(self) -> None:
+        import ray
+
+        for job, actor in self._running.values():
+            ray.kill(actor)
+        for actor in self._idle:
+            ray.kill(actor)
+        self._running.clear()
+        self._idle.clear()

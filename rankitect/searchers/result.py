@@ -1,0 +1,108 @@
+"""The search result: trials from the study, the NE-vs-FLOPs front, the best trial, baselines.
+
+`result.json` is a view of the study (trial outcomes are stored as user attributes) plus the
+baselines file, so it can be rebuilt at any time, also for a search still running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+RESULT_FILE = "result.json"
+BASELINES_FILE = "baselines.json"
+_STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    trials: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    baselines: dict[str, dict[str, Any]]
+    final: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"trials": self.trials, "pareto": self.pareto, "best": self.best, "baselines": self.baselines}
+        if self.final:
+            out["final"] = self.final
+        return out
+
+    def save(self) -> None:
+        path = self.run_dir / RESULT_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    """The result.json form of a finished trial (None for a running one)."""
+    state = _STATES.get(frozen.state)
+    if state is None:
+        return None
+    attrs = frozen.user_attrs
+    record = {"number": frozen.number, "status": state, "arch": attrs.get("arch"),
+              "choices": dict(frozen.params), "metrics": attrs.get("metrics", {}),
+              "test_metrics": attrs.get("test_metrics", {}), "seconds": attrs.get("seconds", 0.0),
+              "attempts": attrs.get("attempts", 1)}
+    if attrs.get("error"):
+        record["error"] = attrs["error"]
+    if attrs.get("rejected"):
+        record["rejected"] = True
+    return record
+
+
+def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Complete trials not dominated on (validation NE, FLOPs per example), by FLOPs."""
+    points = [t for t in trials if t["status"] == "complete" and _finite(t["metrics"].get("ne"))]
+    front = []
+    for t in points:
+        ne, flops = t["metrics"]["ne"], t["metrics"]["flops_per_example"]
+        dominated = any(o["metrics"]["ne"] <= ne and o["metrics"]["flops_per_example"] <= flops
+                        and (o["metrics"]["ne"] < ne or o["metrics"]["flops_per_example"] < flops)
+                        for o in points)
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: (t["metrics"]["flops_per_example"], t["number"]))
+
+
+def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The complete trial with the lowest validation NE (lowest number on ties)."""
+    complete = [t for t in trials if t["status"] == "complete" and _finite(t["metrics"].get("ne"))]
+    return min(complete, key=lambda t: (t["metrics"]["ne"], t["number"])) if complete else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def load_baselines(run_dir: Path) -> dict[str, dict[str, Any]]:
+    path = run_dir / BASELINES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_baselines(run_dir: Path, baselines: dict[str, dict[str, Any]]) -> None:
+    path = run_dir / BASELINES_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(baselines, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def collect(run_dir: Path, study: optuna.Study) -> SearchResult:
+    trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
+    trials.sort(key=lambda t: t["number"])
+    return SearchResult(run_dir=run_dir, trials=trials, pareto=pareto_front(trials), best=best_trial(trials),
+                        baselines=load_baselines(run_dir))

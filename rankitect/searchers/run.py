@@ -1,0 +1,354 @@
+"""`search(config)`: one search run, from config to result.json, on a Ray cluster or a local Ray.
+
+The driver asks the searcher for candidates, rejects those over `budget.max_flops` from the
+registry's cost, runs the rest and the baselines on a pool of Ray workers, and tells results
+to the searcher in trial-number order. Trial n is asked only once trials 0..n-C-1 are told
+(C = `searcher.concurrency`, by default the number of workers), so what the searcher knows
+at each ask, and hence every choice it makes, does not depend on timing.
+
+The run folder holds everything needed to continue: the study (trials and their outcomes),
+baselines.json, config.json. Running the same command again (after Ctrl-C, a SIGKILL, or with
+a larger budget) continues: finished trials are kept, interrupted ones run again under their
+numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from rankitect.arch.graph import Architecture
+from rankitect.cost import cost_of
+from rankitect.data.dataset import Dataset
+from rankitect.errors import ArchitectureError, ConfigError, UserError
+from rankitect.searchers.base import Candidate, Searcher, make_searcher, searcher_options
+from rankitect.searchers.config import OBJECTIVES, SearchConfig
+from rankitect.searchers.pruning import PastTrial, PruningSnapshot
+from rankitect.searchers.ray_pool import TrialPool, cluster_slots, ray_session
+from rankitect.searchers.report import write_pareto_plot
+from rankitect.searchers.result import SearchResult, collect, load_baselines, save_baselines
+from rankitect.searchers.trial import TrialOutcome, TrialSpec
+from rankitect.space import SearchSpace, make_space, resolve_architecture
+
+CONFIG_FILE = "config.json"
+STUDY_FILE = "study.db"
+_RESUMABLE_KEYS = ("budget", "final")  # may change between runs of the same search
+MAX_REJECTED_IN_A_ROW = 500
+
+
+class SearchInterrupted(UserError):
+    """The driver was stopped with Ctrl-C; running the same command again continues."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked before anything starts."""
+
+    config: SearchConfig
+    run_dir: Path
+    dataset: Dataset
+    train_dates: tuple[str, ...]
+    valid_dates: tuple[str, ...]
+    test_dates: tuple[str, ...]
+    space: SearchSpace
+    baselines: dict[str, Architecture]
+
+
+def plan_search(config: SearchConfig, out: Path) -> Plan:
+    """Open the data, resolve dates, space and baselines; ConfigError/UserError if anything is off."""
+    dataset = Dataset.open(config.data.path)
+    dates = {key: tuple(dataset.select_dates(getattr(config.data, key), f"data.{key}"))
+             for key in ("train_dates", "valid_dates", "test_dates")}
+    for a, b in (("train_dates", "valid_dates"), ("train_dates", "test_dates"), ("valid_dates", "test_dates")):
+        overlap = sorted(set(dates[a]) & set(dates[b]))
+        if overlap:
+            raise ConfigError(f"data.{b}: overlaps data.{a} on {overlap}")
+    space = make_space(config.space.name, dataset.schema, config.space.options)
+    searcher_options(config.searcher.name, config.searcher.options, config.directions)
+    baselines = {}
+    for i, name in enumerate(config.baselines):
+        arch = resolve_architecture(name, dataset.schema, field=f"baselines[{i}]")
+        try:
+            cost_of(arch, dataset.schema)
+        except ArchitectureError as exc:
+            raise ConfigError(f"baselines[{i}] ({name}): {exc}") from None
+        baselines[arch.name or Path(name).stem] = arch
+    return Plan(config, Path(out), dataset, dates["train_dates"], dates["valid_dates"], dates["test_dates"],
+                space, baselines)
+
+
+def prepare_run_dir(plan: Plan, force: bool) -> bool:
+    """Create the run folder, or check that it holds this search; True when continuing one."""
+    run_dir, saved_path = plan.run_dir, plan.run_dir / CONFIG_FILE
+    current = plan.config.to_dict()
+    if saved_path.is_file() and not force:
+        saved = json.loads(saved_path.read_text())
+        differs = sorted(k for k in set(saved) | set(current)
+                         if k not in _RESUMABLE_KEYS and saved.get(k) != current.get(k))
+        if differs:
+            raise UserError(f"{run_dir} holds a search with another {differs[0]!r} "
+                            f"({saved.get(differs[0])!r} there, {current.get(differs[0])!r} now); "
+                            f"use another --out, or --force to start over")
+        saved_path.write_text(json.dumps(current, indent=2) + "\n")
+        return True
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise UserError(f"{run_dir} exists and is not a search run; use another --out")
+        if not saved_path.is_file():
+            raise UserError(f"{run_dir} exists and is not a search run; refusing to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved_path.write_text(json.dumps(current, indent=2) + "\n")
+    return False
+
+
+def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: str | None = None,
+           force: bool = False, progress: bool | None = None) -> SearchResult:
+    """Run (or continue) a search; returns its result, also written to `out`/result.json."""
+    cfg = config if isinstance(config, SearchConfig) else SearchConfig.from_dict(config)
+    plan = plan_search(cfg, Path(out))
+    storage = cfg.searcher.options.get("storage") or f"sqlite:///{(plan.run_dir / STUDY_FILE).resolve()}"
+    prepare_run_dir(plan, force)
+    searcher = make_searcher(cfg.searcher.name, cfg.searcher.options, plan.space, cfg.directions, cfg.seed,
+                             storage)
+    with ray_session(address):
+        slots = cluster_slots(cfg.train.cpus_per_trial, cfg.train.gpus_per_trial)
+        pool = TrialPool(slots, cfg.train.cpus_per_trial, cfg.train.gpus_per_trial, cfg.budget.max_retries)
+        driver = _Driver(plan, searcher, pool, progress)
+        try:
+            driver.run()
+        except KeyboardInterrupt:
+            pool.shutdown()
+            collect(plan.run_dir, searcher.study).save()
+            raise SearchInterrupted(f"search interrupted; run the same command again to continue "
+                                    f"({plan.run_dir})") from None
+        finally:
+            pool.shutdown()
+        result = collect(plan.run_dir, searcher.study)
+        result.final = _final_seeds(plan, result, pool) if cfg.final.seeds >= 2 else {}
+    _publish_best(plan.run_dir, result)
+    result.save()
+    write_pareto_plot(result, plan.run_dir / "pareto.png")
+    return result
+
+
+class _Driver:
+    """The ask / run / tell loop. Not thread-safe; one per search."""
+
+    def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool | None) -> None:
+        self.plan, self.cfg, self.searcher, self.pool = plan, plan.config, searcher, pool
+        self.concurrency = searcher.options.concurrency or pool.size
+        self.buffer: dict[int, tuple[Candidate, TrialOutcome, int, dict[str, Any]]] = {}
+        self.in_flight: dict[int, Candidate] = {}
+        self.queue: list[Candidate] = searcher.pending()  # asked by an earlier driver, never told
+        told = searcher.told()  # after pending(), which may tell a half-asked trial failed
+        self.told_count = len(told)
+        self.finished = sum(1 for t in told if not self._was_rejected(t.number))
+        self.asked = len(searcher.study.trials)
+        self.next_to_tell = min([c.number for c in self.queue] + [self.asked])
+        self.rejected_in_a_row = 0
+        self.baselines = load_baselines(plan.run_dir)
+        self.baseline_queue = [n for n in plan.baselines if self.baselines.get(n, {}).get("status") != "complete"]
+        self.started = time.monotonic()
+        show = sys.stderr.isatty() if progress is None else progress
+        self.bar = tqdm(total=self.cfg.budget.trials, initial=min(self.finished, self.cfg.budget.trials),
+                        unit="trial", disable=not show, file=sys.stderr, dynamic_ncols=True)
+
+    def _was_rejected(self, number: int) -> bool:
+        return bool(self.searcher.study.trials[number].user_attrs.get("rejected"))
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while True:
+                self._fill()
+                if not self.pool.busy:
+                    self._flush()  # telling may let the lag rule allow another ask
+                    if self._may_ask() or self.queue or self.baseline_queue:
+                        continue
+                    if not self.buffer and not self.in_flight:
+                        return
+                    if not self.in_flight:
+                        raise RuntimeError(f"results wait for trial {self.next_to_tell}, which is not running")
+                for job_id, outcome, attempts in self.pool.wait(timeout=0.5):
+                    self._finished(job_id, outcome, attempts)
+                self._flush()
+        finally:
+            self.bar.close()
+
+    def _time_left(self) -> bool:
+        seconds = self.cfg.budget.seconds
+        return seconds is None or time.monotonic() - self.started < seconds
+
+    def _may_ask(self) -> bool:
+        started = self.finished + len(self.in_flight) + len(self.buffer) + len(self.queue)
+        within_budget = started < self.cfg.budget.trials
+        within_lag = self.asked < self.told_count + self.concurrency
+        return within_budget and within_lag and self._time_left()
+
+    def _fill(self) -> None:
+        while self.pool.free > 0 and self.baseline_queue:
+            name = self.baseline_queue.pop(0)
+            self.pool.submit(("baseline", name), trial_spec(self.plan, f"baseline {name}",
+                                                            self.plan.baselines[name], self.cfg.seed,
+                                                            f"baselines/{name}"))
+        while self.pool.free > 0 and (self.queue or self._may_ask()):
+            candidate = self.queue.pop(0) if self.queue else self._ask()
+            if candidate is not None:
+                self._submit(candidate)
+
+    def _ask(self) -> Candidate | None:
+        candidate = self.searcher.ask()
+        self.asked += 1
+        try:
+            arch = self.plan.space.decode(candidate.choices)
+            flops = cost_of(arch, self.plan.dataset.schema).flops
+        except (ArchitectureError, ConfigError) as exc:
+            self._buffer(candidate, TrialOutcome(status="failed", error=f"invalid architecture: {exc}"), 0, {})
+            return None
+        limit = self.cfg.budget.max_flops
+        if limit is not None and flops > limit:
+            self.rejected_in_a_row += 1
+            if self.rejected_in_a_row > MAX_REJECTED_IN_A_ROW:
+                raise ConfigError(f"budget.max_flops: {MAX_REJECTED_IN_A_ROW} candidates in a row were over "
+                                  f"{limit:,} FLOPs per example; the space rarely fits it (last: {flops:,})")
+            outcome = TrialOutcome(status="pruned", error=f"rejected before training: {flops:,} FLOPs per "
+                                                          f"example > budget.max_flops {limit:,}")
+            self._buffer(candidate, outcome, 0, {"rejected": True, "arch": arch.to_dict()})
+            return None
+        self.rejected_in_a_row = 0
+        return candidate
+
+    def _submit(self, candidate: Candidate) -> None:
+        arch = self.plan.space.decode(candidate.choices)
+        spec = trial_spec(self.plan, f"trial {candidate.number}", arch, self.cfg.seed + candidate.number,
+                          f"trials/{candidate.number:04d}", self._pruning())
+        self.in_flight[candidate.number] = candidate
+        self.pool.submit(("trial", candidate.number), spec)
+
+    def _pruning(self) -> PruningSnapshot | None:
+        kind = self.searcher.options.pruner
+        if kind == "none":
+            return None
+        history = tuple(PastTrial(t.state, t.values[0] if t.values else None, t.intermediate)
+                        for t in self.searcher.told() if t.state in ("complete", "pruned"))
+        return PruningSnapshot(kind, self.cfg.directions[0], history)
+
+    # -- results ---------------------------------------------------------------------------
+    def _finished(self, job_id: tuple[str, Any], outcome: TrialOutcome, attempts: int) -> None:
+        kind, key = job_id
+        if kind == "baseline":
+            self.baselines[key] = {"status": outcome.status, "arch": self.plan.baselines[key].to_dict(),
+                                   "metrics": outcome.metrics, "test_metrics": outcome.test_metrics,
+                                   "seconds": outcome.seconds, **({"error": outcome.error} if outcome.error else {})}
+            save_baselines(self.plan.run_dir, self.baselines)
+            return
+        candidate = self.in_flight.pop(key)
+        self._buffer(candidate, outcome, attempts, {})
+
+    def _buffer(self, candidate: Candidate, outcome: TrialOutcome, attempts: int, attrs: dict[str, Any]) -> None:
+        self.buffer[candidate.number] = (candidate, outcome, attempts, attrs)
+
+    def _flush(self) -> None:
+        """Tell buffered results in trial-number order."""
+        while self.next_to_tell in self.buffer:
+            candidate, outcome, attempts, attrs = self.buffer.pop(self.next_to_tell)
+            self._tell(candidate, outcome, attempts, attrs)
+            self.next_to_tell += 1
+
+    def _tell(self, candidate: Candidate, outcome: TrialOutcome, attempts: int, attrs: dict[str, Any]) -> None:
+        values = None
+        if outcome.status == "complete":
+            values = [_objective(name, outcome.metrics) for name in self.cfg.objectives]
+        arch = attrs.pop("arch", None) or self.plan.space.decode(candidate.choices).to_dict()
+        stored = {"arch": arch, "metrics": outcome.metrics, "test_metrics": outcome.test_metrics,
+                  "seconds": outcome.seconds, "attempts": attempts, "worker": outcome.worker, **attrs}
+        if outcome.error:
+            stored["error"] = outcome.error
+        self.searcher.tell(candidate.number, values, outcome.status, outcome.intermediate,
+                           _json_safe(stored))
+        self.told_count += 1
+        if not attrs.get("rejected"):
+            self.finished += 1
+            self.bar.update(1)
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        result = collect(self.plan.run_dir, self.searcher.study)
+        best = result.best["metrics"]["ne"] if result.best else float("nan")
+        self.bar.set_postfix(best_ne=f"{best:.4f}", front=len(result.pareto))
+
+
+def trial_spec(plan: Plan, name: str, arch: Architecture, seed: int, folder: str,
+               pruning: PruningSnapshot | None = None) -> TrialSpec:
+    """What a worker needs to train and score `arch` into RUN/`folder`."""
+    first = plan.config.objectives[0]
+    return TrialSpec(name=name, arch=arch.to_dict(), data_path=plan.dataset.uri,
+                     train_dates=plan.train_dates, valid_dates=plan.valid_dates, test_dates=plan.test_dates,
+                     train=plan.config.train.train_config(seed), out_dir=str(plan.run_dir / folder),
+                     prune_metric=first if first in ("ne", "logloss", "auc") else "ne", pruning=pruning)
+
+
+def _objective(name: str, metrics: Mapping[str, Any]) -> float:
+    key = {"flops": "flops_per_example"}.get(name, name)
+    if name not in OBJECTIVES or key not in metrics:
+        return float("nan")
+    return float(metrics[key])
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become None so that Optuna can store the attributes as JSON."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _publish_best(run_dir: Path, result: SearchResult) -> None:
+    """RUN/best: a copy of the best trial's folder, laid out like a `rankitect train` run."""
+    best_dir = run_dir / "best"
+    if best_dir.exists():
+        shutil.rmtree(best_dir)
+    if result.best is not None:
+        shutil.copytree(run_dir / "trials" / f"{result.best['number']:04d}", best_dir)
+
+
+def _final_seeds(plan: Plan, result: SearchResult, pool: TrialPool) -> dict[str, Any]:
+    """Retrain the best architecture and the baselines with several seeds: mean and std."""
+    cfg = plan.config
+    archs = dict(plan.baselines)
+    if result.best is not None:
+        archs = {"best": Architecture.from_dict(result.best["arch"]), **archs}
+    jobs = [(name, k) for name in archs for k in range(cfg.final.seeds)]
+    outcomes: dict[str, list[TrialOutcome]] = {name: [] for name in archs}
+    pending = list(jobs)
+    while pending or pool.busy:
+        while pending and pool.free > 0:
+            name, k = pending.pop(0)
+            spec = trial_spec(plan, f"final {name} seed {k}", archs[name], cfg.seed + 10_000 + k,
+                              f"final/{name}/seed{k}")
+            pool.submit((name, k), spec)
+        for (name, _), outcome, _ in pool.wait(timeout=0.5):
+            outcomes[name].append(outcome)
+    summary = {}
+    for name, runs in outcomes.items():
+        done = [o for o in runs if o.status == "complete"]
+        valid = [o.metrics["ne"] for o in done]
+        test = [o.test_metrics["ne"] for o in done]
+        summary[name] = {"seeds": len(done), "valid_ne_mean": statistics.fmean(valid) if valid else None,
+                         "valid_ne_std": statistics.stdev(valid) if len(valid) > 1 else None,
+                         "test_ne_mean": statistics.fmean(test) if test else None,
+                         "test_ne_std": statistics.stdev(test) if len(test) > 1 else None}
+    return summary

@@ -1,0 +1,240 @@
+"""The DistDNAS interaction space: a stack of interaction layers over a fixed-shape state.
+
+The state is a dense vector h `[B, W]` and the sparse rows S `[B, F, E]`. Each layer picks one
+module; dense-updating modules give a new h, sparse-updating ones a new S, `skip` keeps both.
+The head reads `concat flat [h_L, S_L]` into one logit.
+
+Also home of small helpers the other spaces share: option range checks and the attention
+head counts that keep the row width E.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture, Node, prune_unreachable
+from rankitect.blocks import get_block
+from rankitect.errors import ConfigError
+from rankitect.schema import Schema
+from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
+
+MODULES = ("dot", "dcn", "efc", "fm", "attention", "mlp", "skip")
+DENSE_MODULES = ("dot", "dcn", "fm", "mlp")  # give a new h (B, W)
+SPARSE_MODULES = ("efc", "attention")  # give a new S (B, F, E)
+_MAX_FC_WIDTH = int(get_block("fc").spec.param("width").high or 16_384)
+
+
+# -- shared helpers ------------------------------------------------------------------------
+def check_range(key: str, value: Any, low: int, high: int) -> None:
+    """ConfigError naming `space.<key>` unless `value` is an int in `low..high`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"space.{key}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"space.{key}: must be in {low}..{high}, got {value!r}")
+
+
+def check_values(key: str, values: Any, low: int, high: int) -> None:
+    """ConfigError naming `space.<key>` unless `values` is a non-empty tuple of distinct ints in
+    `low..high`."""
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ConfigError(f"space.{key}: must be a non-empty list of integers, got {values!r}")
+    for i, v in enumerate(values):
+        check_range(f"{key}[{i}]", v, low, high)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
+
+
+def check_names(key: str, values: Any, allowed: Sequence[str]) -> None:
+    """ConfigError naming `space.<key>` unless `values` is a non-empty tuple of distinct names
+    from `allowed`."""
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ConfigError(f"space.{key}: must be a non-empty list of names, got {values!r}")
+    for i, v in enumerate(values):
+        if v not in allowed:
+            raise ConfigError(f"space.{key}[{i}]: must be one of {list(allowed)}, got {v!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
+
+
+def head_options(e: int, wanted: Iterable[int] = (1, 2)) -> tuple[int, ...]:
+    """Head counts h with h * (E // h) == E within the attention block's ranges.
+
+    Prefers `wanted`; falls back to the smallest head count that fits (large E), or () when no
+    attention layer can keep the width E.
+    """
+    spec = get_block("attention").spec
+    max_heads, max_dim = int(spec.param("heads").high or 16), int(spec.param("head_dim").high or 256)
+
+    def fits(h: int) -> bool:
+        return 1 <= h <= max_heads and e % h == 0 and e // h <= max_dim
+
+    preferred = tuple(h for h in wanted if fits(h))
+    return preferred or tuple(h for h in range(1, max_heads + 1) if fits(h))[:1]
+
+
+def require_sparse(schema: Schema, space: str) -> None:
+    """ConfigError unless the schema has a sparse column (every space here reads (B, F, E))."""
+    if schema.num_sparse < 1:
+        raise ConfigError(f"space {space!r} needs at least one sparse column; the schema has "
+                          f"{schema.num_dense} dense and 0 sparse columns")
+
+
+class GraphBuilder:
+    """Collects nodes in order; `add` returns the new node's id."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+
+    def add(self, node_id: str, block: str, inputs: Sequence[str], **params: Any) -> str:
+        self.nodes.append(Node(node_id, block, tuple(inputs), dict(params)))
+        return node_id
+
+    def flat(self, node_id: str, inputs: Sequence[str]) -> str:
+        """One input as is, several joined by concat(flat): (B, sum n_i)."""
+        return inputs[0] if len(inputs) == 1 else self.add(node_id, "concat", inputs, mode="flat")
+
+    def architecture(self, output: str, name: str) -> Architecture:
+        """The graph with every node that does not feed `output` removed."""
+        return prune_unreachable(Architecture(tuple(self.nodes), output=output, name=name))
+
+
+# -- the space -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InteractionsOptions(SpaceOptions):
+    """layers: 1..12 interaction layers; widths: candidate state widths W; dcn_ranks: DCN
+    ranks (0 = full); mlp_hidden: hidden widths of the mlp module; modules: the candidates of
+    every layer (a subset of MODULES)."""
+
+    layers: int = 3
+    widths: tuple[int, ...] = (32, 64, 128)
+    dcn_ranks: tuple[int, ...] = (0, 4, 16)
+    mlp_hidden: tuple[int, ...] = (64, 256)
+    modules: tuple[str, ...] = MODULES
+
+    def check(self) -> None:
+        check_range("layers", self.layers, 1, 12)
+        check_values("widths", self.widths, 1, _MAX_FC_WIDTH)
+        check_values("dcn_ranks", self.dcn_ranks, 0, int(get_block("dcn").spec.param("rank").high or 1024))
+        check_values("mlp_hidden", self.mlp_hidden, 1, _MAX_FC_WIDTH)
+        check_names("modules", self.modules, MODULES)
+
+
+@register_space
+class InteractionsSpace(SearchSpace):
+    """DistDNAS: `layers` interaction layers over the state (h: (B, W), S: (B, F, E)).
+
+    Start: h0 = fc(W) of the dense input (of the flattened sparse input when the schema has no
+    dense columns), S0 = the sparse input. Layer modules:
+      dot       h' = fc(W)(dot(concat rows [fc(h -> E, none), S]))
+      dcn       h' = fc(W)(dcn(concat flat [h, S], layers=1, rank))
+      fm        h' = fc(W)(concat flat [h, fm(S, reduce=false)])
+      mlp       h' = mlp(concat flat [h, S], widths=[hidden, W])
+      efc       S' = efc(S, out_rows=F)
+      attention S' = attention(S, heads, head_dim=E/heads)
+      skip      h, S unchanged
+    Head: fc(1, none)(concat flat [h_L, S_L]).
+
+    Shape invariant (for mixed ops of differentiable search): for a fixed W, every candidate of
+    a layer maps (h: (B, W), S: (B, F, E)) to a state of exactly the same shapes (a
+    dense-updating module passes S through, a sparse-updating one passes h through), so the
+    candidates' outputs can be summed with architecture weights. `layer_candidates()` lists
+    each layer's module names. Choices: "width", then per layer i "l{i}.module" and, when that
+    module uses one, "l{i}.dcn_rank", "l{i}.mlp_hidden" or "l{i}.heads".
+    """
+
+    name = "interactions"
+    doc = "DistDNAS interaction layers (dot, dcn, efc, fm, attention, mlp, skip) over (h, S)."
+    Options = InteractionsOptions
+    options: InteractionsOptions
+
+    def __init__(self, schema: Schema, options: InteractionsOptions | None = None) -> None:
+        super().__init__(schema, options)
+        require_sparse(schema, self.name)
+        self._e = schema.embedding_dim
+        self._rows = schema.num_sparse
+        self._heads = head_options(self._e)
+        self._modules = self._usable_modules()
+        self._choices = self._build_choices()
+
+    def _usable_modules(self) -> tuple[str, ...]:
+        """The configured modules minus those this schema cannot shape (huge E or F)."""
+        max_rows = int(get_block("efc").spec.param("out_rows").high or 1024)
+        dropped = {"attention"} if not self._heads else set()
+        dropped |= {"efc"} if self._rows > max_rows else set()
+        usable = tuple(m for m in self.options.modules if m not in dropped)
+        return usable or ("skip",)
+
+    def layer_candidates(self) -> list[tuple[str, ...]]:
+        """Per layer, the module names a mixed op chooses among (the same for every layer)."""
+        return [self._modules for _ in range(self.options.layers)]
+
+    def choices(self) -> Sequence[Choice]:
+        return self._choices
+
+    def _build_choices(self) -> tuple[Choice, ...]:
+        out = [Choice("width", tuple(self.options.widths))]
+        for i in range(self.options.layers):
+            out += self._layer_choices(i)
+        return tuple(out)
+
+    def _layer_choices(self, i: int) -> list[Choice]:
+        module = f"l{i}.module"
+
+        def uses(name: str) -> Callable[[Mapping[str, Any]], bool]:
+            return lambda decided: decided.get(module) == name
+
+        return [Choice(module, self._modules),
+                Choice(f"l{i}.dcn_rank", tuple(self.options.dcn_ranks), uses("dcn")),
+                Choice(f"l{i}.mlp_hidden", tuple(self.options.mlp_hidden), uses("mlp")),
+                Choice(f"l{i}.heads", self._heads or (1,), uses("attention"))]
+
+    def decode(self, choices: Mapping[str, Any]) -> Architecture:
+        """Architecture of `choices`; ConfigError naming a missing or invalid choice."""
+        c = self.check_choices(choices)
+        width = c["width"]
+        g = GraphBuilder()
+        first = INPUT_DENSE if self.schema.num_dense else INPUT_SPARSE
+        h, s = g.add("h0", "fc", [first], width=width), INPUT_SPARSE
+        for i in range(self.options.layers):
+            h, s = self.layer(g, i, c, h, s, width)
+        g.add("head_in", "concat", [h, s], mode="flat")
+        g.add("logit", "fc", ["head_in"], width=1, activation="none")
+        return g.architecture("logit", self.name)
+
+    def layer(self, g: GraphBuilder, i: int, c: Mapping[str, Any], h: str, s: str,
+              width: int) -> tuple[str, str]:
+        """Add layer i's nodes; returns the new (h: (B, W), S: (B, F, E)) node ids."""
+        module = c[f"l{i}.module"]
+        if module == "skip":
+            return h, s
+        if module in SPARSE_MODULES:
+            return h, self._sparse_module(g, i, c, s)
+        return self._dense_module(g, i, c, h, s, width), s
+
+    def _sparse_module(self, g: GraphBuilder, i: int, c: Mapping[str, Any], s: str) -> str:
+        """S (B, F, E) -> S' (B, F, E)."""
+        if c[f"l{i}.module"] == "efc":
+            return g.add(f"l{i}_efc", "efc", [s], out_rows=self._rows)
+        heads = c[f"l{i}.heads"]
+        return g.add(f"l{i}_attention", "attention", [s], heads=heads, head_dim=self._e // heads)
+
+    def _dense_module(self, g: GraphBuilder, i: int, c: Mapping[str, Any], h: str, s: str,
+                      width: int) -> str:
+        """(h (B, W), S (B, F, E)) -> h' (B, W)."""
+        module, p = c[f"l{i}.module"], f"l{i}_"
+        if module == "mlp":
+            x = g.add(p + "x", "concat", [h, s], mode="flat")
+            return g.add(p + "mlp", "mlp", [x], widths=[c[f"l{i}.mlp_hidden"], width])
+        if module == "dot":
+            row = g.add(p + "row", "fc", [h], width=self._e, activation="none")  # (B, E)
+            rows = g.add(p + "rows", "concat", [row, s], mode="rows")  # (B, 1 + F, E)
+            mixed = g.add(p + "dot", "dot", [rows])  # (B, F(F+1)/2)
+        elif module == "dcn":
+            x = g.add(p + "x", "concat", [h, s], mode="flat")  # (B, W + F*E)
+            mixed = g.add(p + "dcn", "dcn", [x], layers=1, rank=c[f"l{i}.dcn_rank"])
+        else:  # fm
+            fm = g.add(p + "fm", "fm", [s], reduce=False)  # (B, E)
+            mixed = g.add(p + "x", "concat", [h, fm], mode="flat")  # (B, W + E)
+        return g.add(p + "h", "fc", [mixed], width=width)

@@ -1,0 +1,119 @@
+"""Search configs: every mistake is refused before anything starts, naming the key path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.cli import main
+from launcher.config_file import apply_override, load_config
+from rankitect.errors import ConfigError
+from rankitect.searchers.config import SearchConfig
+from rankitect.searchers.run import plan_search
+from tests.helpers import tiny_synth
+
+BASE = {
+    "data": {"path": "DATA", "train_dates": "first:1", "valid_dates": "2024-01-02", "test_dates": ["last:1"]},
+    "space": {"name": "nasrec"},
+    "searcher": {"name": "random"},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tiny_synth(tmp_path_factory.mktemp("cfg") / "ds", days=3, rows_per_day=300)
+
+
+def _config(data: Path, **changes) -> dict:
+    raw = copy.deepcopy(BASE)
+    raw["data"]["path"] = str(data)
+    for key, value in changes.items():
+        apply_override(raw, f"{key.replace('__', '.')}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+    return raw
+
+
+def test_defaults_fill_in(data) -> None:
+    cfg = SearchConfig.from_dict(_config(data))
+    assert cfg.objectives == ("ne", "flops") and cfg.directions == ["minimize", "minimize"]
+    assert cfg.baselines == ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
+    assert cfg.data.test_dates == "last:1" and cfg.budget.trials == 20 and cfg.seed == 0
+
+
+@pytest.mark.parametrize(
+    "raw_change, message",
+    [
+        ({"colour": "red"}, "colour: unknown key"),
+        ({"budget__trials": 0}, "budget.trials: must be >= 1, got 0"),
+        ({"budget__trials": "many"}, "budget.trials: must be int, got 'many'"),
+        ({"budget__rounds": 3}, "budget.rounds: unknown key"),
+        ({"train__lr": -1}, "train.lr: must be > 0"),
+        ({"train__optimizer": "lion"}, "train.optimizer: must be one of"),
+        ({"objectives": ["ne", "speed"]}, "objectives[1]: unknown objective 'speed'"),
+        ({"objectives": ["ne", "ne"]}, "objectives: listed twice"),
+        ({"final__seeds": 1}, "final.seeds: must be 0 (off) or >= 2"),
+        ({"seed": 1.5}, "seed: must be int"),
+        ({"baselines": "dlrm"}, "baselines: must be a list"),
+    ],
+)
+def test_shape_errors_name_the_key(data, raw_change, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SearchConfig.from_dict(_config(data, **raw_change))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("missing", ["data", "space", "searcher"])
+def test_required_sections(data, missing: str) -> None:
+    raw = _config(data)
+    del raw[missing]
+    with pytest.raises(ConfigError, match=f"{missing}: required key is missing"):
+        SearchConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "raw_change, message",
+    [
+        ({"space__name": "hyperspace"}, "space.name: unknown search space 'hyperspace'"),
+        ({"space__blocks": 0}, "space.blocks"),
+        ({"space__colour": 1}, "space.colour: unknown key"),
+        ({"data__valid_dates": "first:1"}, "data.valid_dates: overlaps data.train_dates"),
+        ({"data__test_dates": "2030-01-01"}, "data.test_dates: date '2030-01-01' is not in the dataset"),
+        ({"baselines": ["lr", "no_such_model"]}, "baselines[1] 'no_such_model' is neither a baseline"),
+    ],
+)
+def test_errors_found_against_the_data_and_registries(data, tmp_path, raw_change, message: str) -> None:
+    with pytest.raises(Exception) as err:
+        plan_search(SearchConfig.from_dict(_config(data, **raw_change)), tmp_path / "run")
+    assert message in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_before_starting_with_exit_2(data, tmp_path, capsys) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_config(data)))
+    cases = [
+        (["--set", "budget.trials=-3"], "budget.trials: must be >= 1, got -3"),
+        (["--set", "searcher.name=gradient_descent"], "searcher.name: unknown searcher 'gradient_descent'"),
+        (["--set", "searcher.population=3"], "searcher.population: unknown key"),
+        (["--set", "nonsense"], "expected KEY=VALUE"),
+    ]
+    for extra, message in cases:
+        assert main(["search", "--config", str(path), "--out", str(tmp_path / "run"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    assert main(["search", "--config", str(bad)]) == 2
+    assert "not valid YAML (line" in capsys.readouterr().err
+    assert main(["search", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_overrides_and_loading(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("space: nasrec\nsearcher: {name: tpe}\n")
+    raw = load_config(path, ["budget.trials=7", "space.blocks=2", "searcher.n_startup_trials=3", "seed=5"])
+    assert raw["budget"] == {"trials": 7} and raw["space"] == {"name": "nasrec", "blocks": 2}
+    assert raw["searcher"]["n_startup_trials"] == 3 and raw["seed"] == 5
