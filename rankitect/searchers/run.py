@@ -142,7 +142,12 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
 
 
 class _Driver:
-    """The ask / run / tell loop. Not thread-safe; one per search."""
+    """The ask / run / tell loop. Not thread-safe; one per search.
+
+    Asks happen only inside `_flush`, right after the tell that allows them, never because a
+    worker happens to be free: what the searcher has been told at ask(n) is exactly trials
+    0..n-C (C = concurrency), whatever the timing. Asked candidates wait in `queue` for a slot.
+    """
 
     def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool | None) -> None:
         self.plan, self.cfg, self.searcher, self.pool = plan, plan.config, searcher, pool
@@ -154,6 +159,7 @@ class _Driver:
         self.told_count = len(told)
         self.finished = sum(1 for t in told if not self._was_rejected(t.number))
         self.asked = len(searcher.study.trials)
+        self.asked_to_train = self.finished + len(self.queue)  # asked and not rejected
         self.next_to_tell = min([c.number for c in self.queue] + [self.asked])
         self.rejected_in_a_row = 0
         self.baselines = load_baselines(plan.run_dir)
@@ -169,16 +175,16 @@ class _Driver:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            self._flush()
             while True:
                 self._fill()
                 if not self.pool.busy:
-                    self._flush()  # telling may let the lag rule allow another ask
-                    if self._may_ask() or self.queue or self.baseline_queue:
+                    self._flush()
+                    if self.queue or self.baseline_queue:
                         continue
                     if not self.buffer and not self.in_flight:
                         return
-                    if not self.in_flight:
-                        raise RuntimeError(f"results wait for trial {self.next_to_tell}, which is not running")
+                    raise RuntimeError(f"results wait for trial {self.next_to_tell}, which is not running")
                 for job_id, outcome, attempts in self.pool.wait(timeout=0.5):
                     self._finished(job_id, outcome, attempts)
                 self._flush()
@@ -190,8 +196,7 @@ class _Driver:
         return seconds is None or time.monotonic() - self.started < seconds
 
     def _may_ask(self) -> bool:
-        started = self.finished + len(self.in_flight) + len(self.buffer) + len(self.queue)
-        within_budget = started < self.cfg.budget.trials
+        within_budget = self.asked_to_train < self.cfg.budget.trials
         within_lag = self.asked < self.told_count + self.concurrency
         return within_budget and within_lag and self._time_left()
 
@@ -201,20 +206,20 @@ class _Driver:
             self.pool.submit(("baseline", name), trial_spec(self.plan, f"baseline {name}",
                                                             self.plan.baselines[name], self.cfg.seed,
                                                             f"baselines/{name}"))
-        while self.pool.free > 0 and (self.queue or self._may_ask()):
-            candidate = self.queue.pop(0) if self.queue else self._ask()
-            if candidate is not None:
-                self._submit(candidate)
+        while self.pool.free > 0 and self.queue:
+            self._submit(self.queue.pop(0))
 
-    def _ask(self) -> Candidate | None:
+    def _ask(self) -> None:
+        """Ask one candidate: queue it, or buffer its rejection (invalid, over max_flops)."""
         candidate = self.searcher.ask()
         self.asked += 1
         try:
             arch = self.plan.space.decode(candidate.choices)
             flops = cost_of(arch, self.plan.dataset.schema).flops
         except (ArchitectureError, ConfigError) as exc:
+            self.asked_to_train += 1
             self._buffer(candidate, TrialOutcome(status="failed", error=f"invalid architecture: {exc}"), 0, {})
-            return None
+            return
         limit = self.cfg.budget.max_flops
         if limit is not None and flops > limit:
             self.rejected_in_a_row += 1
@@ -224,23 +229,26 @@ class _Driver:
             outcome = TrialOutcome(status="pruned", error=f"rejected before training: {flops:,} FLOPs per "
                                                           f"example > budget.max_flops {limit:,}")
             self._buffer(candidate, outcome, 0, {"rejected": True, "arch": arch.to_dict()})
-            return None
+            return
         self.rejected_in_a_row = 0
-        return candidate
+        self.asked_to_train += 1
+        self.queue.append(candidate)
 
     def _submit(self, candidate: Candidate) -> None:
         arch = self.plan.space.decode(candidate.choices)
         spec = trial_spec(self.plan, f"trial {candidate.number}", arch, self.cfg.seed + candidate.number,
-                          f"trials/{candidate.number:04d}", self._pruning())
+                          f"trials/{candidate.number:04d}", self._pruning(candidate.number))
         self.in_flight[candidate.number] = candidate
         self.pool.submit(("trial", candidate.number), spec)
 
-    def _pruning(self) -> PruningSnapshot | None:
+    def _pruning(self, number: int) -> PruningSnapshot | None:
+        """The history trial `number` is pruned against: trials 0..number-C, as at its ask."""
         kind = self.searcher.options.pruner
         if kind == "none":
             return None
         history = tuple(PastTrial(t.state, t.values[0] if t.values else None, t.intermediate)
-                        for t in self.searcher.told() if t.state in ("complete", "pruned"))
+                        for t in self.searcher.told()
+                        if t.state in ("complete", "pruned") and t.number <= number - self.concurrency)
         return PruningSnapshot(kind, self.cfg.directions[0], history)
 
     # -- results ---------------------------------------------------------------------------
@@ -259,8 +267,12 @@ class _Driver:
         self.buffer[candidate.number] = (candidate, outcome, attempts, attrs)
 
     def _flush(self) -> None:
-        """Tell buffered results in trial-number order."""
-        while self.next_to_tell in self.buffer:
+        """Tell buffered results in trial-number order, asking whatever each tell allows."""
+        while True:
+            while self._may_ask():
+                self._ask()
+            if self.next_to_tell not in self.buffer:
+                return
             candidate, outcome, attempts, attrs = self.buffer.pop(self.next_to_tell)
             self._tell(candidate, outcome, attempts, attrs)
             self.next_to_tell += 1
