@@ -124,7 +124,8 @@ class SearchSpace(abc.ABC):
             if choice.name not in choices:
                 raise ConfigError(f"space {self.name!r}: choice {choice.name!r} is missing")
             value = choices[choice.name]
-            if value not in choice.options:
+            # Typed comparison: in Python False == 0 and True == 1, which are different options.
+            if not any(value == o and type(value) is type(o) for o in choice.options):
                 raise ConfigError(f"space {self.name!r}: choice {choice.name!r} must be one of "
                                   f"{list(choice.options)}, got {value!r}")
             decided[choice.name] = value

@@ -17,7 +17,7 @@ from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import get_block
 from rankitect.schema import Schema
 from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
-from search_spaces.interactions import GraphBuilder, check_range, check_values, head_options, require_sparse
+from search_spaces.common import GraphBuilder, check_range, check_values, head_options, require_sparse
 
 DENSE_OPS = ("fc", "dot", "gating", "sum")
 SPARSE_OPS = ("efc", "attention")

@@ -6,6 +6,7 @@ ConfigError before anything starts. Only `data`, `space` and `searcher` are requ
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -169,6 +170,10 @@ def _section(kind: type, raw: Any, where: str) -> Any:
 
 
 def _dates(value: Any, where: str) -> str:
+    if isinstance(value, dt.date):  # YAML reads an unquoted 2024-01-03 as a date
+        return value.isoformat()
+    if isinstance(value, list) and all(isinstance(v, dt.date) for v in value if not isinstance(v, str)):
+        value = [v.isoformat() if isinstance(v, dt.date) else v for v in value]
     if isinstance(value, str) and value.strip():
         return value
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class _Job:
     job_id: Any
     spec: TrialSpec
     attempts: int = 0
+    submitted: float = 0.0
 
 
 class TrialPool:
@@ -131,7 +133,7 @@ class TrialPool:
     def submit(self, job_id: Any, spec: TrialSpec) -> None:
         if self.free < 1:
             raise RuntimeError("TrialPool.submit with no free slot")
-        self._start(_Job(job_id, spec))
+        self._start(_Job(job_id, spec, submitted=time.perf_counter()))
 
     def _start(self, job: _Job) -> None:
         actor = self._actor()
@@ -139,7 +141,10 @@ class TrialPool:
         self._running[actor.run.remote(job.spec)] = (job, actor)
 
     def wait(self, timeout: float | None = None) -> list[tuple[Any, TrialOutcome, int]]:
-        """Finished jobs as (job_id, outcome, attempts); a dead worker's job is restarted."""
+        """Finished jobs as (job_id, outcome, attempts); a dead worker's job is restarted.
+
+        Each outcome's `wall_seconds` is the time from submit to result, retries included.
+        """
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -161,6 +166,7 @@ class TrialPool:
             except (RayTaskError, GetTimeoutError) as exc:
                 self._idle.append(actor)
                 outcome = TrialOutcome(status="failed", error=str(exc).splitlines()[-1][:2000])
+            outcome.wall_seconds = time.perf_counter() - job.submitted
             finished.append((job.job_id, outcome, job.attempts))
         return finished
 

@@ -57,6 +57,7 @@ def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
     record = {"number": frozen.number, "status": state, "arch": attrs.get("arch"),
               "choices": dict(frozen.params), "metrics": attrs.get("metrics", {}),
               "test_metrics": attrs.get("test_metrics", {}), "seconds": attrs.get("seconds", 0.0),
+              "wall_seconds": attrs.get("wall_seconds", 0.0),
               "attempts": attrs.get("attempts", 1)}
     if attrs.get("error"):
         record["error"] = attrs["error"]

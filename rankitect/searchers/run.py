@@ -283,7 +283,8 @@ class _Driver:
             values = [_objective(name, outcome.metrics) for name in self.cfg.objectives]
         arch = attrs.pop("arch", None) or self.plan.space.decode(candidate.choices).to_dict()
         stored = {"arch": arch, "metrics": outcome.metrics, "test_metrics": outcome.test_metrics,
-                  "seconds": outcome.seconds, "attempts": attempts, "worker": outcome.worker, **attrs}
+                  "seconds": outcome.seconds, "wall_seconds": outcome.wall_seconds, "attempts": attempts,
+                  "worker": outcome.worker, **attrs}
         if outcome.error:
             stored["error"] = outcome.error
         self.searcher.tell(candidate.number, values, outcome.status, outcome.intermediate,

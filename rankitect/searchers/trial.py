@@ -56,7 +56,8 @@ class TrialOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics
     test_metrics: dict[str, Any] = field(default_factory=dict)
     intermediate: dict[int, float] = field(default_factory=dict)  # epoch -> validation value
-    seconds: float = 0.0
+    seconds: float = 0.0  # inside the worker: build, train, evaluate
+    wall_seconds: float = 0.0  # seen by the driver: submit to result (scheduling included)
     error: str | None = None
     worker: dict[str, Any] = field(default_factory=dict)
 

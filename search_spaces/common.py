@@ -1,0 +1,84 @@
+"""Helpers the search spaces share: option checks, attention head counts, a graph builder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rankitect.arch.graph import Architecture, Node, prune_unreachable
+from rankitect.blocks import get_block
+from rankitect.errors import ConfigError
+from rankitect.schema import Schema
+
+
+def check_range(key: str, value: Any, low: int, high: int) -> None:
+    """ConfigError naming `space.<key>` unless `value` is an int in `low..high`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"space.{key}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"space.{key}: must be in {low}..{high}, got {value!r}")
+
+
+def check_values(key: str, values: Any, low: int, high: int) -> None:
+    """ConfigError naming `space.<key>` unless `values` is a non-empty tuple of distinct ints in
+    `low..high`."""
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ConfigError(f"space.{key}: must be a non-empty list of integers, got {values!r}")
+    for i, v in enumerate(values):
+        check_range(f"{key}[{i}]", v, low, high)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
+
+
+def check_names(key: str, values: Any, allowed: Sequence[str]) -> None:
+    """ConfigError naming `space.<key>` unless `values` is a non-empty tuple of distinct names
+    from `allowed`."""
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ConfigError(f"space.{key}: must be a non-empty list of names, got {values!r}")
+    for i, v in enumerate(values):
+        if v not in allowed:
+            raise ConfigError(f"space.{key}[{i}]: must be one of {list(allowed)}, got {v!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
+
+
+def head_options(e: int, wanted: Iterable[int] = (1, 2)) -> tuple[int, ...]:
+    """Head counts h with h * (E // h) == E within the attention block's ranges.
+
+    Prefers `wanted`; falls back to the smallest head count that fits (large E), or () when no
+    attention layer can keep the width E.
+    """
+    spec = get_block("attention").spec
+    max_heads, max_dim = int(spec.param("heads").high or 16), int(spec.param("head_dim").high or 256)
+
+    def fits(h: int) -> bool:
+        return 1 <= h <= max_heads and e % h == 0 and e // h <= max_dim
+
+    preferred = tuple(h for h in wanted if fits(h))
+    return preferred or tuple(h for h in range(1, max_heads + 1) if fits(h))[:1]
+
+
+def require_sparse(schema: Schema, space: str) -> None:
+    """ConfigError unless the schema has a sparse column (every space here reads (B, F, E))."""
+    if schema.num_sparse < 1:
+        raise ConfigError(f"space {space!r} needs at least one sparse column; the schema has "
+                          f"{schema.num_dense} dense and 0 sparse columns")
+
+
+class GraphBuilder:
+    """Collects nodes in order; `add` returns the new node's id."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+
+    def add(self, node_id: str, block: str, inputs: Sequence[str], **params: Any) -> str:
+        self.nodes.append(Node(node_id, block, tuple(inputs), dict(params)))
+        return node_id
+
+    def flat(self, node_id: str, inputs: Sequence[str]) -> str:
+        """One input as is, several joined by concat(flat): (B, sum n_i)."""
+        return inputs[0] if len(inputs) == 1 else self.add(node_id, "concat", inputs, mode="flat")
+
+    def architecture(self, output: str, name: str) -> Architecture:
+        """The graph with every node that does not feed `output` removed."""
+        return prune_unreachable(Architecture(tuple(self.nodes), output=output, name=name))
