@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup demo test bench lock lint clean
 
 setup: $(STAMP)
 
@@ -39,3 +39,6 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+
+lint: setup
+	$(BIN)/ruff check .

@@ -73,7 +73,7 @@ def throughput(work: Path, trials: int) -> dict[int, dict[str, float]]:
     import ray
 
     data = work / "data_small"
-    generate(data, SynthConfig(days=4, rows_per_day=20_000, seed=1), force=True)
+    generate(data, SynthConfig(days=4, rows_per_day=50_000, seed=1), force=True)
     out = {}
     for workers in (1, 2):
         ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -127,7 +127,7 @@ def main() -> None:
                   f"{best_baseline_test:.4f} ({'lower' if beats else 'NOT lower'}) at "
                   f"{pick['metrics']['flops_per_example']:,} <= {best['metrics']['flops_per_example']:,} FLOPs")
     t = throughput(work, args.throughput_trials)
-    print_table(f"(2, 3) {args.throughput_trials} random trials, 20k rows/day, 1 CPU per trial",
+    print_table(f"(2, 3) {args.throughput_trials} random trials, 50k rows/day, 1 CPU per trial",
                 ["workers", "trials/min", "wall s", "median trial s", "median overhead s", "max overhead s"],
                 [[w, v["trials_per_minute"], v["wall"], v["median_trial_seconds"], v["median_overhead_seconds"],
                   v["max_overhead_seconds"]] for w, v in t.items()])

@@ -17,6 +17,7 @@ import yaml
 
 from launcher.cli import main
 from rankitect.arch import Architecture, Node
+from rankitect.data.dataset import Dataset
 from rankitect.searchers.run import search
 from rankitect.space import Choice, SearchSpace, register_space, space_names, unregister_space
 from tests.conftest import ROOT
@@ -233,3 +234,33 @@ def test_ctrl_c_stops_and_the_report_command_reads_the_run(ray_cluster, data, tm
     assert "valid NE" in text and "front #" in text
     assert main(["search", "--config", str(path), "--out", str(out), "--address", ray_cluster]) == 0
     assert len(json.loads((out / "result.json").read_text())["trials"]) == 4
+
+
+def test_an_architecture_json_is_a_baseline(ray_cluster, data, tmp_path) -> None:
+    production = ROOT / "examples" / "archs" / "dlrm_cross.json"
+    result = search(make_config(data, "random", trials=1, baselines=[str(production)]), tmp_path / "run",
+                    progress=False)
+    entry = result.baselines["dlrm_cross"]
+    assert entry["status"] == "complete" and entry["arch"] == Architecture.load(production).to_dict()
+    assert entry["test_metrics"]["eval_dates"] == ["2024-01-03"]
+
+
+def test_resume_with_a_half_asked_trial_behind_an_interrupted_one(ray_cluster, data, tmp_path) -> None:
+    """A driver killed while drawing trial 3's choices, with trial 2 still running: trial 3 is
+    told failed, trial 2 is run again, and the search finishes."""
+    from rankitect.searchers import make_searcher
+    from rankitect.space import make_space
+
+    config = make_config(data, "random", trials=2, baselines=[])
+    search(config, tmp_path / "run", progress=False)
+    schema = Dataset.open(str(data)).schema
+    searcher = make_searcher("random", {}, make_space("nasrec", schema, {"blocks": 2}), ["minimize", "minimize"],
+                             0, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    interrupted = searcher.ask()
+    searcher.study.ask()  # trial 3: created, no choices drawn yet
+    config["budget"]["trials"] = 4
+    result = search(config, tmp_path / "run", progress=False)
+    states = {t["number"]: t["status"] for t in result.trials}
+    assert states == {0: "complete", 1: "complete", 2: "complete", 3: "failed"}
+    assert "interrupted while being asked" in result.trials[3]["error"]
+    assert result.trials[2]["choices"] == interrupted.choices

@@ -156,6 +156,7 @@ class _Driver:
         self.in_flight: dict[int, Candidate] = {}
         self.queue: list[Candidate] = searcher.pending()  # asked by an earlier driver, never told
         told = searcher.told()  # after pending(), which may tell a half-asked trial failed
+        self.told_numbers = {t.number for t in told}  # may lie above untold ones (see pending)
         self.told_count = len(told)
         self.finished = sum(1 for t in told if not self._was_rejected(t.number))
         self.asked = len(searcher.study.trials)
@@ -184,7 +185,8 @@ class _Driver:
                         continue
                     if not self.buffer and not self.in_flight:
                         return
-                    raise RuntimeError(f"results wait for trial {self.next_to_tell}, which is not running")
+                    raise RuntimeError(f"results wait for trial {self.next_to_tell}, which is not running "
+                                       f"(buffered: {sorted(self.buffer)})")
                 for job_id, outcome, attempts in self.pool.wait(timeout=0.5):
                     self._finished(job_id, outcome, attempts)
                 self._flush()
@@ -275,7 +277,9 @@ class _Driver:
                 return
             candidate, outcome, attempts, attrs = self.buffer.pop(self.next_to_tell)
             self._tell(candidate, outcome, attempts, attrs)
-            self.next_to_tell += 1
+            self.told_numbers.add(candidate.number)
+            while self.next_to_tell in self.told_numbers:
+                self.next_to_tell += 1
 
     def _tell(self, candidate: Candidate, outcome: TrialOutcome, attempts: int, attrs: dict[str, Any]) -> None:
         values = None
