@@ -192,14 +192,15 @@ def test_sigkill_of_the_driver_then_the_same_command_continues(ray_cluster, data
     _wait_for(lambda: _complete_trials(out) >= 2 or proc.poll() is not None)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished_before = {p.parent.name: p.read_text() for p in (out / "trials").glob("*/metrics.json")}
+    # Trials whose worker finished (told or not) are kept; the rest run again.
+    finished_before = {p.parent.name: p.read_text() for p in (out / "trials").glob("*/outcome.json")}
     assert finished_before and _complete_trials(out) < 5
     assert main(["search", "--config", str(path), "--out", str(out), "--address", ray_cluster]) == 0
     result = json.loads((out / "result.json").read_text())
     assert [t["number"] for t in result["trials"]] == [0, 1, 2, 3, 4]
     assert all(t["status"] == "complete" for t in result["trials"])
     for name, text in finished_before.items():  # finished trials were kept, not trained again
-        assert (out / "trials" / name / "metrics.json").read_text() == text
+        assert (out / "trials" / name / "outcome.json").read_text() == text
 
 
 def test_a_worker_killed_mid_trial_is_retried_under_the_same_number(ray_cluster, data, tmp_path) -> None:
@@ -246,21 +247,24 @@ def test_an_architecture_json_is_a_baseline(ray_cluster, data, tmp_path) -> None
 
 
 def test_resume_with_a_half_asked_trial_behind_an_interrupted_one(ray_cluster, data, tmp_path) -> None:
-    """A driver killed while drawing trial 3's choices, with trial 2 still running: trial 3 is
-    told failed, trial 2 is run again, and the search finishes."""
+    """A driver killed while drawing trial 3's choices, with trial 2 still running: trial 3's
+    missing choices are drawn on resume, trial 2 runs again, and the search finishes."""
     from rankitect.searchers import make_searcher
     from rankitect.space import make_space
 
     config = make_config(data, "random", trials=2, baselines=[])
     search(config, tmp_path / "run", progress=False)
     schema = Dataset.open(str(data)).schema
-    searcher = make_searcher("random", {}, make_space("nasrec", schema, {"blocks": 2}), ["minimize", "minimize"],
-                             0, f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    space = make_space("nasrec", schema, {"blocks": 2})
+    searcher = make_searcher("random", {}, space, ["minimize", "minimize"], 0,
+                             f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     interrupted = searcher.ask()
-    searcher.study.ask()  # trial 3: created, no choices drawn yet
+    half = searcher.study.ask()  # trial 3: one choice drawn, then the driver died
+    first_choice = space.choices()[0]
+    drawn = half.suggest_categorical(first_choice.name, list(first_choice.options))
     config["budget"]["trials"] = 4
     result = search(config, tmp_path / "run", progress=False)
-    states = {t["number"]: t["status"] for t in result.trials}
-    assert states == {0: "complete", 1: "complete", 2: "complete", 3: "failed"}
-    assert "interrupted while being asked" in result.trials[3]["error"]
+    assert [(t["number"], t["status"]) for t in result.trials] == [(i, "complete") for i in range(4)]
     assert result.trials[2]["choices"] == interrupted.choices
+    assert result.trials[3]["choices"][first_choice.name] == drawn
+    assert space.check_choices(result.trials[3]["choices"]) == result.trials[3]["choices"]

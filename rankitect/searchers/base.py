@@ -133,15 +133,19 @@ class Searcher(abc.ABC):
         self._live.pop(number, None)
 
     def pending(self) -> list[Candidate]:
-        """Trials asked by an earlier driver and never told. One stopped while its choices were
-        being drawn (partial choices) is told failed here instead."""
+        """Trials asked by an earlier driver and never told, in number order. One stopped while
+        its choices were being drawn has the missing ones drawn now (at random, seeded by
+        its number), keeping those already stored."""
         out = []
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             try:
-                out.append(Candidate(frozen.number, self.space.check_choices(frozen.params)))
-            except ConfigError as exc:
-                self.tell(frozen.number, None, "failed", attrs={"error": f"interrupted while being asked: {exc}"})
-        return out
+                choices = self.space.check_choices(frozen.params)
+            except ConfigError:
+                self.study.sampler = optuna.samplers.RandomSampler(seed=self.seed * 100_003 + frozen.number)
+                choices = self.space.suggest(self._trial(frozen.number))
+                self._trial(frozen.number).set_user_attr("completed_after_interruption", True)
+            out.append(Candidate(frozen.number, choices))
+        return sorted(out, key=lambda c: c.number)
 
     def told(self) -> list[ToldTrial]:
         """Finished trials in number order."""

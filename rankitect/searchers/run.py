@@ -36,8 +36,9 @@ from rankitect.searchers.pruning import PastTrial, PruningSnapshot
 from rankitect.searchers.ray_pool import TrialPool, cluster_slots, ray_session
 from rankitect.searchers.report import write_pareto_plot
 from rankitect.searchers.result import SearchResult, collect, load_baselines, save_baselines
-from rankitect.searchers.trial import TrialOutcome, TrialSpec
+from rankitect.searchers.trial import TrialOutcome, TrialSpec, read_outcome
 from rankitect.space import SearchSpace, make_space, resolve_architecture
+from rankitect.train.run import ARCH_FILE
 
 CONFIG_FILE = "config.json"
 STUDY_FILE = "study.db"
@@ -155,8 +156,7 @@ class _Driver:
         self.buffer: dict[int, tuple[Candidate, TrialOutcome, int, dict[str, Any]]] = {}
         self.in_flight: dict[int, Candidate] = {}
         self.queue: list[Candidate] = searcher.pending()  # asked by an earlier driver, never told
-        told = searcher.told()  # after pending(), which may tell a half-asked trial failed
-        self.told_numbers = {t.number for t in told}  # may lie above untold ones (see pending)
+        told = searcher.told()
         self.told_count = len(told)
         self.finished = sum(1 for t in told if not self._was_rejected(t.number))
         self.asked = len(searcher.study.trials)
@@ -176,6 +176,7 @@ class _Driver:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            self.queue = [c for c in self.queue if not self._adopt(c)]
             self._flush()
             while True:
                 self._fill()
@@ -201,6 +202,19 @@ class _Driver:
         within_budget = self.asked_to_train < self.cfg.budget.trials
         within_lag = self.asked < self.told_count + self.concurrency
         return within_budget and within_lag and self._time_left()
+
+    def _adopt(self, candidate: Candidate) -> bool:
+        """Buffer the outcome a worker already left for `candidate` (the driver died before
+        telling it), instead of training it again. False if there is none to adopt."""
+        folder = self.plan.run_dir / "trials" / f"{candidate.number:04d}"
+        outcome = read_outcome(folder)
+        arch_file = folder / ARCH_FILE
+        if outcome is None or outcome.status == "failed" or not arch_file.is_file():
+            return False
+        if Architecture.load(arch_file).to_dict() != self.plan.space.decode(candidate.choices).to_dict():
+            return False
+        self._buffer(candidate, outcome, 1, {"adopted": True})
+        return True
 
     def _fill(self) -> None:
         while self.pool.free > 0 and self.baseline_queue:
@@ -277,9 +291,7 @@ class _Driver:
                 return
             candidate, outcome, attempts, attrs = self.buffer.pop(self.next_to_tell)
             self._tell(candidate, outcome, attempts, attrs)
-            self.told_numbers.add(candidate.number)
-            while self.next_to_tell in self.told_numbers:
-                self.next_to_tell += 1
+            self.next_to_tell += 1
 
     def _tell(self, candidate: Candidate, outcome: TrialOutcome, attempts: int, attrs: dict[str, Any]) -> None:
         values = None

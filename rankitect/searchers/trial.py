@@ -8,6 +8,7 @@ checkpoint.pt, metrics.json), so the best trial can be exported as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -95,7 +96,28 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
         outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
         (out / "error.txt").write_text(traceback.format_exc())
     outcome.seconds = time.perf_counter() - started
+    write_outcome(out, outcome)
     return outcome
+
+
+OUTCOME_FILE = "outcome.json"
+
+
+def write_outcome(out: Path, outcome: TrialOutcome) -> None:
+    """The whole outcome, written last: its presence means the trial ran to its end."""
+    tmp = out / f"{OUTCOME_FILE}.tmp"
+    tmp.write_text(json.dumps(dataclasses.asdict(outcome), default=str) + "\n")
+    tmp.replace(out / OUTCOME_FILE)
+
+
+def read_outcome(out: Path) -> TrialOutcome | None:
+    """The outcome a worker left in `out`, or None if it did not finish."""
+    path = out / OUTCOME_FILE
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    raw["intermediate"] = {int(k): v for k, v in raw.get("intermediate", {}).items()}
+    return TrialOutcome(**raw)
 
 
 def _train_and_score(spec: TrialSpec, out: Path, outcome: TrialOutcome) -> None:
