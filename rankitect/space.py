@@ -78,6 +78,38 @@ class SearchSpace(abc.ABC):
     def decode(self, choices: Mapping[str, Any]) -> Architecture:
         """The architecture of a full assignment of the active choices."""
 
+    # -- supernets (one-shot and differentiable searchers) --------------------------------
+    def supernet(self) -> Any:
+        """A `rankitect.supernet.WeightSharingSupernet` over this space (fresh weights)."""
+        raise ConfigError(f"space {self.name!r} does not build a weight-sharing supernet; "
+                          f"spaces that do: {[n for n in space_names() if get_space(n).has_supernets()]}")
+
+    def mixed_supernet(self) -> Any:
+        """A `rankitect.supernet.MixedOpSupernet` over this space (fresh weights and logits)."""
+        raise ConfigError(f"space {self.name!r} does not build a mixed-op supernet; "
+                          f"spaces that do: {[n for n in space_names() if get_space(n).has_supernets()]}")
+
+    @classmethod
+    def has_supernets(cls) -> bool:
+        return cls.supernet is not SearchSpace.supernet
+
+    def largest(self) -> Choices:
+        """The choices of the largest sub-architecture (sandwich rule); default: the last option
+        of each active choice."""
+        decided: Choices = {}
+        for choice in self.choices():
+            if choice.is_active(decided):
+                decided[choice.name] = choice.options[-1]
+        return decided
+
+    def smallest(self) -> Choices:
+        """The choices of the smallest sub-architecture; default: the first option of each."""
+        decided: Choices = {}
+        for choice in self.choices():
+            if choice.is_active(decided):
+                decided[choice.name] = choice.options[0]
+        return decided
+
     # -- derived from `choices` ----------------------------------------------------------
     def sample(self, rng: random.Random) -> Choices:
         """Each active choice drawn uniformly."""
