@@ -17,7 +17,6 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from rankitect.data.loader import BatchLoader
 from rankitect.data.synth import SynthConfig, generate
 from rankitect.model import build_model
 from rankitect.searchers.proxies import ProxyTarget, proxy_names, score, warm_up
+from rankitect.searchers.rank_stats import spearman
 from rankitect.space import make_space
 from rankitect.train import TrainConfig
 from rankitect.train.run import train_run
@@ -38,29 +38,6 @@ from rankitect.train.run import train_run
 TRAIN = TrainConfig(epochs=1, batch_size=256, lr=3e-3)
 PROXY_BATCHES = 4  # zico / sigeo use all of them, the other proxies the first
 WARMUP_LR = 3e-3
-
-
-def ranks(values: Sequence[float]) -> np.ndarray:
-    """1-based ranks, ties get the average of the ranks they span."""
-    x = np.asarray(values, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    out = np.empty(len(x), dtype=np.float64)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        out[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return out
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Pearson correlation of the average ranks; nan when either side is constant."""
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
 def _first(loader: BatchLoader, n: int) -> list[Batch]:

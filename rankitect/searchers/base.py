@@ -75,6 +75,7 @@ class Searcher(abc.ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[SearcherOptions]] = SearcherOptions
+    needs_supernet: ClassVar[bool] = False  # one-shot and differentiable searchers
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], seed: int,
                  options: SearcherOptions, storage: str) -> None:
@@ -99,6 +100,10 @@ class Searcher(abc.ABC):
         """A new study trial for `number` (the next number) with its parameters decidable."""
 
     # -- the contract ----------------------------------------------------------------------
+    def trial_limit(self, budget_trials: int) -> int:
+        """How many trials to train: `budget.trials`, unless the searcher decides otherwise."""
+        return budget_trials
+
     def ask(self) -> Candidate:
         number = len(self.study.get_trials(deepcopy=False))
         rng = random.Random(f"{self.seed}:{number}")
@@ -186,11 +191,15 @@ def searcher_names() -> list[str]:
     return sorted(_SEARCHERS)
 
 
-def searcher_options(name: str, options: Mapping[str, Any], directions: Sequence[str]) -> SearcherOptions:
-    """Checked options of searcher `name`; ConfigError naming `searcher.<key>` otherwise."""
+def searcher_class(name: str) -> type[Searcher]:
     if name not in _SEARCHERS:
         raise ConfigError(f"searcher.name: unknown searcher {name!r}; searchers: {searcher_names()}")
-    checked = options_from_mapping(_SEARCHERS[name].Options, options, "searcher")
+    return _SEARCHERS[name]
+
+
+def searcher_options(name: str, options: Mapping[str, Any], directions: Sequence[str]) -> SearcherOptions:
+    """Checked options of searcher `name`; ConfigError naming `searcher.<key>` otherwise."""
+    checked = options_from_mapping(searcher_class(name).Options, options, "searcher")
     if checked.pruner != "none" and len(directions) > 1:
         raise ConfigError(f"searcher.pruner: {checked.pruner!r} needs a single objective; "
                           f"got {len(directions)} objectives")

@@ -1,7 +1,9 @@
 """Ray, in one place for the searchers: the connection, and a pool of trial workers.
 
 `ray_session(address)` connects to a cluster, or starts a local Ray kept on 127.0.0.1 and
-stops it afterwards. `TrialPool` keeps one actor per slot; a job whose actor dies is run
+stops it afterwards. `TrialPool` keeps one actor per slot and runs two kinds of jobs on it:
+trials (a TrialSpec) and calls (a module-level function with keyword arguments, e.g. one
+supernet training of a one-shot or differentiable search). A job whose actor dies is run
 again on a fresh actor, under the same id, up to `max_retries` times.
 
 Ray is imported only once the address is known: for a local Ray (or one on 127.0.0.1),
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +88,16 @@ class TrialWorker:
     def run(self, spec: TrialSpec) -> TrialOutcome:
         return run_trial(spec)
 
+    def call(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        return fn(**kwargs)
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """What `TrialPool.wait` gives for a call job that raised or whose worker kept dying."""
+
+    error: str
+
 
 _remote_worker: Any = None
 
@@ -102,7 +114,8 @@ def _worker_class() -> Any:
 @dataclass
 class _Job:
     job_id: Any
-    spec: TrialSpec
+    spec: TrialSpec | None  # None for a call job
+    call: tuple[Callable[..., Any], dict[str, Any]] | None = None
     attempts: int = 0
     submitted: float = 0.0
 
@@ -135,15 +148,23 @@ class TrialPool:
             raise RuntimeError("TrialPool.submit with no free slot")
         self._start(_Job(job_id, spec, submitted=time.perf_counter()))
 
+    def submit_call(self, job_id: Any, fn: Callable[..., Any], **kwargs: Any) -> None:
+        """Run `fn(**kwargs)` on a worker; `fn` must be importable (defined at module level)."""
+        if self.free < 1:
+            raise RuntimeError("TrialPool.submit_call with no free slot")
+        self._start(_Job(job_id, None, (fn, kwargs), submitted=time.perf_counter()))
+
     def _start(self, job: _Job) -> None:
         actor = self._actor()
         job.attempts += 1
-        self._running[actor.run.remote(job.spec)] = (job, actor)
+        ref = actor.run.remote(job.spec) if job.call is None else actor.call.remote(*job.call)
+        self._running[ref] = (job, actor)
 
-    def wait(self, timeout: float | None = None) -> list[tuple[Any, TrialOutcome, int]]:
-        """Finished jobs as (job_id, outcome, attempts); a dead worker's job is restarted.
+    def wait(self, timeout: float | None = None) -> list[tuple[Any, Any, int]]:
+        """Finished jobs as (job_id, result, attempts); a dead worker's job is restarted.
 
-        Each outcome's `wall_seconds` is the time from submit to result, retries included.
+        A trial's result is its TrialOutcome, whose `wall_seconds` is the time from submit to
+        result, retries included. A call's result is what the function returned, or CallFailed.
         """
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -161,12 +182,14 @@ class TrialPool:
                 if job.attempts <= self.max_retries:
                     self._start(job)
                     continue
-                outcome = TrialOutcome(status="failed", error=f"worker died {job.attempts} times; last: "
-                                                              f"{str(exc).splitlines()[0]}")
+                error = f"worker died {job.attempts} times; last: {str(exc).splitlines()[0]}"
+                outcome = TrialOutcome(status="failed", error=error) if job.call is None else CallFailed(error)
             except (RayTaskError, GetTimeoutError) as exc:
                 self._idle.append(actor)
-                outcome = TrialOutcome(status="failed", error=str(exc).splitlines()[-1][:2000])
-            outcome.wall_seconds = time.perf_counter() - job.submitted
+                error = str(exc).splitlines()[-1][:2000]
+                outcome = TrialOutcome(status="failed", error=error) if job.call is None else CallFailed(error)
+            if isinstance(outcome, TrialOutcome):
+                outcome.wall_seconds = time.perf_counter() - job.submitted
             finished.append((job.job_id, outcome, job.attempts))
         return finished
 

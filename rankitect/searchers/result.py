@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from rankitect.searchers.rank_stats import kendall_tau, spearman
+
 RESULT_FILE = "result.json"
 BASELINES_FILE = "baselines.json"
 _STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
@@ -28,11 +30,14 @@ class SearchResult:
     best: dict[str, Any] | None
     baselines: dict[str, dict[str, Any]]
     final: dict[str, Any] = field(default_factory=dict)
+    planning: dict[str, Any] = field(default_factory=dict)  # one-shot, DNAS or proxy searchers
 
     def to_dict(self) -> dict[str, Any]:
         out = {"trials": self.trials, "pareto": self.pareto, "best": self.best, "baselines": self.baselines}
         if self.final:
             out["final"] = self.final
+        if self.planning:
+            out["planning"] = self.planning
         return out
 
     def save(self) -> None:
@@ -63,6 +68,8 @@ def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
         record["error"] = attrs["error"]
     if attrs.get("rejected"):
         record["rejected"] = True
+    if attrs.get("proposal"):
+        record["proposal"] = attrs["proposal"]
     return record
 
 
@@ -102,8 +109,28 @@ def save_baselines(run_dir: Path, baselines: dict[str, dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def proxy_agreement(trials: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """How well the planning phase's score `proposal[key]` (lower = predicted better: a
+    supernet NE, a negated proxy) ranks the trained trials by validation NE: Kendall tau and
+    Spearman rho over the complete trials that carry it (None with fewer than 3)."""
+    pairs = [(t["proposal"][key], t["metrics"]["ne"]) for t in trials
+             if t["status"] == "complete" and _finite(t.get("proposal", {}).get(key))
+             and _finite(t["metrics"].get("ne"))]
+    if len(pairs) < 3:
+        return None
+    predicted, trained = [p for p, _ in pairs], [n for _, n in pairs]
+    return {"score": key, "archs": len(pairs), "kendall_tau": kendall_tau(predicted, trained),
+            "spearman": spearman(predicted, trained)}
+
+
 def collect(run_dir: Path, study: optuna.Study) -> SearchResult:
+    from rankitect.searchers.planned import read_plan_summary
+
     trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
     trials.sort(key=lambda t: t["number"])
+    planning = read_plan_summary(run_dir)
+    score_key = planning.get("score_key")
+    if score_key:
+        planning = {**planning, "agreement": proxy_agreement(trials, score_key)}
     return SearchResult(run_dir=run_dir, trials=trials, pareto=pareto_front(trials), best=best_trial(trials),
-                        baselines=load_baselines(run_dir))
+                        baselines=load_baselines(run_dir), planning=planning)

@@ -30,14 +30,15 @@ from rankitect.arch.graph import Architecture
 from rankitect.cost import cost_of
 from rankitect.data.dataset import Dataset
 from rankitect.errors import ArchitectureError, ConfigError, UserError
-from rankitect.searchers.base import Candidate, Searcher, make_searcher, searcher_options
+from rankitect.searchers.base import Candidate, Searcher, make_searcher, searcher_class, searcher_options
 from rankitect.searchers.config import OBJECTIVES, SearchConfig
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext
 from rankitect.searchers.pruning import PastTrial, PruningSnapshot
 from rankitect.searchers.ray_pool import TrialPool, cluster_slots, ray_session
 from rankitect.searchers.report import write_pareto_plot
 from rankitect.searchers.result import SearchResult, collect, load_baselines, save_baselines
 from rankitect.searchers.trial import TrialOutcome, TrialSpec, read_outcome
-from rankitect.space import SearchSpace, make_space, resolve_architecture
+from rankitect.space import SearchSpace, get_space, make_space, resolve_architecture, space_names
 from rankitect.train.run import ARCH_FILE
 
 CONFIG_FILE = "config.json"
@@ -75,6 +76,10 @@ def plan_search(config: SearchConfig, out: Path) -> Plan:
             raise ConfigError(f"data.{b}: overlaps data.{a} on {overlap}")
     space = make_space(config.space.name, dataset.schema, config.space.options)
     searcher_options(config.searcher.name, config.searcher.options, config.directions)
+    if searcher_class(config.searcher.name).needs_supernet and not space.has_supernets():
+        with_supernets = [n for n in space_names() if get_space(n).has_supernets()]
+        raise ConfigError(f"searcher.name: {config.searcher.name!r} needs a space that builds supernets; "
+                          f"space {space.name!r} does not (spaces that do: {with_supernets})")
     baselines = {}
     for i, name in enumerate(config.baselines):
         arch = resolve_architecture(name, dataset.schema, field=f"baselines[{i}]")
@@ -121,21 +126,24 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
     prepare_run_dir(plan, force)
     searcher = make_searcher(cfg.searcher.name, cfg.searcher.options, plan.space, cfg.directions, cfg.seed,
                              storage)
-    with ray_session(address):
-        slots = cluster_slots(cfg.train.cpus_per_trial, cfg.train.gpus_per_trial)
-        pool = TrialPool(slots, cfg.train.cpus_per_trial, cfg.train.gpus_per_trial, cfg.budget.max_retries)
-        driver = _Driver(plan, searcher, pool, progress)
-        try:
-            driver.run()
-        except KeyboardInterrupt:
-            pool.shutdown()
-            collect(plan.run_dir, searcher.study).save()
-            raise SearchInterrupted(f"search interrupted; run the same command again to continue "
-                                    f"({plan.run_dir})") from None
-        finally:
-            pool.shutdown()
-        result = collect(plan.run_dir, searcher.study)
-        result.final = _final_seeds(plan, result, pool) if cfg.final.seeds >= 2 else {}
+    try:
+        with ray_session(address):
+            slots = cluster_slots(cfg.train.cpus_per_trial, cfg.train.gpus_per_trial)
+            pool = TrialPool(slots, cfg.train.cpus_per_trial, cfg.train.gpus_per_trial, cfg.budget.max_retries)
+            show = sys.stderr.isatty() if progress is None else progress
+            try:
+                if isinstance(searcher, PlannedSearcher):
+                    searcher.prepare(planning_context(plan, pool, show))
+                _Driver(plan, searcher, pool, show).run()
+                result = collect(plan.run_dir, searcher.study)
+                result.final = _final_seeds(plan, result, pool) if cfg.final.seeds >= 2 else {}
+            finally:
+                pool.shutdown()
+    except KeyboardInterrupt:
+        # Wherever Ctrl-C lands (Ray calls included), what was told is in the study already.
+        collect(plan.run_dir, searcher.study).save()
+        raise SearchInterrupted(f"search interrupted; run the same command again to continue "
+                                f"({plan.run_dir})") from None
     _publish_best(plan.run_dir, result)
     result.save()
     write_pareto_plot(result, plan.run_dir / "pareto.png")
@@ -150,8 +158,9 @@ class _Driver:
     0..n-C (C = concurrency), whatever the timing. Asked candidates wait in `queue` for a slot.
     """
 
-    def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool | None) -> None:
+    def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool) -> None:
         self.plan, self.cfg, self.searcher, self.pool = plan, plan.config, searcher, pool
+        self.trial_limit = searcher.trial_limit(self.cfg.budget.trials)
         self.concurrency = searcher.options.concurrency or pool.size
         self.buffer: dict[int, tuple[Candidate, TrialOutcome, int, dict[str, Any]]] = {}
         self.in_flight: dict[int, Candidate] = {}
@@ -166,9 +175,8 @@ class _Driver:
         self.baselines = load_baselines(plan.run_dir)
         self.baseline_queue = [n for n in plan.baselines if self.baselines.get(n, {}).get("status") != "complete"]
         self.started = time.monotonic()
-        show = sys.stderr.isatty() if progress is None else progress
-        self.bar = tqdm(total=self.cfg.budget.trials, initial=min(self.finished, self.cfg.budget.trials),
-                        unit="trial", disable=not show, file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(total=self.trial_limit, initial=min(self.finished, self.trial_limit),
+                        unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
 
     def _was_rejected(self, number: int) -> bool:
         return bool(self.searcher.study.trials[number].user_attrs.get("rejected"))
@@ -199,7 +207,7 @@ class _Driver:
         return seconds is None or time.monotonic() - self.started < seconds
 
     def _may_ask(self) -> bool:
-        within_budget = self.asked_to_train < self.cfg.budget.trials
+        within_budget = self.asked_to_train < self.trial_limit
         within_lag = self.asked < self.told_count + self.concurrency
         return within_budget and within_lag and self._time_left()
 
@@ -315,6 +323,14 @@ class _Driver:
         result = collect(self.plan.run_dir, self.searcher.study)
         best = result.best["metrics"]["ne"] if result.best else float("nan")
         self.bar.set_postfix(best_ne=f"{best:.4f}", front=len(result.pareto))
+
+
+def planning_context(plan: Plan, pool: TrialPool, progress: bool) -> PlanningContext:
+    cfg = plan.config
+    return PlanningContext(data_path=plan.dataset.uri, schema=plan.dataset.schema, train_dates=plan.train_dates,
+                           valid_dates=plan.valid_dates, train=cfg.train.train_config(cfg.seed),
+                           objectives=cfg.objectives, budget_trials=cfg.budget.trials,
+                           max_flops=cfg.budget.max_flops, run_dir=plan.run_dir, pool=pool, progress=progress)
 
 
 def trial_spec(plan: Plan, name: str, arch: Architecture, seed: int, folder: str,

@@ -1,0 +1,168 @@
+"""Differentiable search (DNAS) with a FLOPs-aware loss, one supernet per lambda.
+
+For each lambda in `searcher.lambdas` a worker trains the space's mixed-op supernet:
+
+    loss = logloss + lambda * E[FLOPs per example] / reference FLOPs
+
+the expectation taken over the choices' (Gumbel-)softmax probabilities with every candidate's
+FLOPs from the registry; the reference is the FLOPs of the space's largest architecture, so
+lambda = 1 trades one nat of log-loss against the whole largest model. The temperature falls
+exponentially from `temperature[0]` to `temperature[1]` over the steps.
+
+mode "alternating" (DARTS first order): every k-th training batch (k = 1 / arch_fraction) is
+held out of the weight updates and used to update the architecture logits only; "joint":
+both from the same batch. Architecture updates start after `warmup_fraction` of the steps.
+
+Each lambda derives one architecture (argmax; `threshold` drops a layer whose module is less
+likely than it). The proposals are the distinct derived architectures, each trained from
+scratch as one trial; trials carry the lambdas that derived them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rankitect.cost import cost_of
+from rankitect.errors import ConfigError
+from rankitect.searchers.base import SearcherOptions, register_searcher
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.supernet_train import open_space, read_json, set_lr, train_steps, write_json
+from rankitect.train.config import TrainConfig, make_optimizer
+
+MODES = ("alternating", "joint")
+
+
+@dataclass(frozen=True)
+class DnasOptions(SearcherOptions):
+    lambdas: tuple[float, ...] = (0.0, 0.05, 0.5)
+    epochs: int = 1  # supernet training passes over the train dates
+    mode: str = "alternating"
+    arch_fraction: float = 0.2  # alternating: share of the batches held out for logit updates
+    arch_lr: float = 0.01  # Adam on the architecture logits
+    warmup_fraction: float = 0.2  # steps that train the weights only
+    gumbel: bool = False
+    temperature: tuple[float, ...] = (1.0, 0.2)  # (start, end), exponential decay
+    threshold: float = 0.0
+
+    def check(self) -> None:
+        super().check()
+        if not self.lambdas or any(not (math.isfinite(v) and v >= 0) for v in self.lambdas):
+            raise ConfigError(f"searcher.lambdas: must be a non-empty list of finite values >= 0, got "
+                              f"{list(self.lambdas)}")
+        if self.epochs < 1:
+            raise ConfigError(f"searcher.epochs: must be >= 1, got {self.epochs}")
+        if self.mode not in MODES:
+            raise ConfigError(f"searcher.mode: must be one of {MODES}, got {self.mode!r}")
+        if not 0 < self.arch_fraction < 1:
+            raise ConfigError(f"searcher.arch_fraction: must be in (0, 1), got {self.arch_fraction}")
+        if not self.arch_lr > 0:
+            raise ConfigError(f"searcher.arch_lr: must be > 0, got {self.arch_lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"searcher.warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
+        if len(self.temperature) != 2 or not all(t > 0 for t in self.temperature):
+            raise ConfigError(f"searcher.temperature: must be [start, end], both > 0, got "
+                              f"{list(self.temperature)}")
+        if not 0 <= self.threshold < 1:
+            raise ConfigError(f"searcher.threshold: must be in [0, 1), got {self.threshold}")
+
+
+def temperature_at(step: int, total: int, start: float, end: float) -> float:
+    """Exponential decay from `start` (step 0) to `end` (last step)."""
+    return start * (end / start) ** (step / max(total - 1, 1))
+
+
+def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], train_dates: tuple[str, ...],
+               train: TrainConfig, options: dict[str, Any], lam: float, seed: int, out_file: str) -> dict[str, Any]:
+    """Train one mixed-op supernet with FLOPs weight `lam`; its derived architecture and the
+    final choice probabilities. Reuses `out_file` when an earlier run finished it."""
+    done = read_json(Path(out_file))
+    if done is not None:
+        return done
+    started = time.perf_counter()
+    opts = DnasOptions(**options)
+    dataset, space = open_space(data_path, space_name, space_options)
+    torch.manual_seed(seed)
+    net = space.mixed_supernet()
+    reference = float(cost_of(space.decode(space.largest()), dataset.schema).flops)
+    weights = make_optimizer(list(net.weight_parameters()), train)
+    arch = torch.optim.Adam(list(net.arch_parameters()), lr=opts.arch_lr, betas=(0.5, 0.999))
+    period = max(2, round(1 / opts.arch_fraction))
+    losses: list[float] = []
+    net.train()
+    for step in train_steps(dataset, train_dates, train, opts.epochs, seed):
+        warm = step.index < opts.warmup_fraction * step.total
+        tau = temperature_at(step.index, step.total, *opts.temperature)
+        arch_step = not warm and (opts.mode == "joint" or step.index % period == 0)
+        weight_step = opts.mode == "joint" or warm or step.index % period != 0
+        batch = step.batch
+        loss = F.binary_cross_entropy_with_logits(net(batch.dense, batch.sparse, tau, opts.gumbel), batch.labels)
+        losses.append(loss.item())
+        if arch_step:
+            loss = loss + lam * net.expected_flops(tau) / reference
+        weights.zero_grad(set_to_none=True)
+        arch.zero_grad(set_to_none=True)
+        loss.backward()
+        if weight_step:
+            set_lr(weights, train.lr * step.lr_factor)
+            weights.step()
+        if arch_step:
+            arch.step()
+    choices = net.derive(opts.threshold)
+    with torch.no_grad():
+        expected = float(net.expected_flops(1.0))
+    tail = losses[-max(1, len(losses) // 10):]
+    result = {"lambda": lam, "choices": choices,
+              "flops": cost_of(space.decode(choices), dataset.schema).flops,
+              "expected_flops": expected, "reference_flops": reference,
+              "train_logloss_last_tenth": sum(tail) / len(tail), "steps": len(losses),
+              "probabilities": {name: {str(k): v for k, v in p.items()}
+                                for name, p in net.probabilities().items()},
+              "seconds": time.perf_counter() - started}
+    write_json(Path(out_file), result)
+    return result
+
+
+@register_searcher
+class Dnas(PlannedSearcher):
+    name = "dnas"
+    Options = DnasOptions
+    needs_supernet = True
+
+    def plan_key(self, context: PlanningContext) -> dict[str, Any]:
+        return {}  # budget.trials does not apply: one trial per distinct derived architecture
+
+    def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
+        opts = self.options
+        folder = context.folder / "dnas"
+        folder.mkdir(exist_ok=True)
+        own = {k: getattr(opts, k) for k in DnasOptions.__dataclass_fields__
+               if k not in SearcherOptions.__dataclass_fields__}
+        calls = {f"dnas lambda={lam:g}": (train_dnas, {
+            "data_path": context.data_path, "space_name": self.space.name,
+            "space_options": asdict(self.space.options), "train_dates": context.train_dates,
+            "train": context.train, "options": own, "lam": lam, "seed": self.seed,
+            "out_file": str(folder / f"lambda_{i}.json")}) for i, lam in enumerate(opts.lambdas)}
+        context.log(f"training {len(calls)} mixed-op supernets (lambdas {list(opts.lambdas)})")
+        results = context.run_calls(calls)
+        runs = [results[key] for key in calls]
+        proposals: dict[str, Proposal] = {}
+        for run in runs:
+            choices = self.space.check_choices(run["choices"])
+            key = repr(sorted(choices.items(), key=lambda kv: kv[0]))
+            if key in proposals:
+                proposals[key].attrs["lambdas"].append(run["lambda"])
+                continue
+            proposals[key] = Proposal(choices, {"lambdas": [run["lambda"]], "derived_flops": run["flops"],
+                                                "expected_flops": run["expected_flops"]})
+        summary = {"searcher": "dnas",
+                   "lambdas": [{k: r[k] for k in ("lambda", "flops", "expected_flops", "reference_flops",
+                                                  "train_logloss_last_tenth", "steps", "seconds", "choices",
+                                                  "probabilities")} for r in runs]}
+        return list(proposals.values()), summary

@@ -1,0 +1,318 @@
+"""One-shot search: train a weight-sharing supernet once, search it with inherited weights.
+
+Planning runs two jobs on the Ray workers:
+1. `train_supernet`: `supernet_epochs` passes over the train dates. Each step trains sampled
+   paths of the supernet on one batch (the embedding lookup is shared by the paths):
+   "uniform" one random path; "sandwich" the largest, the smallest and `sandwich_random`
+   random ones, gradients of their mean loss. With `delayed_shrinking` = f, the first f of the
+   steps train the largest path alone (once-for-all's progressive shrinking, simplified).
+2. `search_supernet`: evaluates `budget.trials` distinct sub-architectures by their NE on up
+   to `eval_rows` validation rows with inherited weights (after `finetune_steps` Adam steps of
+   the standalone model when > 0), proposed by regularized evolution, random sampling or
+   Optuna TPE (`search`). Candidates over `budget.max_flops` are skipped unevaluated.
+
+Proposals: the `top_k` best (by Pareto rank on supernet NE and FLOPs when FLOPs is an
+objective, then supernet NE), plus `calibration` other evaluated ones drawn at random: all are
+trained from scratch, and result.json's planning.agreement gives the Kendall tau between the
+supernet's NE and the trained NE over them (is the supernet's ranking to be trusted?).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import torch.nn.functional as F
+
+from rankitect.cost import cost_of
+from rankitect.errors import ConfigError, UserError
+from rankitect.model import build_model
+from rankitect.searchers.base import SearcherOptions, register_searcher
+from rankitect.searchers.evolution import pareto_ranks
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.proxies import warm_up
+from rankitect.searchers.supernet_train import EvalSet, open_space, read_json, set_lr, train_steps, write_json
+from rankitect.space import Choices, SearchSpace
+from rankitect.train.config import TrainConfig, make_optimizer
+
+SAMPLING = ("sandwich", "uniform")
+SEARCH = ("evolution", "random", "tpe")
+MAX_SKIPPED_IN_A_ROW = 500
+
+
+@dataclass(frozen=True)
+class OneShotOptions(SearcherOptions):
+    supernet_epochs: int = 2
+    sampling: str = "sandwich"
+    sandwich_random: int = 2  # random paths per step besides the largest and the smallest
+    delayed_shrinking: float = 0.0  # share of the steps that train the largest path alone
+    search: str = "evolution"
+    population: int = 16  # evolution
+    sample_size: int = 4  # evolution
+    eval_rows: int = 20_000  # validation rows that score a path with inherited weights
+    finetune_steps: int = 0
+    top_k: int = 3
+    calibration: int = 0  # more evaluated paths trained from scratch, for the Kendall tau
+
+    def check(self) -> None:
+        super().check()
+        _at_least("supernet_epochs", self.supernet_epochs, 1)
+        _one_of("sampling", self.sampling, SAMPLING)
+        _at_least("sandwich_random", self.sandwich_random, 0)
+        if not 0 <= self.delayed_shrinking < 1:
+            raise ConfigError(f"searcher.delayed_shrinking: must be in [0, 1), got {self.delayed_shrinking}")
+        _one_of("search", self.search, SEARCH)
+        _at_least("population", self.population, 2)
+        if not 1 <= self.sample_size <= self.population:
+            raise ConfigError(f"searcher.sample_size: must be in [1, population={self.population}], "
+                              f"got {self.sample_size}")
+        _at_least("eval_rows", self.eval_rows, 1)
+        _at_least("finetune_steps", self.finetune_steps, 0)
+        _at_least("top_k", self.top_k, 1)
+        _at_least("calibration", self.calibration, 0)
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"searcher.{key}: must be >= {low}, got {value}")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"searcher.{key}: must be one of {allowed}, got {value!r}")
+
+
+# -- job 1: supernet training -----------------------------------------------------------------
+def sampled_paths(space: SearchSpace, opts: OneShotOptions, step: int, total: int,
+                  rng: random.Random) -> list[Choices]:
+    """The paths trained at `step` of `total`."""
+    if step < opts.delayed_shrinking * total:
+        return [space.largest()]
+    if opts.sampling == "uniform":
+        return [space.sample(rng)]
+    return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(opts.sandwich_random))]
+
+
+def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any], train_dates: tuple[str, ...],
+                   train: TrainConfig, options: dict[str, Any], seed: int, out_file: str,
+                   max_steps: int | None = None) -> dict[str, Any]:
+    """Train the space's weight-sharing supernet for `supernet_epochs` (or `max_steps` steps);
+    its state_dict goes to `out_file` (.pt) and a summary beside it (.json). Reuses both when
+    an earlier run finished them."""
+    summary_file = Path(out_file).with_suffix(".json")
+    done = read_json(summary_file)
+    if done is not None and Path(out_file).is_file():
+        return done
+    started = time.perf_counter()
+    opts = OneShotOptions(**options)
+    dataset, space = open_space(data_path, space_name, space_options)
+    torch.manual_seed(seed)
+    net = space.supernet()
+    optimizer = make_optimizer(net.parameters(), train)
+    rng = random.Random(seed)
+    losses: list[float] = []
+    net.train()
+    epochs = opts.supernet_epochs if max_steps is None else None
+    for step in train_steps(dataset, train_dates, train, epochs, seed, max_steps):
+        batch = step.batch
+        embedded = net.embed(batch.sparse)  # (B, F, E), shared by the paths
+        paths = sampled_paths(space, opts, step.index, step.total, rng)
+        loss = sum(F.binary_cross_entropy_with_logits(net.interact(batch.dense, embedded, p), batch.labels)
+                   for p in paths) / len(paths)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        set_lr(optimizer, train.lr * step.lr_factor)
+        optimizer.step()
+        losses.append(loss.item())
+    torch.save(net.state_dict(), out_file)
+    tail = losses[-max(1, len(losses) // 10):]
+    summary = {"steps": len(losses), "train_logloss_last_tenth": sum(tail) / max(len(tail), 1),
+               "seconds": time.perf_counter() - started}
+    write_json(summary_file, summary)
+    return summary
+
+
+def load_supernet(space: SearchSpace, path: str) -> torch.nn.Module:
+    net = space.supernet()
+    net.load_state_dict(torch.load(path, weights_only=True))
+    return net.eval()
+
+
+# -- job 2: search with inherited weights ------------------------------------------------------
+class PathScorer:
+    """Validation NE of supernet paths with inherited weights (optionally fine-tuned)."""
+
+    def __init__(self, net: Any, space: SearchSpace, evalset: EvalSet, finetune: int,
+                 finetune_batches: list[Any], lr: float, seed: int) -> None:
+        self.net, self.space, self.evalset = net, space, evalset
+        self.finetune, self.finetune_batches, self.lr, self.seed = finetune, finetune_batches, lr, seed
+        with torch.no_grad():
+            self.embedded = [net.embed(b.sparse) for b in evalset.batches]  # each (B, F, E)
+
+    def __call__(self, choices: Choices) -> float:
+        if self.finetune:
+            model = build_model(self.space.decode(choices), self.space.schema)
+            model.load_state_dict(self.net.inherit(choices))
+            warm_up(model, self.finetune_batches, self.finetune, self.lr, self.seed)
+            model.eval()
+            with torch.no_grad():
+                return self.evalset.ne([model(b.dense, b.sparse) for b in self.evalset.batches])
+        with torch.no_grad():
+            return self.evalset.ne([self.net.interact(b.dense, e, choices)
+                                    for b, e in zip(self.evalset.batches, self.embedded)])
+
+
+class _Evaluations:
+    """Distinct evaluated paths, in order; candidates over max_flops are skipped."""
+
+    def __init__(self, space: SearchSpace, score: Callable[[Choices], float], max_flops: int | None) -> None:
+        self.space, self.score, self.max_flops = space, score, max_flops
+        self.records: list[dict[str, Any]] = []
+        self._seen: dict[str, dict[str, Any] | None] = {}
+        self.skipped_in_a_row = 0
+
+    def evaluate(self, choices: Choices) -> dict[str, Any] | None:
+        """The record of `choices` (scored once), or None when it is over max_flops."""
+        key = repr(sorted(choices.items()))
+        if key in self._seen:
+            return self._seen[key]
+        flops = cost_of(self.space.decode(choices), self.space.schema).flops
+        record = None
+        if self.max_flops is None or flops <= self.max_flops:
+            record = {"choices": dict(choices), "supernet_ne": self.score(choices), "flops": flops}
+            self.records.append(record)
+            self.skipped_in_a_row = 0
+        else:
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+                raise UserError(f"budget.max_flops: {MAX_SKIPPED_IN_A_ROW} candidates in a row were over "
+                                f"{self.max_flops:,} FLOPs per example (last: {flops:,})")
+        self._seen[key] = record
+        return record
+
+
+def _minimized(record: Mapping[str, Any], use_flops: bool) -> tuple[float, ...]:
+    return (record["supernet_ne"], float(record["flops"])) if use_flops else (record["supernet_ne"],)
+
+
+def evolve(space: SearchSpace, evaluations: _Evaluations, budget: int, opts: OneShotOptions,
+           use_flops: bool, rng: random.Random) -> None:
+    """Regularized evolution over the last `population` evaluated paths (aging)."""
+    while len(evaluations.records) < budget:
+        records = evaluations.records
+        if len(records) < opts.population:
+            evaluations.evaluate(space.sample(rng))
+            continue
+        contestants = rng.sample(records[-opts.population:], opts.sample_size)
+        points = [_minimized(r, use_flops) for r in contestants]
+        ranks = pareto_ranks(points)
+        parent = contestants[min(range(len(contestants)), key=lambda i: (ranks[i], points[i]))]
+        evaluations.evaluate(space.mutate(parent["choices"], rng))
+
+
+def search_randomly(space: SearchSpace, evaluations: _Evaluations, budget: int, rng: random.Random) -> None:
+    while len(evaluations.records) < budget:
+        evaluations.evaluate(space.sample(rng))
+
+
+def search_tpe(space: SearchSpace, evaluations: _Evaluations, budget: int, use_flops: bool, seed: int) -> None:
+    directions = ["minimize", "minimize"] if use_flops else ["minimize"]
+    sampler = optuna.samplers.TPESampler(seed=seed) if not use_flops else optuna.samplers.NSGAIISampler(seed=seed)
+    study = optuna.create_study(directions=directions, sampler=sampler)
+    while len(evaluations.records) < budget:
+        trial = study.ask()
+        record = evaluations.evaluate(space.suggest(trial))
+        if record is None:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, list(_minimized(record, use_flops)))
+
+
+def search_supernet(data_path: str, space_name: str, space_options: dict[str, Any], supernet_file: str,
+                    train_dates: tuple[str, ...], valid_dates: tuple[str, ...], train: TrainConfig,
+                    options: dict[str, Any], budget: int, max_flops: int | None, use_flops: bool, seed: int,
+                    out_file: str) -> dict[str, Any]:
+    """Evaluate up to `budget` distinct paths with inherited weights; all records, in order."""
+    done = read_json(Path(out_file))
+    if done is not None:
+        return done
+    started = time.perf_counter()
+    opts = OneShotOptions(**options)
+    dataset, space = open_space(data_path, space_name, space_options)
+    net = load_supernet(space, supernet_file)
+    evalset = EvalSet.load(dataset, valid_dates, opts.eval_rows)
+    finetune_batches = []
+    if opts.finetune_steps:
+        finetune_batches = [s.batch for s, _ in zip(train_steps(dataset, train_dates, train, 1, seed + 1),
+                                                     range(opts.finetune_steps))]
+    scorer = PathScorer(net, space, evalset, opts.finetune_steps, finetune_batches, train.lr, seed)
+    evaluations = _Evaluations(space, scorer, max_flops)
+    rng = random.Random(seed)
+    if opts.search == "evolution":
+        evolve(space, evaluations, budget, opts, use_flops, rng)
+    elif opts.search == "random":
+        search_randomly(space, evaluations, budget, rng)
+    else:
+        search_tpe(space, evaluations, budget, use_flops, seed)
+    result = {"records": evaluations.records, "eval_rows": sum(len(b) for b in evalset.batches),
+              "seconds": time.perf_counter() - started}
+    write_json(Path(out_file), result)
+    return result
+
+
+def select(records: list[dict[str, Any]], top_k: int, calibration: int, use_flops: bool,
+           rng: random.Random) -> list[tuple[dict[str, Any], str]]:
+    """(record, role) of the top_k best and `calibration` random others."""
+    points = [_minimized(r, use_flops) for r in records]
+    ranks = pareto_ranks(points) if use_flops else [0] * len(records)
+    order = sorted(range(len(records)), key=lambda i: (ranks[i], records[i]["supernet_ne"], i))
+    extra = select_random_others(order[top_k:], calibration, rng)
+    return [(records[i], "top_k") for i in order[:top_k]] + [(records[i], "calibration") for i in extra]
+
+
+def select_random_others(rest: list[int], count: int, rng: random.Random) -> list[int]:
+    """`count` of the indices `rest` at random (all when fewer), in increasing order."""
+    pool = sorted(rest)
+    return sorted(rng.sample(pool, min(count, len(pool))))
+
+
+@register_searcher
+class OneShot(PlannedSearcher):
+    name = "oneshot"
+    Options = OneShotOptions
+    needs_supernet = True
+
+    def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
+        opts = self.options
+        own = {k: getattr(opts, k) for k in OneShotOptions.__dataclass_fields__
+               if k not in SearcherOptions.__dataclass_fields__}
+        common = {"data_path": context.data_path, "space_name": self.space.name,
+                  "space_options": asdict(self.space.options), "train_dates": context.train_dates,
+                  "train": context.train, "options": own, "seed": self.seed}
+        supernet_file = str(context.folder / "supernet.pt")
+        context.log(f"training the supernet ({opts.supernet_epochs} epochs, {opts.sampling} sampling)")
+        trained = context.run_calls({"supernet training": (train_supernet, {**common, "out_file": supernet_file})})
+        use_flops = "flops" in context.objectives
+        context.log(f"evaluating {context.budget_trials} sub-architectures with inherited weights ({opts.search})")
+        searched = context.run_calls({"supernet search": (search_supernet, {
+            **common, "supernet_file": supernet_file, "valid_dates": context.valid_dates,
+            "budget": context.budget_trials, "max_flops": context.max_flops, "use_flops": use_flops,
+            "out_file": str(context.folder / f"search_{context.budget_trials}.json")})})
+        records = searched["supernet search"]["records"]
+        if not records:
+            raise UserError("the supernet search evaluated no architecture")
+        picked = select(records, opts.top_k, opts.calibration, use_flops, random.Random(self.seed))
+        proposals = [Proposal(r["choices"], {"supernet_ne": r["supernet_ne"], "supernet_flops": r["flops"],
+                                             "role": role}) for r, role in picked]
+        summary = {"searcher": "oneshot", "score_key": "supernet_ne",
+                   "supernet": trained["supernet training"],
+                   "search": {"evaluated": len(records), "eval_rows": searched["supernet search"]["eval_rows"],
+                              "seconds": searched["supernet search"]["seconds"],
+                              "best_supernet_ne": min(r["supernet_ne"] for r in records)}}
+        return proposals, summary

@@ -1,0 +1,141 @@
+"""Searchers that decide their trials in a planning phase, before any trial is trained.
+
+One-shot, differentiable and proxy searchers first do work of their own on the Ray workers
+(train a supernet, run DNAS per lambda, score candidates by a proxy) and end with a short list
+of proposals: architectures to train from scratch. The driver then runs those as ordinary
+trials (trained and scored on the validation and test dates like any other).
+
+The planning phase writes its outcome to RUN/planning/plan.json (proposals and a summary for
+result.json); a search run again with the same config reuses it. Each searcher keeps its own
+intermediate files (supernet checkpoints, per-lambda results) under RUN/planning/ so that an
+interrupted planning phase redoes only what did not finish.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from rankitect.errors import UserError
+from rankitect.schema import Schema
+from rankitect.searchers.base import Searcher
+from rankitect.searchers.ray_pool import CallFailed, TrialPool
+from rankitect.train.config import TrainConfig
+
+PLANNING_DIR = "planning"
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An architecture (choices in the space) to train from scratch, and what the planning
+    phase knew of it (stored on the trial as `proposal`, e.g. its supernet NE or lambda)."""
+
+    choices: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlanningContext:
+    """What a planning phase may use: the data, the pool of Ray workers, the run folder."""
+
+    data_path: str
+    schema: Schema
+    train_dates: tuple[str, ...]
+    valid_dates: tuple[str, ...]
+    train: TrainConfig  # the trials' training settings (batch size, optimizer, lr, seed)
+    objectives: tuple[str, ...]
+    budget_trials: int
+    max_flops: int | None
+    run_dir: Path
+    pool: TrialPool
+    progress: bool
+
+    @property
+    def folder(self) -> Path:
+        path = self.run_dir / PLANNING_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(f"[{PLANNING_DIR}] {message}", file=sys.stderr, flush=True)
+
+    def run_calls(self, calls: dict[Any, tuple[Any, dict[str, Any]]]) -> dict[Any, Any]:
+        """Run `fn(**kwargs)` for every key on the pool's workers, as slots free up; the
+        results by key. UserError naming the job when one fails."""
+        pending, results = list(calls), {}
+        while pending or self.pool.busy:
+            while pending and self.pool.free > 0:
+                key = pending.pop(0)
+                fn, kwargs = calls[key]
+                self.pool.submit_call(key, fn, **kwargs)
+            for key, result, _ in self.pool.wait(timeout=0.5):
+                if isinstance(result, CallFailed):
+                    raise UserError(f"planning job {key!r} failed: {result.error}")
+                results[key] = result
+                self.log(f"{key} done ({len(results)}/{len(calls)})")
+        return results
+
+
+class PlannedSearcher(Searcher):
+    """A searcher whose trials are the proposals of its planning phase, in order.
+
+    Subclasses implement `propose(context) -> (proposals, summary)`; `plan_key` lists what
+    the plan depends on beyond the config (which a resumed run cannot change), e.g. the budget.
+    """
+
+    proposals: list[Proposal]
+    summary: dict[str, Any]
+
+    @abc.abstractmethod
+    def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
+        """The architectures to train from scratch, and a summary for result.json."""
+
+    def plan_key(self, context: PlanningContext) -> dict[str, Any]:
+        return {"budget_trials": context.budget_trials, "max_flops": context.max_flops}
+
+    def prepare(self, context: PlanningContext) -> None:
+        """Load RUN/planning/plan.json when it was made for this key, else plan and save it."""
+        path = context.folder / PLAN_FILE
+        key = self.plan_key(context)
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                self.proposals = [Proposal(p["choices"], p["attrs"]) for p in saved["proposals"]]
+                self.summary = saved["summary"]
+                return
+        self.proposals, self.summary = self.propose(context)
+        if not self.proposals:
+            raise UserError(f"searcher {self.name!r} proposed no architecture to train")
+        raw = {"key": key, "searcher": self.name, "summary": self.summary,
+               "proposals": [{"choices": p.choices, "attrs": p.attrs} for p in self.proposals]}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(raw, indent=2) + "\n")
+        tmp.replace(path)
+
+    def trial_limit(self, budget_trials: int) -> int:
+        return len(self.proposals)
+
+    def _ask(self, number: int, rng: random.Random) -> optuna.Trial:
+        if number >= len(self.proposals):
+            raise RuntimeError(f"{self.name}: trial {number} asked, but only {len(self.proposals)} were proposed")
+        proposal = self.proposals[number]
+        self.study.sampler = optuna.samplers.RandomSampler(seed=rng.randrange(2**31))
+        self.study.enqueue_trial(proposal.choices)
+        trial = self.study.ask()
+        trial.set_user_attr("proposal", proposal.attrs)
+        return trial
+
+
+def read_plan_summary(run_dir: Path) -> dict[str, Any]:
+    """The summary of a run's planning phase ({} for a sampling searcher)."""
+    path = run_dir / PLANNING_DIR / PLAN_FILE
+    return json.loads(path.read_text()).get("summary", {}) if path.is_file() else {}

@@ -1,0 +1,159 @@
+"""Proxy search: score many candidates without training them, train only the best few.
+
+Planning samples `budget.trials` distinct candidates (uniformly; those over
+`budget.max_flops` are skipped), scores each by the zero-cost proxy `searcher.proxy` on
+`batches` training batches, split over the Ray workers, and proposes the `top_k` highest
+scores (plus `calibration` random others, to measure the proxy's agreement with training).
+
+Scoring a candidate: a fresh standalone model (torch seed = the search seed), warmed up by
+`warmup_steps` Adam steps when > 0. For a space with a weight-sharing supernet and
+`warmup_steps` > 0, SiGeo's setting is used instead: the supernet is warmed up once (sandwich
+sampling, `warmup_steps` steps) and every candidate is scored as a path with its weights.
+The proxy "params" (more dense parameters = better) is there as the reference a proxy
+should beat.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from rankitect.cost import cost_of
+from rankitect.errors import ConfigError, UserError
+from rankitect.model import build_model
+from rankitect.searchers.base import SearcherOptions, register_searcher
+from rankitect.searchers.oneshot import (
+    MAX_SKIPPED_IN_A_ROW,
+    load_supernet,
+    select_random_others,
+    train_supernet,
+)
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.proxies import ProxyTarget, SiGeoWeights, proxy_names, score, sigeo, warm_up
+from rankitect.searchers.supernet_train import open_space, train_steps
+from rankitect.space import Choices
+from rankitect.train.config import TrainConfig
+
+REFERENCE_PROXY = "params"
+
+
+@dataclass(frozen=True)
+class ProxyOptions(SearcherOptions):
+    proxy: str = "sigeo"
+    top_k: int = 3
+    batches: int = 4  # training batches each candidate is scored on (single-batch proxies: the first)
+    warmup_steps: int = 0
+    sigeo_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # zico, fisher_rao, loss
+    calibration: int = 0
+
+    def check(self) -> None:
+        super().check()
+        valid = [*proxy_names(), REFERENCE_PROXY]
+        if self.proxy not in valid:
+            raise ConfigError(f"searcher.proxy: unknown proxy {self.proxy!r}; proxies: {valid}")
+        for key, low in (("top_k", 1), ("batches", 2), ("warmup_steps", 0), ("calibration", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"searcher.{key}: must be >= {low}, got {getattr(self, key)}")
+        if len(self.sigeo_weights) != 3:
+            raise ConfigError(f"searcher.sigeo_weights: must be [zico, fisher_rao, loss], got "
+                              f"{list(self.sigeo_weights)}")
+
+
+def proxy_value(name: str, target: ProxyTarget, batches: list[Any], seed: int, sigeo_weights: tuple[float, ...]) -> float:
+    if name == "sigeo":
+        return sigeo(target, batches, seed, SiGeoWeights(*sigeo_weights))
+    return score(name, target, batches, seed)
+
+
+def score_candidates(data_path: str, space_name: str, space_options: dict[str, Any], candidates: list[Choices],
+                     train_dates: tuple[str, ...], train: TrainConfig, options: dict[str, Any], seed: int,
+                     supernet_file: str | None) -> list[float]:
+    """The proxy score of each candidate (higher = predicted better)."""
+    opts = ProxyOptions(**options)
+    dataset, space = open_space(data_path, space_name, space_options)
+    batches = [s.batch for s in train_steps(dataset, train_dates, train, None, seed + 2, opts.batches)]
+    warm_batches = []
+    if opts.warmup_steps and supernet_file is None:
+        warm_batches = [s.batch for s in train_steps(dataset, train_dates, train, None, seed + 3, opts.warmup_steps)]
+    net = load_supernet(space, supernet_file) if supernet_file else None
+    scores = []
+    for choices in candidates:
+        arch = space.decode(choices)
+        if opts.proxy == REFERENCE_PROXY:
+            scores.append(float(cost_of(arch, dataset.schema).dense_params))
+            continue
+        if net is not None:
+            target = ProxyTarget.from_supernet(net, choices)
+        else:
+            torch.manual_seed(seed)
+            model = build_model(arch, dataset.schema)
+            warm_up(model, warm_batches, opts.warmup_steps, train.lr, seed)
+            target = ProxyTarget.from_model(model)
+        scores.append(proxy_value(opts.proxy, target, batches, seed, opts.sigeo_weights))
+    return scores
+
+
+@register_searcher
+class ProxySearch(PlannedSearcher):
+    name = "proxy"
+    Options = ProxyOptions
+
+    def _candidates(self, budget: int, max_flops: int | None) -> list[Choices]:
+        rng = random.Random(self.seed)
+        seen: set[str] = set()
+        out: list[Choices] = []
+        skipped = 0
+        while len(out) < budget:
+            choices = self.space.sample(rng)
+            key = repr(sorted(choices.items()))
+            if key in seen:
+                skipped += 1
+            elif max_flops is not None and cost_of(self.space.decode(choices), self.space.schema).flops > max_flops:
+                seen.add(key)
+                skipped += 1
+            else:
+                seen.add(key)
+                out.append(choices)
+                skipped = 0
+            if skipped > MAX_SKIPPED_IN_A_ROW:
+                if not out:
+                    raise UserError(f"budget.max_flops: no candidate of {MAX_SKIPPED_IN_A_ROW} fits "
+                                    f"{max_flops:,} FLOPs per example")
+                break  # the space holds fewer distinct candidates than the budget
+        return out
+
+    def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
+        opts = self.options
+        started = time.perf_counter()
+        own = {k: getattr(opts, k) for k in ProxyOptions.__dataclass_fields__
+               if k not in SearcherOptions.__dataclass_fields__}
+        common = {"data_path": context.data_path, "space_name": self.space.name,
+                  "space_options": asdict(self.space.options), "train_dates": context.train_dates,
+                  "train": context.train, "seed": self.seed}
+        supernet_file = None
+        if opts.warmup_steps and self.space.has_supernets() and opts.proxy != REFERENCE_PROXY:
+            supernet_file = str(context.folder / f"warm_supernet_{opts.warmup_steps}.pt")
+            context.log(f"warming the supernet up ({opts.warmup_steps} steps)")
+            context.run_calls({"supernet warm-up": (train_supernet, {
+                **common, "options": {}, "out_file": supernet_file, "max_steps": opts.warmup_steps})})
+        candidates = self._candidates(context.budget_trials, context.max_flops)
+        size = -(-len(candidates) // context.pool.size)
+        chunks = [candidates[i:i + size] for i in range(0, len(candidates), size)]
+        context.log(f"scoring {len(candidates)} candidates by {opts.proxy} in {len(chunks)} jobs")
+        results = context.run_calls({f"proxy scores {i + 1}/{len(chunks)}": (score_candidates, {
+            **common, "candidates": chunk, "options": own, "supernet_file": supernet_file})
+            for i, chunk in enumerate(chunks)})
+        scores = [s for key in sorted(results, key=lambda k: int(k.split()[2].split("/")[0])) for s in results[key]]
+        order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+        top = order[:opts.top_k]
+        extra = select_random_others(order[opts.top_k:], opts.calibration, random.Random(self.seed))
+        proposals = [Proposal(candidates[i], {"proxy": scores[i], "neg_proxy": -scores[i], "role": role})
+                     for i, role in [*((i, "top_k") for i in top), *((i, "calibration") for i in extra)]]
+        summary = {"searcher": "proxy", "proxy": opts.proxy, "score_key": "neg_proxy",
+                   "scored": len(candidates), "warm_supernet": supernet_file is not None,
+                   "seconds": time.perf_counter() - started}
+        return proposals, summary
