@@ -165,3 +165,39 @@ def test_sandwich_and_delayed_shrinking_paths(data) -> None:
     assert len(paths) == 4 and paths[0] == space.largest() and paths[1] == space.smallest()
     uniform = sampled_paths(space, OneShotOptions(sampling="uniform"), 0, 100, rng)
     assert len(uniform) == 1 and space.check_choices(uniform[0]) == uniform[0]
+
+
+def test_supernet_training_interrupted_mid_epoch_continues_from_the_last_epoch(data, tmp_path, monkeypatch) -> None:
+    """Killed during epoch 2, the job reruns from the end of epoch 1 and ends with exactly the
+    weights of an uninterrupted run."""
+    import torch
+
+    from rankitect.searchers import oneshot
+    from rankitect.train.config import TrainConfig
+
+    space_options = {k: v for k, v in INTERACTIONS.items() if k != "name"}
+    kwargs = {"data_path": str(data), "space_name": "interactions", "space_options": space_options,
+              "train_dates": ("2024-01-01",), "train": TrainConfig(batch_size=256, lr=3e-3),
+              "options": {"supernet_epochs": 2}, "seed": 0}
+    whole = oneshot.train_supernet(**kwargs, out_file=str(tmp_path / "whole.pt"))
+    assert whole["steps"] == 12 and whole["resumed_at_epoch"] == 0
+
+    real = oneshot.sampled_paths
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 9:  # 6 steps per epoch
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(oneshot, "sampled_paths", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        oneshot.train_supernet(**kwargs, out_file=str(tmp_path / "cut.pt"))
+    assert (tmp_path / "cut.ckpt").is_file() and not (tmp_path / "cut.pt").exists()
+    monkeypatch.setattr(oneshot, "sampled_paths", real)
+    resumed = oneshot.train_supernet(**kwargs, out_file=str(tmp_path / "cut.pt"))
+    assert resumed["resumed_at_epoch"] == 1 and resumed["steps"] == 12
+    assert not (tmp_path / "cut.ckpt").exists()
+    a, b = torch.load(tmp_path / "whole.pt"), torch.load(tmp_path / "cut.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -117,3 +117,15 @@ def test_overrides_and_loading(tmp_path) -> None:
     raw = load_config(path, ["budget.trials=7", "space.blocks=2", "searcher.n_startup_trials=3", "seed=5"])
     assert raw["budget"] == {"trials": 7} and raw["space"] == {"name": "nasrec", "blocks": 2}
     assert raw["searcher"]["n_startup_trials"] == 3 and raw["seed"] == 5
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_example_config_plans(data, tmp_path, path: Path) -> None:
+    """Each commented example is a config that passes every check (on tiny data of 3 days)."""
+    raw = load_config(path, [])
+    raw["data"] = {**raw["data"], "path": str(data), "valid_dates": "2024-01-02"}
+    if raw["data"]["train_dates"] == "first:2":
+        raw["data"]["train_dates"] = "first:1"
+    plan = plan_search(SearchConfig.from_dict(raw), tmp_path / "run")
+    assert plan.space.name == raw["space"]["name"]

@@ -33,7 +33,15 @@ from rankitect.cost import cost_of
 from rankitect.errors import ConfigError
 from rankitect.searchers.base import SearcherOptions, register_searcher
 from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
-from rankitect.searchers.supernet_train import open_space, read_json, set_lr, train_steps, write_json
+from rankitect.searchers.supernet_train import (
+    EpochCheckpoint,
+    JobProgress,
+    open_space,
+    read_json,
+    set_lr,
+    train_steps,
+    write_json,
+)
 from rankitect.train.config import TrainConfig, make_optimizer
 
 MODES = ("alternating", "joint")
@@ -41,7 +49,7 @@ MODES = ("alternating", "joint")
 
 @dataclass(frozen=True)
 class DnasOptions(SearcherOptions):
-    lambdas: tuple[float, ...] = (0.0, 0.05, 0.5)
+    lambdas: tuple[float, ...] = (0.0, 0.01, 0.1)
     epochs: int = 1  # supernet training passes over the train dates
     mode: str = "alternating"
     arch_fraction: float = 0.2  # alternating: share of the batches held out for logit updates
@@ -79,9 +87,11 @@ def temperature_at(step: int, total: int, start: float, end: float) -> float:
 
 
 def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], train_dates: tuple[str, ...],
-               train: TrainConfig, options: dict[str, Any], lam: float, seed: int, out_file: str) -> dict[str, Any]:
+               train: TrainConfig, options: dict[str, Any], lam: float, seed: int, out_file: str,
+               progress_file: str | None = None) -> dict[str, Any]:
     """Train one mixed-op supernet with FLOPs weight `lam`; its derived architecture and the
-    final choice probabilities. Reuses `out_file` when an earlier run finished it."""
+    final choice probabilities. Reuses `out_file` when an earlier run finished it, and
+    continues from the last finished epoch otherwise."""
     done = read_json(Path(out_file))
     if done is not None:
         return done
@@ -95,8 +105,17 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     arch = torch.optim.Adam(list(net.arch_parameters()), lr=opts.arch_lr, betas=(0.5, 0.999))
     period = max(2, round(1 / opts.arch_fraction))
     losses: list[float] = []
+    checkpoint = EpochCheckpoint(Path(out_file).with_suffix(".ckpt"))
+    start, state = checkpoint.load()
+    if state is not None:
+        net.load_state_dict(state["model"])
+        weights.load_state_dict(state["weights"])
+        arch.load_state_dict(state["arch"])
+        torch.set_rng_state(state["torch_rng"])
+        losses = state["losses"]
+    progress = JobProgress(progress_file, f"dnas lambda={lam:g}")
     net.train()
-    for step in train_steps(dataset, train_dates, train, opts.epochs, seed):
+    for step in train_steps(dataset, train_dates, train, opts.epochs, seed, start_epoch=start):
         warm = step.index < opts.warmup_fraction * step.total
         tau = temperature_at(step.index, step.total, *opts.temperature)
         arch_step = not warm and (opts.mode == "joint" or step.index % period == 0)
@@ -114,6 +133,11 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
             weights.step()
         if arch_step:
             arch.step()
+        progress.update(step.index + 1, step.total, force=step.ends_epoch)
+        if step.ends_epoch:
+            checkpoint.save(step.epoch + 1, {"model": net.state_dict(), "weights": weights.state_dict(),
+                                             "arch": arch.state_dict(), "torch_rng": torch.get_rng_state(),
+                                             "losses": losses})
     choices = net.derive(opts.threshold)
     with torch.no_grad():
         expected = float(net.expected_flops(1.0))
@@ -124,8 +148,9 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
               "train_logloss_last_tenth": sum(tail) / len(tail), "steps": len(losses),
               "probabilities": {name: {str(k): v for k, v in p.items()}
                                 for name, p in net.probabilities().items()},
-              "seconds": time.perf_counter() - started}
+              "seconds": time.perf_counter() - started, "resumed_at_epoch": start}
     write_json(Path(out_file), result)
+    checkpoint.remove()
     return result
 
 
@@ -148,7 +173,8 @@ class Dnas(PlannedSearcher):
             "data_path": context.data_path, "space_name": self.space.name,
             "space_options": asdict(self.space.options), "train_dates": context.train_dates,
             "train": context.train, "options": own, "lam": lam, "seed": self.seed,
-            "out_file": str(folder / f"lambda_{i}.json")}) for i, lam in enumerate(opts.lambdas)}
+            "out_file": str(folder / f"lambda_{i}.json"),
+            "progress_file": context.progress_file(f"lambda_{i}")}) for i, lam in enumerate(opts.lambdas)}
         context.log(f"training {len(calls)} mixed-op supernets (lambdas {list(opts.lambdas)})")
         results = context.run_calls(calls)
         runs = [results[key] for key in calls]

@@ -37,7 +37,16 @@ from rankitect.searchers.base import SearcherOptions, register_searcher
 from rankitect.searchers.evolution import pareto_ranks
 from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
 from rankitect.searchers.proxies import warm_up
-from rankitect.searchers.supernet_train import EvalSet, open_space, read_json, set_lr, train_steps, write_json
+from rankitect.searchers.supernet_train import (
+    EpochCheckpoint,
+    EvalSet,
+    JobProgress,
+    open_space,
+    read_json,
+    set_lr,
+    train_steps,
+    write_json,
+)
 from rankitect.space import Choices, SearchSpace
 from rankitect.train.config import TrainConfig, make_optimizer
 
@@ -101,10 +110,10 @@ def sampled_paths(space: SearchSpace, opts: OneShotOptions, step: int, total: in
 
 def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any], train_dates: tuple[str, ...],
                    train: TrainConfig, options: dict[str, Any], seed: int, out_file: str,
-                   max_steps: int | None = None) -> dict[str, Any]:
+                   max_steps: int | None = None, progress_file: str | None = None) -> dict[str, Any]:
     """Train the space's weight-sharing supernet for `supernet_epochs` (or `max_steps` steps);
     its state_dict goes to `out_file` (.pt) and a summary beside it (.json). Reuses both when
-    an earlier run finished them."""
+    an earlier run finished them, and continues from the last finished epoch otherwise."""
     summary_file = Path(out_file).with_suffix(".json")
     done = read_json(summary_file)
     if done is not None and Path(out_file).is_file():
@@ -117,9 +126,17 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
     optimizer = make_optimizer(net.parameters(), train)
     rng = random.Random(seed)
     losses: list[float] = []
+    checkpoint = EpochCheckpoint(Path(out_file).with_suffix(".ckpt"))
+    start, state = checkpoint.load()
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.setstate(state["rng"])
+        losses = state["losses"]
+    progress = JobProgress(progress_file, "supernet training")
     net.train()
     epochs = opts.supernet_epochs if max_steps is None else None
-    for step in train_steps(dataset, train_dates, train, epochs, seed, max_steps):
+    for step in train_steps(dataset, train_dates, train, epochs, seed, max_steps, start_epoch=start):
         batch = step.batch
         embedded = net.embed(batch.sparse)  # (B, F, E), shared by the paths
         paths = sampled_paths(space, opts, step.index, step.total, rng)
@@ -130,11 +147,16 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
         set_lr(optimizer, train.lr * step.lr_factor)
         optimizer.step()
         losses.append(loss.item())
+        progress.update(step.index + 1, step.total, force=step.ends_epoch)
+        if step.ends_epoch:
+            checkpoint.save(step.epoch + 1, {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "rng": rng.getstate(), "losses": losses})
     torch.save(net.state_dict(), out_file)
     tail = losses[-max(1, len(losses) // 10):]
     summary = {"steps": len(losses), "train_logloss_last_tenth": sum(tail) / max(len(tail), 1),
-               "seconds": time.perf_counter() - started}
+               "seconds": time.perf_counter() - started, "resumed_at_epoch": start}
     write_json(summary_file, summary)
+    checkpoint.remove()
     return summary
 
 
@@ -297,7 +319,8 @@ class OneShot(PlannedSearcher):
                   "train": context.train, "options": own, "seed": self.seed}
         supernet_file = str(context.folder / "supernet.pt")
         context.log(f"training the supernet ({opts.supernet_epochs} epochs, {opts.sampling} sampling)")
-        trained = context.run_calls({"supernet training": (train_supernet, {**common, "out_file": supernet_file})})
+        trained = context.run_calls({"supernet training": (train_supernet, {
+            **common, "out_file": supernet_file, "progress_file": context.progress_file("supernet training")})})
         use_flops = "flops" in context.objectives
         context.log(f"evaluating {context.budget_trials} sub-architectures with inherited weights ({opts.search})")
         searched = context.run_calls({"supernet search": (search_supernet, {

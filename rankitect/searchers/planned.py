@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from tqdm import tqdm
 
 from rankitect.errors import UserError
 from rankitect.schema import Schema
@@ -68,20 +69,39 @@ class PlanningContext:
         if self.progress:
             print(f"[{PLANNING_DIR}] {message}", file=sys.stderr, flush=True)
 
-    def run_calls(self, calls: dict[Any, tuple[Any, dict[str, Any]]]) -> dict[Any, Any]:
+    def progress_file(self, key: str) -> str:
+        """Where the job `key` writes its progress (see supernet_train.JobProgress)."""
+        return str(self.folder / f"{key.replace(' ', '_').replace('/', '-')}.progress.json")
+
+    def run_calls(self, calls: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
         """Run `fn(**kwargs)` for every key on the pool's workers, as slots free up; the
-        results by key. UserError naming the job when one fails."""
+        results by key. A bar shows the steps done over all jobs that report progress (those
+        given `progress_file=self.progress_file(key)`). UserError naming a job that fails."""
+        from rankitect.searchers.supernet_train import read_progress
+
         pending, results = list(calls), {}
-        while pending or self.pool.busy:
-            while pending and self.pool.free > 0:
-                key = pending.pop(0)
-                fn, kwargs = calls[key]
-                self.pool.submit_call(key, fn, **kwargs)
-            for key, result, _ in self.pool.wait(timeout=0.5):
-                if isinstance(result, CallFailed):
-                    raise UserError(f"planning job {key!r} failed: {result.error}")
-                results[key] = result
-                self.log(f"{key} done ({len(results)}/{len(calls)})")
+        files = {k: Path(kw["progress_file"]) for k, (_, kw) in calls.items() if kw.get("progress_file")}
+        for path in files.values():
+            path.unlink(missing_ok=True)
+        bar = tqdm(total=0, unit="step", disable=not self.progress or not files, file=sys.stderr,
+                   dynamic_ncols=True, desc=PLANNING_DIR)
+        try:
+            while pending or self.pool.busy:
+                while pending and self.pool.free > 0:
+                    key = pending.pop(0)
+                    fn, kwargs = calls[key]
+                    self.pool.submit_call(key, fn, **kwargs)
+                for key, result, _ in self.pool.wait(timeout=0.5):
+                    if isinstance(result, CallFailed):
+                        raise UserError(f"planning job {key!r} failed: {result.error}")
+                    results[key] = result
+                    self.log(f"{key} done ({len(results)}/{len(calls)})")
+                steps = [read_progress(path) for path in files.values()]
+                bar.total = max(bar.total or 0, sum(total for _, total in steps))
+                bar.n = sum(step for step, _ in steps)
+                bar.refresh()
+        finally:
+            bar.close()
         return results
 
 
@@ -109,17 +129,20 @@ class PlannedSearcher(Searcher):
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("key") == key:
-                self.proposals = [Proposal(p["choices"], p["attrs"]) for p in saved["proposals"]]
-                self.summary = saved["summary"]
+                self.use_plan([Proposal(p["choices"], p["attrs"]) for p in saved["proposals"]], saved["summary"])
                 return
-        self.proposals, self.summary = self.propose(context)
-        if not self.proposals:
-            raise UserError(f"searcher {self.name!r} proposed no architecture to train")
+        self.use_plan(*self.propose(context))
         raw = {"key": key, "searcher": self.name, "summary": self.summary,
                "proposals": [{"choices": p.choices, "attrs": p.attrs} for p in self.proposals]}
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(raw, indent=2) + "\n")
         tmp.replace(path)
+
+    def use_plan(self, proposals: list[Proposal], summary: dict[str, Any]) -> None:
+        """Take these proposals as the trials to run (what `prepare` does with a plan)."""
+        if not proposals:
+            raise UserError(f"searcher {self.name!r} proposed no architecture to train")
+        self.proposals, self.summary = list(proposals), summary
 
     def trial_limit(self, budget_trials: int) -> int:
         return len(self.proposals)

@@ -8,6 +8,7 @@ Job functions take plain arguments (paths, names, option mappings) so Ray can sh
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,26 +41,30 @@ class Step:
     total: int
     lr_factor: float  # of the configured schedule at this step
     batch: Batch
+    epoch: int
+    ends_epoch: bool  # the last step of its epoch
 
 
 def train_steps(dataset: Dataset, dates: tuple[str, ...] | list[str], cfg: TrainConfig, epochs: int | None,
-                seed: int, max_steps: int | None = None) -> Iterator[Step]:
+                seed: int, max_steps: int | None = None, start_epoch: int = 0) -> Iterator[Step]:
     """`epochs` passes over the shuffled train dates (batch size and schedule from `cfg`), or
-    with `epochs` None as many as `max_steps` needs; at most `max_steps` steps."""
+    with `epochs` None as many as `max_steps` needs; at most `max_steps` steps. Starting at
+    `start_epoch` gives the steps a run from 0 would have given from there."""
     loader = BatchLoader(dataset, list(dates), cfg.batch_size, shuffle=True, seed=seed,
                          buffer_rows=max(cfg.shuffle_buffer, cfg.batch_size))
+    per_epoch = max(len(loader), 1)
     if epochs is None:
         if max_steps is None:
             raise ValueError("train_steps: give epochs or max_steps")
-        epochs = -(-max_steps // max(len(loader), 1))
-    total = len(loader) * epochs if max_steps is None else min(len(loader) * epochs, max_steps)
-    index = 0
-    for epoch in range(epochs):
-        for batch in loader.epoch(epoch):
+        epochs = -(-max_steps // per_epoch)
+    total = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
+    for epoch in range(start_epoch, epochs):
+        for i, batch in enumerate(loader.epoch(epoch)):
+            index = epoch * per_epoch + i
             if index >= total:
                 return
-            yield Step(index, total, lr_factor(cfg.lr_schedule, index, total), batch)
-            index += 1
+            ends = i == per_epoch - 1 or index == total - 1
+            yield Step(index, total, lr_factor(cfg.lr_schedule, index, total), batch, epoch, ends)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -103,3 +108,50 @@ def write_json(path: Path, value: Any) -> None:
 
 def read_json(path: Path) -> Any | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+class JobProgress:
+    """A planning job's progress, written to a small JSON file the driver polls:
+    {"step": k, "total": n, "what": "..."}; at most every `every_s` seconds, and at the end."""
+
+    def __init__(self, path: str | None, what: str, every_s: float = 2.0) -> None:
+        self.path, self.what, self.every_s = (Path(path) if path else None), what, every_s
+        self._last = 0.0
+
+    def update(self, step: int, total: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self._last < self.every_s):
+            return
+        self._last = now
+        write_json(self.path, {"step": step, "total": total, "what": self.what})
+
+
+def read_progress(path: Path) -> tuple[int, int]:
+    """(step, total) of a job's progress file; (0, 0) before it wrote one."""
+    try:
+        raw = json.loads(path.read_text())
+        return int(raw["step"]), int(raw["total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0
+
+
+class EpochCheckpoint:
+    """Resume a planning job's training at an epoch boundary: `save(epoch, state)` after each
+    epoch (atomically), `load()` -> (epochs done, state) or (0, None)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> tuple[int, dict[str, Any] | None]:
+        if not self.path.is_file():
+            return 0, None
+        state = torch.load(self.path, weights_only=False)
+        return int(state["epochs_done"]), state
+
+    def save(self, epochs_done: int, state: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({**state, "epochs_done": epochs_done}, tmp)
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
