@@ -106,13 +106,11 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     period = max(2, round(1 / opts.arch_fraction))
     losses: list[float] = []
     checkpoint = EpochCheckpoint(Path(out_file).with_suffix(".ckpt"))
-    start, state = checkpoint.load()
-    if state is not None:
-        net.load_state_dict(state["model"])
-        weights.load_state_dict(state["weights"])
-        arch.load_state_dict(state["arch"])
-        torch.set_rng_state(state["torch_rng"])
-        losses = state["losses"]
+    parts = {"model": net, "weights": weights, "arch": arch}
+    start, extra = checkpoint.resume(parts)
+    if extra:
+        torch.set_rng_state(extra["torch_rng"])  # Gumbel noise continues as in a straight run
+        losses = extra["losses"]
     progress = JobProgress(progress_file, f"dnas lambda={lam:g}")
     net.train()
     for step in train_steps(dataset, train_dates, train, opts.epochs, seed, start_epoch=start):
@@ -135,9 +133,7 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
             arch.step()
         progress.update(step.index + 1, step.total, force=step.ends_epoch)
         if step.ends_epoch:
-            checkpoint.save(step.epoch + 1, {"model": net.state_dict(), "weights": weights.state_dict(),
-                                             "arch": arch.state_dict(), "torch_rng": torch.get_rng_state(),
-                                             "losses": losses})
+            checkpoint.save(step.epoch + 1, parts, torch_rng=torch.get_rng_state(), losses=losses)
     choices = net.derive(opts.threshold)
     with torch.no_grad():
         expected = float(net.expected_flops(1.0))

@@ -6,6 +6,10 @@ Planning runs two jobs on the Ray workers:
    "uniform" one random path; "sandwich" the largest, the smallest and `sandwich_random`
    random ones, gradients of their mean loss. With `delayed_shrinking` = f, the first f of the
    steps train the largest path alone (once-for-all's progressive shrinking, simplified).
+   Uniform is the default: in a space of categorical modules the largest path is one module
+   per layer (full-rank dcn in `interactions`), so the sandwich rule trains those modules at
+   every step and the supernet then ranks the paths that use them too high (measured in
+   benchmarks/bench_nas.py: its picks were the largest architectures and retrained worse).
 2. `search_supernet`: evaluates `budget.trials` distinct sub-architectures by their NE on up
    to `eval_rows` validation rows with inherited weights (after `finetune_steps` Adam steps of
    the standalone model when > 0), proposed by regularized evolution, random sampling or
@@ -57,8 +61,8 @@ MAX_SKIPPED_IN_A_ROW = 500
 
 @dataclass(frozen=True)
 class OneShotOptions(SearcherOptions):
-    supernet_epochs: int = 2
-    sampling: str = "sandwich"
+    supernet_epochs: int = 4
+    sampling: str = "uniform"
     sandwich_random: int = 2  # random paths per step besides the largest and the smallest
     delayed_shrinking: float = 0.0  # share of the steps that train the largest path alone
     search: str = "evolution"
@@ -127,12 +131,11 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
     rng = random.Random(seed)
     losses: list[float] = []
     checkpoint = EpochCheckpoint(Path(out_file).with_suffix(".ckpt"))
-    start, state = checkpoint.load()
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.setstate(state["rng"])
-        losses = state["losses"]
+    parts = {"model": net, "optimizer": optimizer}
+    start, extra = checkpoint.resume(parts)
+    if extra:
+        rng.setstate(extra["rng"])
+        losses = extra["losses"]
     progress = JobProgress(progress_file, "supernet training")
     net.train()
     epochs = opts.supernet_epochs if max_steps is None else None
@@ -149,8 +152,7 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
         losses.append(loss.item())
         progress.update(step.index + 1, step.total, force=step.ends_epoch)
         if step.ends_epoch:
-            checkpoint.save(step.epoch + 1, {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "rng": rng.getstate(), "losses": losses})
+            checkpoint.save(step.epoch + 1, parts, rng=rng.getstate(), losses=losses)
     torch.save(net.state_dict(), out_file)
     tail = losses[-max(1, len(losses) // 10):]
     summary = {"steps": len(losses), "train_logloss_last_tenth": sum(tail) / max(len(tail), 1),

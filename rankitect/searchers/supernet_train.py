@@ -136,21 +136,26 @@ def read_progress(path: Path) -> tuple[int, int]:
 
 
 class EpochCheckpoint:
-    """Resume a planning job's training at an epoch boundary: `save(epoch, state)` after each
-    epoch (atomically), `load()` -> (epochs done, state) or (0, None)."""
+    """Resume a planning job's training at an epoch boundary. `save(epochs_done, parts,
+    **extra)` after each epoch (atomically): the state_dicts of `parts` (name -> a module or an
+    optimizer) and plain `extra` values. `resume(parts)` loads them back into `parts` and
+    returns (epochs done, extra), or (0, {}) when there is no checkpoint."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> tuple[int, dict[str, Any] | None]:
+    def resume(self, parts: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         if not self.path.is_file():
-            return 0, None
+            return 0, {}
         state = torch.load(self.path, weights_only=False)
-        return int(state["epochs_done"]), state
+        for name, part in parts.items():
+            part.load_state_dict(state["parts"][name])
+        return int(state["epochs_done"]), state["extra"]
 
-    def save(self, epochs_done: int, state: dict[str, Any]) -> None:
+    def save(self, epochs_done: int, parts: Mapping[str, Any], **extra: Any) -> None:
         tmp = self.path.with_suffix(".tmp")
-        torch.save({**state, "epochs_done": epochs_done}, tmp)
+        torch.save({"epochs_done": epochs_done, "parts": {n: p.state_dict() for n, p in parts.items()},
+                    "extra": extra}, tmp)
         tmp.replace(self.path)
 
     def remove(self) -> None:
