@@ -17,6 +17,7 @@ from rankitect.cost import cost_of
 from rankitect.data.dataset import Dataset
 from rankitect.searchers.dnas import temperature_at
 from rankitect.searchers.oneshot import OneShotOptions, sampled_paths
+from rankitect.searchers.report import report_lines
 from rankitect.searchers.run import search
 from rankitect.space import make_space
 from tests.helpers import tiny_synth
@@ -67,6 +68,8 @@ def test_oneshot_end_to_end_reports_the_kendall_tau(ray_cluster, data, tmp_path)
     agreement = saved["planning"]["agreement"]
     assert agreement["archs"] == 4 and agreement["score"] == "supernet_ne"
     assert -1.0 <= agreement["kendall_tau"] <= 1.0
+    shown = [line for line in report_lines(saved) if "Kendall tau" in line]
+    assert shown and f"over 4 retrained architectures: Kendall tau {agreement['kendall_tau']:+.3f}" in shown[0]
     assert saved["planning"]["search"]["evaluated"] == 8 and saved["planning"]["supernet"]["steps"] == 6
     assert (tmp_path / "run" / "best" / "checkpoint.pt").is_file() and result.best is not None
 

@@ -43,6 +43,21 @@ def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) ->
     for name, summary in sorted(result.get("final", {}).items()):
         lines.append(f"final {name}: test NE {summary['test_ne_mean']:.4f} +- {summary['test_ne_std'] or 0:.4f} "
                      f"over {summary['seeds']} seeds")
+    return lines + planning_lines(result.get("planning") or {})
+
+
+def planning_lines(planning: dict[str, Any]) -> list[str]:
+    """What a one-shot, DNAS or proxy search's planning phase found."""
+    lines = []
+    for run in planning.get("lambdas", []):
+        lines.append(f"dnas lambda={run['lambda']:g}: derived {run['flops']:,} FLOPs/ex "
+                     f"(expected {run['expected_flops']:,.0f} at the end of supernet training)")
+    agreement = planning.get("agreement")
+    if agreement:
+        what = {"supernet_ne": "supernet NE (inherited weights)", "neg_proxy": f"proxy {planning.get('proxy')}"}
+        lines.append(f"{what.get(agreement['score'], agreement['score'])} vs trained validation NE over "
+                     f"{agreement['archs']} retrained architectures: Kendall tau {agreement['kendall_tau']:+.3f}, "
+                     f"Spearman {agreement['spearman']:+.3f}")
     return lines
 
 
