@@ -54,6 +54,10 @@ class MixedOpSupernet(nn.Module, abc.ABC):
         """Differentiable E[FLOPs per example] under the softmax(logits / temperature) probabilities."""
 
     @abc.abstractmethod
+    def full_flops(self) -> int:
+        """FLOPs per example of the whole supernet: every candidate module at its largest size."""
+
+    @abc.abstractmethod
     def probabilities(self) -> dict[str, dict[Any, float]]:
         """For each choice, its options' softmax probabilities (temperature 1)."""
 

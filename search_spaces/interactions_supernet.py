@@ -468,6 +468,14 @@ class InteractionsMixedOp(_SharedWeights, MixedOpSupernet):
         return self.space.check_choices(decided)
 
     # -- cost -----------------------------------------------------------------------------------
+    def full_flops(self) -> int:
+        """base(Wmax) + sum over layers and candidate modules of the module's largest size."""
+        w = self.space.options.widths.index(max(self.space.options.widths))
+        total = self.base_flops[w]
+        for m in self._candidates:
+            total = total + getattr(self, f"flops_{m}")[:, w, :].max(dim=1).values.sum()
+        return int(total.item())
+
     def expected_flops(self, temperature: float = 1.0) -> torch.Tensor:
         """sum_w p(w) [base(w) + sum_i sum_m p_i(m) sum_s p_i(s | m) flops_i(m, s, w)] (scalar)."""
         probs = self._probs(temperature, gumbel=False)

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from rankitect.errors import ConfigError
-from rankitect.space import Choices, SearchSpace, SpaceOptions, options_from_mapping
+from rankitect.space import Choices, SearchSpace, SpaceOptions, load_plugins, options_from_mapping
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -188,10 +188,12 @@ def register_searcher(cls: type[Searcher]) -> type[Searcher]:
 
 
 def searcher_names() -> list[str]:
+    load_plugins()  # packages such as distdnas register searchers through the entry point
     return sorted(_SEARCHERS)
 
 
 def searcher_class(name: str) -> type[Searcher]:
+    load_plugins()
     if name not in _SEARCHERS:
         raise ConfigError(f"searcher.name: unknown searcher {name!r}; searchers: {searcher_names()}")
     return _SEARCHERS[name]

@@ -140,7 +140,7 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     tail = losses[-max(1, len(losses) // 10):]
     result = {"lambda": lam, "choices": choices,
               "flops": cost_of(space.decode(choices), dataset.schema).flops,
-              "expected_flops": expected, "reference_flops": reference,
+              "expected_flops": expected, "reference_flops": reference, "supernet_flops": net.full_flops(),
               "train_logloss_last_tenth": sum(tail) / len(tail), "steps": len(losses),
               "probabilities": {name: {str(k): v for k, v in p.items()}
                                 for name, p in net.probabilities().items()},

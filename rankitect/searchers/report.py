@@ -50,8 +50,14 @@ def planning_lines(planning: dict[str, Any]) -> list[str]:
     """What a one-shot, DNAS or proxy search's planning phase found."""
     lines = []
     for run in planning.get("lambdas", []):
-        lines.append(f"dnas lambda={run['lambda']:g}: derived {run['flops']:,} FLOPs/ex "
-                     f"(expected {run['expected_flops']:,.0f} at the end of supernet training)")
+        if "shards" in run:  # distdnas
+            same = sum(1 for s in run["shards"] if s["choice"] == run["choice"])
+            lines.append(f"distdnas lambda={run['lambda']:g}: {same}/{len(run['shards'])} date shards chose "
+                         f"the aggregated architecture ({planning.get('aggregation')}); full supernet "
+                         f"{planning.get('supernet_flops') or 0:,} FLOPs/ex")
+        else:
+            lines.append(f"dnas lambda={run['lambda']:g}: derived {run['flops']:,} FLOPs/ex "
+                         f"(expected {run['expected_flops']:,.0f} at the end of supernet training)")
     agreement = planning.get("agreement")
     if agreement:
         what = {"supernet_ne": "supernet NE (inherited weights)", "neg_proxy": f"proxy {planning.get('proxy')}"}

@@ -38,6 +38,9 @@ class SearchResult:
             out["final"] = self.final
         if self.planning:
             out["planning"] = self.planning
+        if "supernet_flops" in self.planning:  # DistDNAS: every shard's weights and choice, per lambda
+            out["supernet_flops"] = self.planning["supernet_flops"]
+            out["shards"] = [shard for run in self.planning.get("lambdas", []) for shard in run.get("shards", [])]
         return out
 
     def save(self) -> None:

@@ -1,0 +1,94 @@
+"""`distdnas`: DNAS spread over data-date shards, one Ray worker job per (lambda, shard).
+
+The train dates are cut into shards of `dates_per_shard` consecutive dates (the last shard
+may be shorter). For every lambda and shard, a worker trains the space's mixed-op supernet
+with the cost-aware loss of `dnas` on that shard's dates only (the worker reads them from the
+dataset path itself) and returns its choice probabilities, its training log-loss and its step
+count. Per lambda, `aggregation` ("mean" or "vote", see distdnas.aggregate) turns the shards'
+weights into one architecture; distinct architectures are retrained from scratch on all the
+train dates as trials, one Pareto point per lambda.
+
+RUN/planning/distdnas/ keeps each finished shard: a search run again skips them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from distdnas.aggregate import AGGREGATIONS, aggregate
+from rankitect.errors import ConfigError
+from rankitect.searchers.base import SearcherOptions, register_searcher
+from rankitect.searchers.dnas import DnasOptions, train_dnas
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+
+SHARD_KEYS = ("lambda", "flops", "expected_flops", "train_logloss_last_tenth", "steps", "seconds", "choices")
+
+
+@dataclass(frozen=True)
+class DistDnasOptions(DnasOptions):
+    dates_per_shard: int = 1
+    aggregation: str = "mean"
+
+    def check(self) -> None:
+        super().check()
+        if self.dates_per_shard < 1:
+            raise ConfigError(f"searcher.dates_per_shard: must be >= 1, got {self.dates_per_shard}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"searcher.aggregation: must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+
+
+def shard_dates(dates: tuple[str, ...], per_shard: int) -> list[tuple[str, ...]]:
+    """Consecutive groups of `per_shard` dates, in date order."""
+    ordered = sorted(dates)
+    return [tuple(ordered[i:i + per_shard]) for i in range(0, len(ordered), per_shard)]
+
+
+@register_searcher
+class DistDnas(PlannedSearcher):
+    name = "distdnas"
+    Options = DistDnasOptions
+    needs_supernet = True
+
+    def plan_key(self, context: PlanningContext) -> dict[str, Any]:
+        return {}  # budget.trials does not apply: one trial per distinct aggregated architecture
+
+    def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
+        opts = self.options
+        folder = context.folder / "distdnas"
+        folder.mkdir(exist_ok=True)
+        dnas_options = {k: getattr(opts, k) for k in DnasOptions.__dataclass_fields__
+                        if k not in SearcherOptions.__dataclass_fields__}
+        shards = shard_dates(context.train_dates, opts.dates_per_shard)
+        calls = {}
+        for i, lam in enumerate(opts.lambdas):
+            for j, dates in enumerate(shards):
+                key = f"lambda={lam:g} shard {j + 1}/{len(shards)}"
+                calls[key] = (train_dnas, {
+                    "data_path": context.data_path, "space_name": self.space.name,
+                    "space_options": asdict(self.space.options), "train_dates": dates, "train": context.train,
+                    "options": dnas_options, "lam": lam, "seed": self.seed,
+                    "out_file": str(folder / f"lambda_{i}_shard_{j}.json"),
+                    "progress_file": context.progress_file(f"lambda_{i}_shard_{j}")})
+        context.log(f"training {len(calls)} shard supernets ({len(shards)} shards x {len(opts.lambdas)} lambdas) "
+                    f"on {context.pool.size} workers")
+        results = context.run_calls(calls)
+        proposals: dict[str, Proposal] = {}
+        per_lambda = []
+        for i, lam in enumerate(opts.lambdas):
+            runs = [results[f"lambda={lam:g} shard {j + 1}/{len(shards)}"] for j in range(len(shards))]
+            choices, weights = aggregate(self.space, [r["probabilities"] for r in runs], opts.aggregation,
+                                         opts.threshold)
+            per_lambda.append({"lambda": lam, "choice": choices, "aggregated_weights": weights,
+                               "shards": [{"dates": list(dates), "weights": r["probabilities"],
+                                           "choice": r["choices"], **{k: r[k] for k in SHARD_KEYS}}
+                                          for dates, r in zip(shards, runs)]})
+            key = repr(sorted(choices.items()))
+            if key in proposals:
+                proposals[key].attrs["lambdas"].append(lam)
+            else:
+                proposals[key] = Proposal(choices, {"lambdas": [lam]})
+        supernet_flops = runs[0]["supernet_flops"] if runs and "supernet_flops" in runs[0] else None
+        summary = {"searcher": "distdnas", "aggregation": opts.aggregation, "shards_per_lambda": len(shards),
+                   "supernet_flops": supernet_flops, "lambdas": per_lambda}
+        return list(proposals.values()), summary

@@ -1,0 +1,127 @@
+"""DistDNAS: shard supernets on the session's real Ray cluster, aggregation, result.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distdnas.aggregate import aggregate
+from distdnas.searcher import shard_dates
+from launcher.cli import main
+from rankitect.data.dataset import Dataset
+from rankitect.searchers.report import report_lines
+from rankitect.searchers.run import search
+from rankitect.space import make_space
+from tests.helpers import tiny_synth
+from tests.test_planned_search import INTERACTIONS
+from tests.test_search import make_config
+
+SEARCHER = {"name": "distdnas", "lambdas": [0.0, 20.0], "epochs": 4, "arch_fraction": 0.5, "arch_lr": 0.1,
+            "warmup_fraction": 0.0}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tiny_synth(tmp_path_factory.mktemp("distdnas") / "ds", days=4, rows_per_day=1000)
+
+
+def _config(data: Path, searcher: dict) -> dict:
+    config = make_config(data, trials=1, space=INTERACTIONS, searcher=searcher, baselines=[])
+    config["data"] = {"path": str(data), "train_dates": "first:2", "valid_dates": "2024-01-03",
+                      "test_dates": "last:1"}
+    return config
+
+
+def _space(data: Path):
+    return make_space("interactions", Dataset.open(str(data)).schema,
+                      {k: v for k, v in INTERACTIONS.items() if k != "name"})
+
+
+def _argmax_of_mean(shards: list[dict], names: list[str]) -> dict[str, str]:
+    """The mean rule computed here from the stored weights, per choice."""
+    out = {}
+    for name in names:
+        options = shards[0]["weights"][name]
+        mean = {o: sum(s["weights"][name][o] for s in shards) / len(shards) for o in options}
+        out[name] = max(mean, key=mean.__getitem__)
+    return out
+
+
+def test_one_supernet_per_date_aggregated_and_retrained(ray_cluster, data, tmp_path) -> None:
+    result = search(_config(data, SEARCHER), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    shards = saved["shards"]
+    assert [(s["lambda"], s["dates"]) for s in shards] == [
+        (0.0, ["2024-01-01"]), (0.0, ["2024-01-02"]), (20.0, ["2024-01-01"]), (20.0, ["2024-01-02"])]
+    for shard in shards:
+        assert shard["steps"] == 16 and set(shard["choice"]) <= set(shard["weights"])  # 4 batches x 4 epochs
+    runs = {run["lambda"]: run for run in saved["planning"]["lambdas"]}
+    for lam, run in runs.items():
+        mine = [s for s in shards if s["lambda"] == lam]
+        by_mean = _argmax_of_mean(mine, list(run["choice"]))
+        assert {k: str(v) for k, v in run["choice"].items()} == by_mean
+    assert saved["trials"] and all(t["status"] == "complete" for t in saved["trials"])
+    for trial in saved["trials"]:
+        assert trial["metrics"]["train_dates"] == ["2024-01-01", "2024-01-02"]
+        assert trial["metrics"]["flops_per_example"] <= saved["supernet_flops"]
+    cheap = next(t for t in saved["trials"] if 20.0 in t["proposal"]["lambdas"])
+    rich = next(t for t in saved["trials"] if 0.0 in t["proposal"]["lambdas"])
+    assert cheap["metrics"]["flops_per_example"] < rich["metrics"]["flops_per_example"]
+    assert result.best is not None and (tmp_path / "run" / "best" / "arch.json").is_file()
+    shown = [line for line in report_lines(saved) if line.startswith("distdnas lambda=0:")]
+    agreeing = sum(1 for s in shards if s["lambda"] == 0.0 and s["choice"] == runs[0.0]["choice"])
+    assert shown and shown[0].startswith(f"distdnas lambda=0: {agreeing}/2 date shards")
+
+    # Run again: every shard is read back, none trained again.
+    files = sorted((tmp_path / "run" / "planning" / "distdnas").glob("*.json"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    (tmp_path / "run" / "planning" / "plan.json").unlink()
+    again = search(_config(data, SEARCHER), tmp_path / "run", progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == stamps and again.trials == result.trials
+
+
+def test_mean_vote_and_threshold(data) -> None:
+    space = _space(data)
+    names = [c.name for c in space.choices()]
+    uniform = {c.name: {str(o): 1.0 / len(c.options) for o in c.options} for c in space.choices()}
+
+    def shard(**picks: tuple[str, float]) -> dict:
+        weights = {k: dict(v) for k, v in uniform.items()}
+        for name, (option, p) in picks.items():
+            name = name.replace("__", ".")
+            rest = (1.0 - p) / (len(weights[name]) - 1)
+            weights[name] = {o: (p if o == option else rest) for o in weights[name]}
+        return weights
+
+    # Two shards mildly prefer dot in layer 0; one strongly prefers mlp: mean -> mlp, vote -> dot.
+    shards = [shard(l0__module=("dot", 0.3)), shard(l0__module=("dot", 0.3)), shard(l0__module=("mlp", 0.9))]
+    by_mean, _ = aggregate(space, shards, "mean")
+    by_vote, shares = aggregate(space, shards, "vote")
+    assert by_mean["l0.module"] == "mlp" and by_vote["l0.module"] == "dot"
+    assert shares["l0.module"]["dot"] == pytest.approx(2 / 3)
+    dropped, _ = aggregate(space, shards, "mean", threshold=0.5)  # mlp's mean weight is 0.4 < 0.5
+    assert dropped["l0.module"] == "skip"
+    assert set(by_mean) <= set(names) and space.check_choices(by_mean) == by_mean
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        aggregate(space, shards, "median")
+
+
+def test_shards_group_consecutive_dates() -> None:
+    dates = ("2024-01-03", "2024-01-01", "2024-01-02")
+    assert shard_dates(dates, 1) == [("2024-01-01",), ("2024-01-02",), ("2024-01-03",)]
+    assert shard_dates(dates, 2) == [("2024-01-01", "2024-01-02"), ("2024-01-03",)]
+
+
+@pytest.mark.parametrize("searcher, message", [
+    ({"name": "distdnas", "aggregation": "median"}, "searcher.aggregation: must be one of"),
+    ({"name": "distdnas", "dates_per_shard": 0}, "searcher.dates_per_shard: must be >= 1, got 0"),
+])
+def test_bad_options_exit_2(data, tmp_path, capsys, searcher, message) -> None:
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(_config(data, searcher)))
+    assert main(["search", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
