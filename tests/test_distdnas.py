@@ -125,3 +125,36 @@ def test_bad_options_exit_2(data, tmp_path, capsys, searcher, message) -> None:
     assert main(["search", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged(ray_cluster, tmp_path) -> None:
+    """SIGKILL of the worker process training shard 1 (after its first epoch): the pool starts
+    a fresh actor, the shard resumes from its epoch checkpoint, and the search picks what an
+    undisturbed run with the same seed picks."""
+    import os
+    import signal
+
+    from tests.test_search import _driver, _wait_for, _write_config
+
+    data = tiny_synth(tmp_path / "ds", days=4, rows_per_day=6000)
+    searcher = {**SEARCHER, "lambdas": [0.0]}
+    calm = search(_config(data, searcher), tmp_path / "calm", progress=False)
+    out = tmp_path / "faulty"
+    proc = _driver(_write_config(tmp_path, _config(data, searcher)), out, ray_cluster)
+    progress = out / "planning" / "lambda_0_shard_0.progress.json"
+
+    def first_epoch_done() -> bool:
+        try:
+            return json.loads(progress.read_text())["step"] >= 24
+        except (OSError, ValueError):
+            return proc.poll() is not None
+
+    _wait_for(first_epoch_done)
+    os.kill(json.loads(progress.read_text())["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    faulty = json.loads((out / "result.json").read_text())
+    shard = json.loads((out / "planning" / "distdnas" / "lambda_0_shard_0.json").read_text())
+    assert shard["resumed_at_epoch"] >= 1
+    assert faulty["planning"]["lambdas"][0]["choice"] == calm.planning["lambdas"][0]["choice"]
+    assert [t["arch"] for t in faulty["trials"]] == [t["arch"] for t in calm.trials]

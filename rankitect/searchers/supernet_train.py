@@ -8,6 +8,7 @@ Job functions take plain arguments (paths, names, option mappings) so Ray can sh
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ def read_json(path: Path) -> Any | None:
 
 class JobProgress:
     """A planning job's progress, written to a small JSON file the driver polls:
-    {"step": k, "total": n, "what": "..."}; at most every `every_s` seconds, and at the end."""
+    {"step": k, "total": n, "what": "...", "pid": the worker process}; at most every `every_s`
+    seconds, and when forced (at epoch ends)."""
 
     def __init__(self, path: str | None, what: str, every_s: float = 2.0) -> None:
         self.path, self.what, self.every_s = (Path(path) if path else None), what, every_s
@@ -123,7 +125,7 @@ class JobProgress:
         if self.path is None or (not force and now - self._last < self.every_s):
             return
         self._last = now
-        write_json(self.path, {"step": step, "total": total, "what": self.what})
+        write_json(self.path, {"step": step, "total": total, "what": self.what, "pid": os.getpid()})
 
 
 def read_progress(path: Path) -> tuple[int, int]:
