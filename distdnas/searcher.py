@@ -81,7 +81,8 @@ class DistDnas(PlannedSearcher):
                                          opts.threshold)
             per_lambda.append({"lambda": lam, "choice": choices, "aggregated_weights": weights,
                                "shards": [{"dates": list(dates), "weights": r["probabilities"],
-                                           "choice": r["choices"], **{k: r[k] for k in SHARD_KEYS}}
+                                           "choice": r["choices"], "worker": r.get("worker"),
+                                           **{k: r[k] for k in SHARD_KEYS}}
                                           for dates, r in zip(shards, runs)]})
             key = repr(sorted(choices.items()))
             if key in proposals:

@@ -158,3 +158,4 @@ def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged
     assert shard["resumed_at_epoch"] >= 1
     assert faulty["planning"]["lambdas"][0]["choice"] == calm.planning["lambdas"][0]["choice"]
     assert [t["arch"] for t in faulty["trials"]] == [t["arch"] for t in calm.trials]
+

@@ -89,7 +89,16 @@ class TrialWorker:
         return run_trial(spec)
 
     def call(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        return fn(**kwargs)
+        """fn(**kwargs); a dict result gains "worker": the Ray node id, host and pid it ran on."""
+        import socket
+
+        import ray
+
+        result = fn(**kwargs)
+        if isinstance(result, dict):
+            result = {**result, "worker": {"node_id": ray.get_runtime_context().get_node_id(),
+                                           "host": socket.gethostname(), "pid": os.getpid()}}
+        return result
 
 
 @dataclass(frozen=True)
