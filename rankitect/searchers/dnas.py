@@ -131,9 +131,9 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
             weights.step()
         if arch_step:
             arch.step()
-        progress.update(step.index + 1, step.total, force=step.ends_epoch)
-        if step.ends_epoch:
+        if step.ends_epoch:  # saved before the progress that reports the epoch done
             checkpoint.save(step.epoch + 1, parts, torch_rng=torch.get_rng_state(), losses=losses)
+        progress.update(step.index + 1, step.total, force=step.ends_epoch)
     choices = net.derive(opts.threshold)
     with torch.no_grad():
         expected = float(net.expected_flops(1.0))

@@ -150,9 +150,9 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
         set_lr(optimizer, train.lr * step.lr_factor)
         optimizer.step()
         losses.append(loss.item())
-        progress.update(step.index + 1, step.total, force=step.ends_epoch)
-        if step.ends_epoch:
+        if step.ends_epoch:  # saved before the progress that reports the epoch done
             checkpoint.save(step.epoch + 1, parts, rng=rng.getstate(), losses=losses)
+        progress.update(step.index + 1, step.total, force=step.ends_epoch)
     torch.save(net.state_dict(), out_file)
     tail = losses[-max(1, len(losses) // 10):]
     summary = {"steps": len(losses), "train_logloss_last_tenth": sum(tail) / max(len(tail), 1),
