@@ -1,0 +1,180 @@
+"""DistDNAS on synthetic data with planted interactions and day-to-day drift.
+
+8 days x 50k rows (default difficulty, seed 0): train on days 1-6 (one shard per day), select
+on day 7, test on day 8. Measured in one run on a local Ray with 2 workers:
+1. quality: the DistDNAS search (default options), its pick's test NE against the Bayes NE of
+   day 8 and its FLOPs against the full supernet's; which module types it kept. Then each
+   day's own lambda=0 choice retrained like the trials: the aggregate against the median day.
+2. scaling of the shard phase: the six lambda=0 shard trainings on 2 workers against the same
+   six one after the other on 1 worker (1 thread each), next to the ceiling: two independent
+   trainings of one shard on 2 workers against one after the other.
+3. the TPE search of bench_search (nasrec, 40 trials) on the same data and dates.
+
+    python -m benchmarks.bench_distdnas [--skip-tpe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import print_table
+from rankitect.data.synth import SynthConfig, generate
+from rankitect.searchers.run import search
+
+DATES = {"train_dates": "first:6", "valid_dates": "2024-01-07", "test_dates": "2024-01-08"}
+TRAIN = {"epochs": 2, "batch_size": 256, "lr": 0.003}
+
+
+def _config(data: Path, space: dict[str, Any], searcher: dict[str, Any], trials: int = 1) -> dict[str, Any]:
+    return {"data": {"path": str(data), **DATES}, "space": space, "searcher": searcher,
+            "objectives": ["ne", "flops"], "budget": {"trials": trials}, "train": TRAIN, "baselines": [], "seed": 0}
+
+
+def _timed_calls(pool: Any, calls: list[tuple[Any, dict[str, Any]]]) -> float:
+    """Seconds to run every call on the pool, queued as workers free up."""
+    started, pending = time.perf_counter(), list(enumerate(calls))
+    while pending or pool.busy:
+        while pending and pool.free > 0:
+            key, (fn, kwargs) = pending.pop(0)
+            pool.submit_call(key, fn, **kwargs)
+        pool.wait(timeout=0.2)
+    return time.perf_counter() - started
+
+
+def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
+    import ray
+
+    from rankitect.data.dataset import Dataset
+    from rankitect.searchers.dnas import DnasOptions, train_dnas
+    from rankitect.searchers.ray_pool import TrialPool, ray_session
+    from rankitect.searchers.trial import TrialSpec
+    from rankitect.space import make_space
+    from rankitect.train.config import TrainConfig
+
+    data = work / "data"
+    generate(data, SynthConfig(days=8, rows_per_day=50_000, seed=0), force=True)
+    truth = json.loads((data / "truth.json").read_text())
+    out: dict[str, Any] = {"bayes_test_ne": truth["bayes_ne"]["2024-01-08"]}
+    space = {"name": "interactions", "layers": 3}
+    with ray_session(None):
+        started = time.perf_counter()
+        result = search(_config(data, space, {"name": "distdnas"}), work / "distdnas", force=True, progress=False)
+        out["distdnas"] = {"wall": time.perf_counter() - started, "result": result.to_dict()}
+        print(f"distdnas: {out['distdnas']['wall']:.0f}s", flush=True)
+
+        # Each day's own lambda=0 choice, retrained like a trial.
+        shards = [s for s in result.to_dict()["shards"] if s["lambda"] == 0.0]
+        ds = Dataset.open(str(data))
+        interactions = make_space("interactions", ds.schema, {"layers": 3})
+        pool = TrialPool(2, 1, 0.0, 1)
+        train_dates = tuple(ds.select_dates("first:6", "data.train_dates"))
+        days: list[dict[str, Any]] = []
+        for j, shard in enumerate(shards):
+            arch = interactions.decode(interactions.check_choices(shard["choice"]))
+            spec = TrialSpec(name=f"day {j}", arch=arch.to_dict(), data_path=ds.uri, train_dates=train_dates,
+                             valid_dates=("2024-01-07",), test_dates=("2024-01-08",),
+                             train=TrainConfig(epochs=2, batch_size=256, lr=0.003, seed=0, checkpoint_every=0),
+                             out_dir=str(work / "days" / str(j)))
+            while pool.free < 1:
+                for _, outcome, _ in pool.wait(timeout=0.2):
+                    days.append(outcome)
+            pool.submit(j, spec)
+        while pool.busy:
+            days.extend(outcome for _, outcome, _ in pool.wait(timeout=0.2))
+        out["days"] = [{"valid_ne": o.metrics.get("ne"), "test_ne": o.test_metrics.get("ne"),
+                        "flops": o.metrics.get("flops_per_example")} for o in days]
+        pool.shutdown()
+
+        # Scaling of the shard phase.
+        options = {k: v for k, v in asdict(DnasOptions()).items()
+                   if k not in ("storage", "pruner", "concurrency", "lambdas")}
+        train = TrainConfig(epochs=2, batch_size=256, lr=0.003, seed=0)
+
+        def call(dates: tuple[str, ...], tag: str) -> tuple[Any, dict[str, Any]]:
+            return train_dnas, {"data_path": ds.uri, "space_name": "interactions", "space_options": {"layers": 3},
+                                "train_dates": dates, "train": train, "options": options, "lam": 0.0, "seed": 0,
+                                "out_file": str(work / "scaling" / f"{tag}.json")}
+
+        (work / "scaling").mkdir()
+        six = [call((d,), f"six_{w}_{d}") for w in (1, 2) for d in train_dates]
+        two = [call((train_dates[0],), f"two_{w}_{k}") for w in (1, 2) for k in range(2)]
+        timings = {}
+        for workers in (1, 2):
+            pool = TrialPool(workers, 1, 0.0, 1)
+            _timed_calls(pool, [call((train_dates[0],), f"warm_{workers}_{k}") for k in range(workers)])  # start actors
+            timings[f"six_{workers}"] = _timed_calls(pool, six[(workers - 1) * 6: workers * 6])
+            timings[f"two_{workers}"] = _timed_calls(pool, two[(workers - 1) * 2: workers * 2])
+            pool.shutdown()
+        out["scaling"] = timings
+        print(f"scaling: {timings}", flush=True)
+
+        if not skip_tpe:
+            started = time.perf_counter()
+            tpe = search(_config(data, {"name": "nasrec", "blocks": 3}, {"name": "tpe"}, 40), work / "tpe",
+                         force=True, progress=False)
+            out["tpe"] = {"wall": time.perf_counter() - started, "result": tpe.to_dict()}
+            print(f"tpe: {out['tpe']['wall']:.0f}s", flush=True)
+        ray.shutdown()
+    return out
+
+
+def _pick(result: dict[str, Any]) -> dict[str, Any]:
+    return min((t for t in result["trials"] if t["status"] == "complete"), key=lambda t: t["metrics"]["ne"])
+
+
+def report(out: dict[str, Any]) -> None:
+    bayes = out["bayes_test_ne"]
+    dist = out["distdnas"]["result"]
+    pick = _pick(dist)
+    print(f"# synthetic 8 days x 50k rows (seed 0, default difficulty, drift 0.02/day): train days 1-6, "
+          f"valid day 7, test day 8; Bayes-optimal test NE {bayes:.4f}")
+    rows = []
+    for run in dist["planning"]["lambdas"]:
+        trial = next(t for t in dist["trials"] if run["lambda"] in t["proposal"]["lambdas"])
+        modules = [run["choice"][k] for k in sorted(run["choice"]) if k.endswith(".module")]
+        rows.append([f"distdnas lambda={run['lambda']:g}", "/".join(modules), f"{trial['metrics']['ne']:.4f}",
+                     f"{trial['test_metrics']['ne']:.4f}", f"{100 * (trial['test_metrics']['ne'] / bayes - 1):+.1f}%",
+                     f"{trial['metrics']['flops_per_example']:,}"])
+    if "tpe" in out:
+        tpe = _pick(out["tpe"]["result"])
+        rows.append(["tpe (nasrec, 40 trials)", "-", f"{tpe['metrics']['ne']:.4f}", f"{tpe['test_metrics']['ne']:.4f}",
+                     f"{100 * (tpe['test_metrics']['ne'] / bayes - 1):+.1f}%", f"{tpe['metrics']['flops_per_example']:,}"])
+    print_table("Architectures (valid day 7, test day 8)", ["search", "modules", "valid NE", "test NE", "vs Bayes",
+                                                           "FLOPs/ex"], rows)
+    print(f"full supernet: {dist['supernet_flops']:,} FLOPs/ex; pick #{pick['number']}: "
+          f"{pick['metrics']['flops_per_example'] / dist['supernet_flops']:.3f} of it")
+    day_tests = [d["test_ne"] for d in out["days"]]
+    agg = next(t for t in dist["trials"] if 0.0 in t["proposal"]["lambdas"])
+    print(f"lambda=0: aggregate test NE {agg['test_metrics']['ne']:.4f} vs single-day choices: median "
+          f"{statistics.median(day_tests):.4f}, best {min(day_tests):.4f}, worst {max(day_tests):.4f}")
+    zero = next(r for r in dist["planning"]["lambdas"] if r["lambda"] == 0.0)
+    for shard in zero["shards"]:
+        print(f"  day {shard['dates'][0]}: {shard['choice']}")
+    t = out["scaling"]
+    speedup, ceiling = t["six_1"] / t["six_2"], t["two_1"] / t["two_2"]
+    print(f"shard phase (6 shards, lambda=0): 1 worker {t['six_1']:.1f}s, 2 workers {t['six_2']:.1f}s, speed-up "
+          f"{speedup:.2f}; ceiling (2 independent trainings) {t['two_1']:.1f}s vs {t['two_2']:.1f}s = "
+          f"{ceiling:.2f}; speed-up / ceiling = {speedup / ceiling:.2f}")
+    if "tpe" in out:
+        print(f"wall: distdnas {out['distdnas']['wall']:.0f}s, tpe {out['tpe']['wall']:.0f}s, "
+              f"tpe / distdnas = {out['tpe']['wall'] / out['distdnas']['wall']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-tpe", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rk-distdnas-") as work:
+        out = measure(Path(work), args.skip_tpe)
+        report(out)
+
+
+if __name__ == "__main__":
+    main()
