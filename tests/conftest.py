@@ -79,12 +79,25 @@ def stop_cluster(temp_dir: Path) -> None:
     import signal
     import time
 
+    def belongs(proc: Path) -> bool:
+        """Its command line names the temp dir, or (agents rename themselves "ray::...") it
+        holds a file open under it."""
+        if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+            return True
+        for fd in (proc / "fd").iterdir():
+            try:
+                if os.readlink(fd).startswith(str(temp_dir)):
+                    return True
+            except OSError:
+                continue
+        return False
+
     def members() -> list[int]:
         pids = []
         for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
+            if proc.name.isdigit() and proc.name != str(os.getpid()):
                 try:
-                    if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+                    if belongs(proc):
                         pids.append(int(proc.name))
                 except OSError:
                     continue

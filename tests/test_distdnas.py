@@ -159,3 +159,36 @@ def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged
     assert faulty["planning"]["lambdas"][0]["choice"] == calm.planning["lambdas"][0]["choice"]
     assert [t["arch"] for t in faulty["trials"]] == [t["arch"] for t in calm.trials]
 
+
+
+def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_cluster, data, tmp_path) -> None:
+    """A real two-node Ray cluster on 127.0.0.1 (ray.cluster_utils.Cluster: a head and a second
+    node, one CPU each; `ray start --address` itself refuses a second node while
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on loopback): the driver, a separate process
+    given `--address`, runs shard jobs on both nodes and picks what the one-node run picks."""
+    import tempfile
+
+    from ray.cluster_utils import Cluster
+
+    from tests.conftest import stop_cluster
+    from tests.test_search import _driver, _write_config
+
+    single = search(_config(data, SEARCHER), tmp_path / "single", progress=False)
+    temp_dir = Path(tempfile.mkdtemp(prefix="rk2n-", dir="/tmp"))  # short: Ray's socket paths have a limit
+    cluster = None
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+            "object_store_memory": 100_000_000, "temp_dir": str(temp_dir)})
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=100_000_000)
+        proc = _driver(_write_config(tmp_path, _config(data, SEARCHER)), tmp_path / "two", cluster.address)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+        stop_cluster(temp_dir)
+    two = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert len({s["worker"]["node_id"] for s in two["shards"]}) == 2
+    assert [r["choice"] for r in two["planning"]["lambdas"]] == [r["choice"] for r in single.planning["lambdas"]]
+    assert [t["arch"] for t in two["trials"]] == [t["arch"] for t in single.trials]
