@@ -20,7 +20,6 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
 
     from rankitect.data.dataset import Dataset
     from rankitect.searchers.dnas import DnasOptions, train_dnas
+    from rankitect.searchers.planned import own_options
     from rankitect.searchers.ray_pool import TrialPool, ray_session
     from rankitect.searchers.trial import TrialSpec
     from rankitect.space import make_space
@@ -93,8 +93,7 @@ def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
         pool.shutdown()
 
         # Scaling of the shard phase.
-        options = {k: v for k, v in asdict(DnasOptions()).items()
-                   if k not in ("storage", "pruner", "concurrency", "lambdas")}
+        options = own_options(DnasOptions())
         train = TrainConfig(epochs=2, batch_size=256, lr=0.003, seed=0)
 
         def call(dates: tuple[str, ...], tag: str) -> tuple[Any, dict[str, Any]]:

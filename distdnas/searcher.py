@@ -13,14 +13,14 @@ RUN/planning/distdnas/ keeps each finished shard: a search run again skips them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from distdnas.aggregate import AGGREGATIONS, aggregate
 from rankitect.errors import ConfigError
-from rankitect.searchers.base import SearcherOptions, register_searcher
-from rankitect.searchers.dnas import DnasOptions, train_dnas
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.base import register_searcher
+from rankitect.searchers.dnas import DnasOptions, dnas_job
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal, add_lambda_proposal
 
 SHARD_KEYS = ("lambda", "flops", "expected_flops", "train_logloss_last_tenth", "steps", "seconds", "choices")
 
@@ -55,21 +55,10 @@ class DistDnas(PlannedSearcher):
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
-        folder = context.folder / "distdnas"
-        folder.mkdir(exist_ok=True)
-        dnas_options = {k: getattr(opts, k) for k in DnasOptions.__dataclass_fields__
-                        if k not in SearcherOptions.__dataclass_fields__}
         shards = shard_dates(context.train_dates, opts.dates_per_shard)
-        calls = {}
-        for i, lam in enumerate(opts.lambdas):
-            for j, dates in enumerate(shards):
-                key = f"lambda={lam:g} shard {j + 1}/{len(shards)}"
-                calls[key] = (train_dnas, {
-                    "data_path": context.data_path, "space_name": self.space.name,
-                    "space_options": asdict(self.space.options), "train_dates": dates, "train": context.train,
-                    "options": dnas_options, "lam": lam, "seed": self.seed,
-                    "out_file": str(folder / f"lambda_{i}_shard_{j}.json"),
-                    "progress_file": context.progress_file(f"lambda_{i}_shard_{j}")})
+        calls = {f"lambda={lam:g} shard {j + 1}/{len(shards)}":
+                 dnas_job(context, self.space, opts, self.seed, lam, dates, "distdnas", f"lambda_{i}_shard_{j}")
+                 for i, lam in enumerate(opts.lambdas) for j, dates in enumerate(shards)}
         context.log(f"training {len(calls)} shard supernets ({len(shards)} shards x {len(opts.lambdas)} lambdas) "
                     f"on {context.pool.size} workers")
         results = context.run_calls(calls)
@@ -84,12 +73,7 @@ class DistDnas(PlannedSearcher):
                                            "choice": r["choices"], "worker": r.get("worker"),
                                            **{k: r[k] for k in SHARD_KEYS}}
                                           for dates, r in zip(shards, runs)]})
-            key = repr(sorted(choices.items()))
-            if key in proposals:
-                proposals[key].attrs["lambdas"].append(lam)
-            else:
-                proposals[key] = Proposal(choices, {"lambdas": [lam]})
-        supernet_flops = runs[0]["supernet_flops"] if runs and "supernet_flops" in runs[0] else None
+            add_lambda_proposal(proposals, choices, lam)
         summary = {"searcher": "distdnas", "aggregation": opts.aggregation, "shards_per_lambda": len(shards),
-                   "supernet_flops": supernet_flops, "lambdas": per_lambda}
+                   "supernet_flops": runs[0]["supernet_flops"], "lambdas": per_lambda}
         return list(proposals.values()), summary

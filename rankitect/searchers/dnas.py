@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from rankitect.cost import cost_of
 from rankitect.errors import ConfigError
 from rankitect.searchers.base import SearcherOptions, register_searcher
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.planned import (
+    PlannedSearcher,
+    PlanningContext,
+    Proposal,
+    add_lambda_proposal,
+    own_options,
+)
 from rankitect.searchers.supernet_train import (
     EpochCheckpoint,
     JobProgress,
@@ -42,6 +48,7 @@ from rankitect.searchers.supernet_train import (
     train_steps,
     write_json,
 )
+from rankitect.space import SearchSpace
 from rankitect.train.config import TrainConfig, make_optimizer
 
 MODES = ("alternating", "joint")
@@ -150,6 +157,19 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     return result
 
 
+def dnas_job(context: PlanningContext, space: SearchSpace, options: DnasOptions, seed: int, lam: float,
+             dates: tuple[str, ...], folder: str, name: str) -> tuple[Any, dict[str, Any]]:
+    """The `train_dnas` call of one supernet on `dates`, writing RUN/planning/`folder`/`name`.json
+    (the DnasOptions fields of `options` are passed on; a subclass's own fields are not)."""
+    (context.folder / folder).mkdir(exist_ok=True)
+    dnas_fields = {k: v for k, v in own_options(options).items() if k in DnasOptions.__dataclass_fields__}
+    return train_dnas, {"data_path": context.data_path, "space_name": space.name,
+                        "space_options": asdict(space.options), "train_dates": dates, "train": context.train,
+                        "options": dnas_fields, "lam": lam, "seed": seed,
+                        "out_file": str(context.folder / folder / f"{name}.json"),
+                        "progress_file": context.progress_file(name)}
+
+
 @register_searcher
 class Dnas(PlannedSearcher):
     name = "dnas"
@@ -161,28 +181,15 @@ class Dnas(PlannedSearcher):
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
-        folder = context.folder / "dnas"
-        folder.mkdir(exist_ok=True)
-        own = {k: getattr(opts, k) for k in DnasOptions.__dataclass_fields__
-               if k not in SearcherOptions.__dataclass_fields__}
-        calls = {f"dnas lambda={lam:g}": (train_dnas, {
-            "data_path": context.data_path, "space_name": self.space.name,
-            "space_options": asdict(self.space.options), "train_dates": context.train_dates,
-            "train": context.train, "options": own, "lam": lam, "seed": self.seed,
-            "out_file": str(folder / f"lambda_{i}.json"),
-            "progress_file": context.progress_file(f"lambda_{i}")}) for i, lam in enumerate(opts.lambdas)}
+        calls = {f"dnas lambda={lam:g}": dnas_job(context, self.space, opts, self.seed, lam, context.train_dates,
+                                                  "dnas", f"lambda_{i}") for i, lam in enumerate(opts.lambdas)}
         context.log(f"training {len(calls)} mixed-op supernets (lambdas {list(opts.lambdas)})")
         results = context.run_calls(calls)
         runs = [results[key] for key in calls]
         proposals: dict[str, Proposal] = {}
         for run in runs:
-            choices = self.space.check_choices(run["choices"])
-            key = repr(sorted(choices.items(), key=lambda kv: kv[0]))
-            if key in proposals:
-                proposals[key].attrs["lambdas"].append(run["lambda"])
-                continue
-            proposals[key] = Proposal(choices, {"lambdas": [run["lambda"]], "derived_flops": run["flops"],
-                                                "expected_flops": run["expected_flops"]})
+            add_lambda_proposal(proposals, self.space.check_choices(run["choices"]), run["lambda"],
+                                {"derived_flops": run["flops"], "expected_flops": run["expected_flops"]})
         summary = {"searcher": "dnas",
                    "lambdas": [{k: r[k] for k in ("lambda", "flops", "expected_flops", "reference_flops",
                                                   "train_logloss_last_tenth", "steps", "seconds", "choices",

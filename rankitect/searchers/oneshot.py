@@ -39,7 +39,7 @@ from rankitect.errors import ConfigError, UserError
 from rankitect.model import build_model
 from rankitect.searchers.base import SearcherOptions, register_searcher
 from rankitect.searchers.evolution import pareto_ranks
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal, choices_key, own_options
 from rankitect.searchers.proxies import warm_up
 from rankitect.searchers.supernet_train import (
     EpochCheckpoint,
@@ -203,7 +203,7 @@ class _Evaluations:
 
     def evaluate(self, choices: Choices) -> dict[str, Any] | None:
         """The record of `choices` (scored once), or None when it is over max_flops."""
-        key = repr(sorted(choices.items()))
+        key = choices_key(choices)
         if key in self._seen:
             return self._seen[key]
         flops = cost_of(self.space.decode(choices), self.space.schema).flops
@@ -314,8 +314,7 @@ class OneShot(PlannedSearcher):
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
-        own = {k: getattr(opts, k) for k in OneShotOptions.__dataclass_fields__
-               if k not in SearcherOptions.__dataclass_fields__}
+        own = own_options(opts)
         common = {"data_path": context.data_path, "space_name": self.space.name,
                   "space_options": asdict(self.space.options), "train_dates": context.train_dates,
                   "train": context.train, "options": own, "seed": self.seed}

@@ -17,7 +17,8 @@ import abc
 import json
 import random
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,22 @@ from tqdm import tqdm
 
 from rankitect.errors import UserError
 from rankitect.schema import Schema
-from rankitect.searchers.base import Searcher
+from rankitect.searchers.base import Searcher, SearcherOptions
 from rankitect.searchers.ray_pool import CallFailed, TrialPool
 from rankitect.train.config import TrainConfig
 
 PLANNING_DIR = "planning"
 PLAN_FILE = "plan.json"
+
+
+def own_options(options: SearcherOptions) -> dict[str, Any]:
+    """A searcher's own option values (those SearcherOptions does not have), for a job."""
+    return {k: v for k, v in asdict(options).items() if k not in SearcherOptions.__dataclass_fields__}
+
+
+def choices_key(choices: Mapping[str, Any]) -> str:
+    """One string per distinct architecture (choices in name order)."""
+    return repr(sorted(choices.items()))
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,16 @@ class Proposal:
 
     choices: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def add_lambda_proposal(proposals: dict[str, Proposal], choices: dict[str, Any], lam: float,
+                        attrs: Mapping[str, Any] | None = None) -> None:
+    """Add the architecture that `lam` derived; one already there records `lam` beside its own."""
+    key = choices_key(choices)
+    if key in proposals:
+        proposals[key].attrs["lambdas"].append(lam)
+    else:
+        proposals[key] = Proposal(choices, {"lambdas": [lam], **(attrs or {})})
 
 
 @dataclass

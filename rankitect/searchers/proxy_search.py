@@ -32,7 +32,7 @@ from rankitect.searchers.oneshot import (
     select_random_others,
     train_supernet,
 )
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal, choices_key, own_options
 from rankitect.searchers.proxies import ProxyTarget, SiGeoWeights, proxy_names, score, sigeo, warm_up
 from rankitect.searchers.supernet_train import open_space, train_steps
 from rankitect.space import Choices
@@ -109,7 +109,7 @@ class ProxySearch(PlannedSearcher):
         skipped = 0
         while len(out) < budget:
             choices = self.space.sample(rng)
-            key = repr(sorted(choices.items()))
+            key = choices_key(choices)
             if key in seen:
                 skipped += 1
             elif max_flops is not None and cost_of(self.space.decode(choices), self.space.schema).flops > max_flops:
@@ -129,8 +129,7 @@ class ProxySearch(PlannedSearcher):
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
         started = time.perf_counter()
-        own = {k: getattr(opts, k) for k in ProxyOptions.__dataclass_fields__
-               if k not in SearcherOptions.__dataclass_fields__}
+        own = own_options(opts)
         common = {"data_path": context.data_path, "space_name": self.space.name,
                   "space_options": asdict(self.space.options), "train_dates": context.train_dates,
                   "train": context.train, "seed": self.seed}

@@ -126,12 +126,14 @@ def proxy_agreement(trials: list[dict[str, Any]], key: str) -> dict[str, Any] | 
             "spearman": spearman(predicted, trained)}
 
 
-def collect(run_dir: Path, study: optuna.Study) -> SearchResult:
+def collect(run_dir: Path, study: optuna.Study, with_planning: bool = True) -> SearchResult:
+    """The result as the study and run folder hold it now; `with_planning` False skips reading
+    the planning summary (for the progress bar, after every tell)."""
     from rankitect.searchers.planned import read_plan_summary
 
     trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
     trials.sort(key=lambda t: t["number"])
-    planning = read_plan_summary(run_dir)
+    planning = read_plan_summary(run_dir) if with_planning else {}
     score_key = planning.get("score_key")
     if score_key:
         planning = {**planning, "agreement": proxy_agreement(trials, score_key)}

@@ -320,7 +320,7 @@ class _Driver:
         self._show_progress()
 
     def _show_progress(self) -> None:
-        result = collect(self.plan.run_dir, self.searcher.study)
+        result = collect(self.plan.run_dir, self.searcher.study, with_planning=False)
         best = result.best["metrics"]["ne"] if result.best else float("nan")
         self.bar.set_postfix(best_ne=f"{best:.4f}", front=len(result.pareto))
 
