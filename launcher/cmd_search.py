@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set budget.trials=10 (repeatable)")
     p.add_argument("--force", action="store_true", help="start over, replacing the run folder")
+    p.add_argument("--progress", action="store_true",
+                   help="draw the progress bar even when stderr is not a terminal (a Ray job's log)")
     p.set_defaults(run=run_search)
 
     p = sub.add_parser("report", help="print a search run's Pareto front, best trial and baselines")
@@ -39,7 +41,8 @@ def run_search(args: argparse.Namespace) -> int:
     if not isinstance(out, (str, Path)):
         raise ConfigError(f"out: must be a folder path, got {out!r}")
     config = SearchConfig.from_dict(raw)
-    result = search(config, Path(out), address=args.address, force=args.force)
+    result = search(config, Path(out), address=args.address, force=args.force,
+                    progress=True if args.progress else None)
     truth_path = Path(config.data.path) / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
     print("\n".join(report_lines(load_result(result.run_dir), truth)))
