@@ -161,7 +161,8 @@ def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged
 
 
 
-def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_cluster, data, tmp_path) -> None:
+def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_cluster, data, tmp_path,
+                                                                           monkeypatch) -> None:
     """A real two-node Ray cluster on 127.0.0.1 (ray.cluster_utils.Cluster: a head and a second
     node, one CPU each; `ray start --address` itself refuses a second node while
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on loopback): the driver, a separate process
@@ -175,6 +176,9 @@ def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_c
 
     single = search(_config(data, SEARCHER), tmp_path / "single", progress=False)
     temp_dir = Path(tempfile.mkdtemp(prefix="rk2n-", dir="/tmp"))  # short: Ray's socket paths have a limit
+    # Cluster() records its address in RAY_TMPDIR/ray/ (by default /tmp/ray/, which need not exist).
+    (temp_dir / "ray").mkdir()
+    monkeypatch.setenv("RAY_TMPDIR", str(temp_dir))
     cluster = None
     try:
         cluster = Cluster(initialize_head=True, head_node_args={
