@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
+VENV_GPU := .venv-gpu
+GPU_STAMP := $(VENV_GPU)/.installed
 
-.PHONY: setup demo test bench lock lint clean
+.PHONY: setup setup-gpu demo test bench bench-gpu lock lint clean proto
 
 setup: $(STAMP)
 
@@ -17,6 +19,22 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v -i -e warning -e "^ *!!" -e "^ *\*\*\*" -e "^$$" || true
 	@touch $(STAMP)
 
+# CUDA machines: .venv-gpu with requirements.lock less its CPU torch and fbgemm-gpu-cpu, plus
+# requirements-gpu.lock (CUDA torch, fbgemm-gpu, the CUDA libraries). A venv of its own: the two
+# fbgemm builds both own fbgemm_gpu/, so one venv never holds both.
+setup-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): requirements.lock requirements-gpu.lock pyproject.toml
+	@test -x $(VENV_GPU)/bin/python || $(PYTHON) -m venv $(VENV_GPU)
+	$(VENV_GPU)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	grep -v -i -E '^(torch|fbgemm[-_]gpu[-_]cpu)==' requirements.lock > $(VENV_GPU)/common.lock
+	$(VENV_GPU)/bin/python -m pip install --quiet --no-deps -r $(VENV_GPU)/common.lock -r requirements-gpu.lock
+	$(VENV_GPU)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v -i -e warning -e "^ *!!" -e "^ *\*\*\*" -e "^$$" || true
+	@if $(VENV_GPU)/bin/python -m pip show --quiet fbgemm-gpu-cpu >/dev/null 2>&1; then \
+	  echo "fbgemm-gpu-cpu is installed in $(VENV_GPU) beside fbgemm-gpu: remove $(VENV_GPU)"; exit 1; fi
+	$(VENV_GPU)/bin/python -c "import torch, fbgemm_gpu, torchrec; print('torch', torch.__version__, 'CUDA', torch.version.cuda, '- GPU visible:', torch.cuda.is_available())"
+	@touch $(GPU_STAMP)
+
 demo: setup
 	$(BIN)/python examples/demo.py --workdir $(DEMO_DIR)
 
@@ -25,6 +43,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# Every GPU measurement of the training path in one run (needs a CUDA GPU; see README, GPU).
+bench-gpu: setup-gpu
+	$(VENV_GPU)/bin/python -m benchmarks.bench_gpu --out bench_out/gpu
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv (needs the registry).
 lock:
@@ -38,7 +60,11 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(VENV_GPU) $(DEMO_DIR) .pytest_cache
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Regenerate the gRPC stubs in launcher/rpc/gen from proto/ (tests/test_rpc_stubs.py checks they match).
+proto: setup
+	$(BIN)/python -m launcher.rpc.codegen

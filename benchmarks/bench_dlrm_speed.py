@@ -24,15 +24,20 @@ from rankitect.model import build_model
 from search_spaces import baseline
 
 
-def _torchrec_dlrm(schema, dim: int) -> DLRM:
+def torchrec_dlrm(schema, dim: int, bottom: tuple[int, ...] = (64,), top: tuple[int, ...] = (128, 64),
+                  device: torch.device | None = None) -> DLRM:
+    """torchrec's DLRM with the sizes of `search_spaces.baselines.dlrm(schema, bottom, top)`."""
     tables = [EmbeddingBagConfig(name=f"t_{c.name}", embedding_dim=dim, num_embeddings=c.hash_size,
                                  feature_names=[c.name]) for c in schema.sparse]
-    return DLRM(embedding_bag_collection=EmbeddingBagCollection(tables=tables),
-                dense_in_features=schema.num_dense, dense_arch_layer_sizes=[64, dim],
-                over_arch_layer_sizes=[128, 64, 1])
+    model = DLRM(embedding_bag_collection=EmbeddingBagCollection(tables=tables, device=device),
+                 dense_in_features=schema.num_dense, dense_arch_layer_sizes=[*bottom, dim],
+                 over_arch_layer_sizes=[*top, 1], dense_device=device)
+    # .to also moves what the constructor leaves on the CPU (the interaction's triu_indices buffer).
+    return model.to(device) if device is not None else model
 
 
-def _trainer(model, forward, batches, lr: float):
+def trainer(model, forward, batches, lr: float):
+    """A callable that trains `model` one pass over `batches` (SGD) and returns the rows seen."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
 
     def run() -> int:
@@ -60,10 +65,10 @@ def measure(rows: int = 120_000, batch_size: int = 2048, hash_size: int = 20_000
     torch.manual_seed(0)
     ours = build_model(baseline("dlrm", schema), schema)
     torch.manual_seed(0)
-    theirs = _torchrec_dlrm(schema, schema.embedding_dim)
+    theirs = torchrec_dlrm(schema, schema.embedding_dim)
     rates = interleaved_rates({
-        "rankitect": _trainer(ours, lambda m, b: m(b.dense, b.sparse), batches, 0.01),
-        "torchrec": _trainer(theirs, lambda m, b: m(b.dense, b.sparse).squeeze(1), batches, 0.01),
+        "rankitect": trainer(ours, lambda m, b: m(b.dense, b.sparse), batches, 0.01),
+        "torchrec": trainer(theirs, lambda m, b: m(b.dense, b.sparse).squeeze(1), batches, 0.01),
     }, rounds)
     rates["ratio"] = rates["rankitect"] / rates["torchrec"]
     rates["sizes"] = (f"{schema.num_sparse} tables x {hash_size} rows, E={schema.embedding_dim}, "

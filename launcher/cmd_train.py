@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from rankitect.train.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from rankitect.train.config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="bf16: forward pass under bfloat16 autocast (mixed precision on CUDA; on "
+                        "CPU it runs, usually slower than fp32); weights stay float32")
     p.add_argument("--embedding-dim", type=int, default=None,
                    help="default embedding dim E for this run (the schema's otherwise); an "
                         "architecture that sets its own dim keeps it")
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, seed=args.seed,
-                         device=args.device, checkpoint_every=args.checkpoint_every,
+                         device=args.device, precision=args.precision,
+                         checkpoint_every=args.checkpoint_every,
                          shuffle_buffer=max(TrainConfig().shuffle_buffer, args.batch_size))
     config.check()
     dataset = Dataset.open(args.data)

@@ -28,19 +28,24 @@ def lr(schema: Schema) -> Architecture:
     return Architecture(tuple(nodes), embedding={"dim": 1}, name="lr")
 
 
-def dlrm(schema: Schema) -> Architecture:
-    """DLRM: bottom MLP on dense -> one row next to the embeddings; pairwise dots; top MLP."""
+def dlrm(schema: Schema, bottom: tuple[int, ...] = (64,), top: tuple[int, ...] = (128, 64)) -> Architecture:
+    """DLRM: bottom MLP on dense -> one row next to the embeddings; pairwise dots; top MLP.
+
+    `bottom`: the bottom MLP's hidden widths (its last layer has width E); `top`: the top MLP's
+    hidden widths (then the logit). The defaults are the registered baseline; MLPerf's DLRM on
+    Criteo is bottom (512, 256), top (1024, 1024, 512, 256) with E = 128.
+    """
     e = schema.embedding_dim
     nodes: list[Node] = []
     rows_in, top_in = [INPUT_SPARSE], []
     if schema.num_dense:
-        nodes.append(Node("bottom", "mlp", (INPUT_DENSE,), {"widths": [64, e]}))
+        nodes.append(Node("bottom", "mlp", (INPUT_DENSE,), {"widths": [*bottom, e]}))
         rows_in, top_in = ["bottom", INPUT_SPARSE], ["bottom"]
     nodes += [
         Node("rows", "concat", tuple(rows_in), {"mode": "rows"}),
         Node("interaction", "dot", ("rows",)),
         Node("top_in", "concat", tuple(top_in + ["interaction"]), {"mode": "flat"}),
-        Node("top", "mlp", ("top_in",), {"widths": [128, 64, 1], "last_activation": False}),
+        Node("top", "mlp", ("top_in",), {"widths": [*top, 1], "last_activation": False}),
     ]
     return Architecture(tuple(nodes), name="dlrm")
 

@@ -8,9 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.data.dataset import Dataset
-from rankitect.data.loader import BatchLoader
+from rankitect.data.loader import BatchLoader, to_device
 from rankitect.errors import DataError, SchemaMismatchError
 from tests.helpers import tiny_synth
 
@@ -69,6 +71,26 @@ def test_shuffle_keeps_every_row_once_and_is_reproducible(synth) -> None:
     assert first == again
     assert first != expected and first != other_epoch
     assert sorted(first) == sorted(expected) == sorted(other_epoch)
+
+
+def test_batches_carry_their_ids_per_key(synth) -> None:
+    """Each KJT comes with its ids per key (torchrec's lookup then reads no lengths back: on CUDA
+    that read is a device sync per step), equal to what torchrec computes from the lengths."""
+    ds = Dataset.open(str(synth))
+    keys = ds.schema.sparse_names
+    assert any(c.multi for c in ds.schema.sparse)
+    for b in BatchLoader(ds, ds.dates, batch_size=300, shuffle=True, seed=3, buffer_rows=700):
+        cached = b.sparse.length_per_key_or_none()
+        fresh = KeyedJaggedTensor(keys=keys, values=b.sparse.values(), lengths=b.sparse.lengths(),
+                                  stride=len(b)).length_per_key()
+        assert cached == fresh
+
+
+def test_to_device_passes_cpu_batches_through(synth) -> None:
+    ds = Dataset.open(str(synth))
+    batches = list(BatchLoader(ds, ds.dates[:1], batch_size=500))
+    moved = list(to_device(iter(batches), torch.device("cpu")))
+    assert [id(b) for b in moved] == [id(b) for b in batches]
 
 
 def test_drop_last_and_date_selection(synth) -> None:

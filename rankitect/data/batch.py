@@ -25,4 +25,11 @@ class Batch:
         )
 
     def pin_memory(self) -> "Batch":
+        """A copy in page-locked host memory (needs CUDA): its copies to the GPU can be asynchronous."""
         return Batch(self.dense.pin_memory(), self.sparse.pin_memory(), self.labels.pin_memory())
+
+    def record_stream(self, stream: torch.cuda.Stream) -> None:
+        """Mark the (CUDA) tensors as used on `stream`, for a batch copied on another stream."""
+        self.dense.record_stream(stream)
+        self.sparse.record_stream(stream)
+        self.labels.record_stream(stream)

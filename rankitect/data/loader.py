@@ -4,14 +4,17 @@ Files are read one record batch at a time with pyarrow; at most `buffer_rows` ro
 record batch) are held in memory, whatever the size of the dataset. With `shuffle`, the file
 order and the rows inside each buffer are permuted by a generator seeded with (seed, epoch),
 so the same seed gives the same batches. A background thread prepares `prefetch` batches
-ahead of the consumer.
+ahead of the consumer (and, with `pin_memory`, copies them to page-locked memory there), and
+another decodes the parquet files ahead of it.
+`to_device` moves batches to the training device, on CUDA copying the next batch on a side
+stream while the current one is computed on.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +30,7 @@ from rankitect.errors import DataError
 from rankitect.schema import Schema
 
 READ_BATCH_ROWS = 65_536
+READ_AHEAD = 2  # record batches decoded ahead of the shuffle (with prefetch > 0)
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,11 @@ def _concat(chunks: list[_Chunk]) -> _Chunk:
 
 
 def _take(chunk: _Chunk, idx: np.ndarray) -> _Chunk:
+    """The rows `idx` of `chunk` (np.take: faster than fancy indexing for these gathers)."""
     ids, offsets = [], []
     for values, off in zip(chunk.ids, chunk.offsets):
         if off is None:
-            ids.append(values[idx])
+            ids.append(np.take(values, idx))
             offsets.append(None)
             continue
         starts, lengths = off[idx], off[idx + 1] - off[idx]
@@ -103,7 +108,7 @@ def _take(chunk: _Chunk, idx: np.ndarray) -> _Chunk:
         gather = np.repeat(starts - new_off[:-1], lengths) + np.arange(new_off[-1])
         ids.append(values[gather])
         offsets.append(new_off)
-    return _Chunk(chunk.labels[idx], chunk.dense[idx], tuple(ids), tuple(offsets))
+    return _Chunk(np.take(chunk.labels, idx), np.take(chunk.dense, idx, axis=0), tuple(ids), tuple(offsets))
 
 
 def _slice(chunk: _Chunk, start: int, stop: int) -> _Chunk:
@@ -123,11 +128,15 @@ def _to_batch(chunk: _Chunk, keys: list[str]) -> Batch:
     lengths = [np.ones(n, np.int32) if off is None else np.diff(off).astype(np.int32)
                for off in chunk.offsets]
     values = np.concatenate(chunk.ids) if chunk.ids else np.zeros(0, np.int64)
+    # The ids per key, known here for free: given to the KJT, torchrec's embedding lookup need
+    # not compute them from the lengths (a .tolist(), i.e. a device sync per step on CUDA).
+    length_per_key = [n if off is None else int(off[-1]) for off in chunk.offsets]
     sparse = KeyedJaggedTensor(
         keys=keys,
         values=torch.from_numpy(values),
         lengths=torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)),
         stride=n,
+        length_per_key=length_per_key,
     )
     return Batch(dense=torch.from_numpy(chunk.dense), sparse=sparse,
                  labels=torch.from_numpy(chunk.labels))
@@ -136,13 +145,15 @@ def _to_batch(chunk: _Chunk, keys: list[str]) -> Batch:
 class BatchLoader:
     """Iterable of `Batch` over `dates` of `dataset`; `epoch(k)` gives epoch k's order.
 
-    Memory is bounded by `buffer_rows` (+ one parquet record batch + `prefetch` batches).
-    Iterating is not thread-safe; each iteration starts its own reader thread.
+    Memory is bounded by `buffer_rows` (+ READ_AHEAD + 1 parquet record batches + `prefetch`
+    batches).
+    Iterating is not thread-safe; each iteration starts its own reader thread. `pin_memory`
+    (CUDA only) hands out batches in page-locked memory, pinned in the reader thread.
     """
 
     def __init__(self, dataset: Dataset, dates: list[str], batch_size: int,
                  shuffle: bool = False, seed: int = 0, buffer_rows: int = 200_000,
-                 prefetch: int = 4, drop_last: bool = False) -> None:
+                 prefetch: int = 4, drop_last: bool = False, pin_memory: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
         if buffer_rows < batch_size:
@@ -157,6 +168,7 @@ class BatchLoader:
         self.buffer_rows = buffer_rows
         self.prefetch = prefetch
         self.drop_last = drop_last
+        self.pin_memory = pin_memory
         self.keys = self.schema.sparse_names
 
     @property
@@ -173,14 +185,13 @@ class BatchLoader:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         batches = self._batches(epoch)
+        if self.pin_memory:
+            batches = (b.pin_memory() for b in batches)
         if self.prefetch <= 0:
             return batches
         return _prefetched(batches, self.prefetch)
 
-    def _record_batches(self, rng: np.random.Generator | None) -> Iterator[_Chunk]:
-        files = list(self.files)
-        if rng is not None:
-            files = [files[i] for i in rng.permutation(len(files))]
+    def _record_batches(self, files: list[str]) -> Iterator[_Chunk]:
         columns = [self.schema.label, *self.schema.dense_names, *self.schema.sparse_names]
         for path in files:
             with self.dataset.fs.open_input_file(path) as handle:
@@ -190,9 +201,15 @@ class BatchLoader:
 
     def _batches(self, epoch: int) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        files = list(self.files)
+        if rng is not None:
+            files = [files[i] for i in rng.permutation(len(files))]
+        chunks = self._record_batches(files)
+        if self.prefetch > 0:  # parquet decoding in a thread of its own, beside the shuffling
+            chunks = _prefetched(chunks, READ_AHEAD)
         pending: list[_Chunk] = []
         pending_rows = 0
-        for chunk in self._record_batches(rng):
+        for chunk in chunks:
             pending.append(chunk)
             pending_rows += len(chunk)
             if pending_rows >= self.buffer_rows:
@@ -254,3 +271,38 @@ def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def to_device(batches: Iterable[Batch], device: torch.device, overlap: bool = True) -> Iterator[Batch]:
+    """`batches` moved to `device`, in order.
+
+    On CUDA with `overlap`, the copy of batch n+1 is issued on a side stream before batch n is
+    handed out, so it runs while the caller computes on batch n (asynchronous when the batches
+    are in pinned memory: `BatchLoader(pin_memory=True)`); the current stream waits for a copy
+    before its batch is handed out. Without `overlap`, each batch is copied when it is reached.
+    On CPU the batches pass through unchanged.
+    """
+    if device.type != "cuda":
+        yield from batches
+        return
+    if not overlap:
+        for batch in batches:
+            yield batch.to(device, non_blocking=True)
+        return
+    copier = torch.cuda.Stream(device)
+    compute = torch.cuda.current_stream(device)
+
+    def start(batch: Batch | None) -> Batch | None:
+        if batch is None:
+            return None
+        with torch.cuda.stream(copier):
+            return batch.to(device, non_blocking=True)
+
+    source = iter(batches)
+    pending = start(next(source, None))
+    while pending is not None:
+        compute.wait_stream(copier)
+        ready = pending
+        ready.record_stream(compute)  # allocated on the side stream, used on this one
+        pending = start(next(source, None))
+        yield ready

@@ -12,6 +12,7 @@ from rankitect.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class TrainConfig:
     shuffle_buffer: int = 200_000
     checkpoint_every: int = 500  # steps between checkpoints; epoch ends always checkpoint
     eval_batch_size: int = 8192
+    # "bf16": forward and loss under torch.autocast(bfloat16) on the training device: matrix
+    # products run in bfloat16, parameters, optimizer state and the loss stay float32. On CUDA
+    # that is mixed-precision training (tensor cores); on CPU torch's CPU autocast does the same
+    # in software (runs anywhere, usually slower than fp32 without AMX / AVX512-BF16): use it
+    # there to check a bf16 run, not for speed. Evaluation always runs in float32.
+    precision: str = "fp32"
 
     def check(self) -> "TrainConfig":
         """Self, or ConfigError naming the field and the value."""
@@ -37,11 +44,13 @@ class TrainConfig:
             "checkpoint_every": self.checkpoint_every >= 0, "eval_batch_size": self.eval_batch_size >= 1,
             "optimizer": self.optimizer in OPTIMIZERS,
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
+            "precision": self.precision in PRECISIONS,
         }
         for name, ok in rules.items():
             if not ok:
                 extra = {"optimizer": f" (one of {OPTIMIZERS})",
-                         "lr_schedule": f" (one of {LR_SCHEDULES})"}.get(name, "")
+                         "lr_schedule": f" (one of {LR_SCHEDULES})",
+                         "precision": f" (one of {PRECISIONS})"}.get(name, "")
                 if name == "shuffle_buffer":
                     extra = f" (must be >= batch_size={self.batch_size})"
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range{extra}")
@@ -65,6 +74,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"device={name!r}: only cpu and cuda are supported")
     return device
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of `precision` on `device` (a disabled one for "fp32")."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -15,18 +16,21 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rankitect.data.dataset import Dataset
-from rankitect.data.loader import BatchLoader
+from rankitect.data.loader import BatchLoader, to_device
 from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
 from rankitect.model import RankingModel
 from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
 from rankitect.train.config import (
     TrainConfig,
+    autocast,
     lr_factor,
     make_optimizer,
     resolve_device,
 )
 from rankitect.train.interrupt import DeferredInterrupt
+
+LOSS_SYNC_EVERY = 20  # on CUDA, steps between reads of the loss (each read waits for the GPU)
 
 
 class TrainingDiverged(UserError):
@@ -51,28 +55,30 @@ class TrainStats:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, batches: Iterable[Any], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [N], labels [N]) of a model over batches, in eval mode."""
+    """(logits [N], labels [N]) of a model over batches, in eval mode (float32). The outputs
+    stay on the device until the end: one copy back, no wait per batch."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
     for batch in batches:
         batch = batch.to(device, non_blocking=True)
-        logits.append(model(batch.dense, batch.sparse).float().cpu().numpy())
-        labels.append(batch.labels.cpu().numpy())
+        logits.append(model(batch.dense, batch.sparse).float())
+        labels.append(batch.labels)
     model.train(was_training)
     if not logits:
         return np.zeros(0), np.zeros(0)
-    return np.concatenate(logits), np.concatenate(labels)
+    return torch.cat(logits).cpu().numpy(), torch.cat(labels).cpu().numpy()
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, dates: list[str], batch_size: int = 8192,
              device: torch.device | str = "cpu") -> tuple[EvalMetrics, dict[str, EvalMetrics]]:
     """Metrics over all `dates` together and per date."""
+    device = torch.device(device)
     by_date: dict[str, EvalMetrics] = {}
     all_logits, all_labels = [], []
     for date in dates:
-        loader = BatchLoader(dataset, [date], batch_size, shuffle=False)
-        logits, labels = predict(model, loader, torch.device(device))
+        loader = BatchLoader(dataset, [date], batch_size, shuffle=False, pin_memory=device.type == "cuda")
+        logits, labels = predict(model, to_device(loader, device), device)
         by_date[date] = evaluate_logits(logits, labels)
         all_logits.append(logits)
         all_labels.append(labels)
@@ -87,6 +93,13 @@ class Trainer:
     so the steps already done are skipped). Ctrl-C finishes the current step, saves a
     checkpoint and raises TrainingInterrupted. `on_epoch(epochs_done)` runs after each epoch
     but the last; returning True stops training there (pruning). Not thread-safe.
+
+    On CUDA the loader pins batches in its thread, the next batch is copied to the GPU on a
+    side stream while the current step runs (`to_device`), and the loss is read back every
+    LOSS_SYNC_EVERY steps rather than every step (so the CPU queues steps ahead of the GPU),
+    unless `on_step` wants each step's loss; a non-finite loss is then reported at its step,
+    up to LOSS_SYNC_EVERY steps later. `config.precision` "bf16" runs the forward pass under
+    bfloat16 autocast.
     """
 
     def __init__(self, model: RankingModel, dataset: Dataset, train_dates: list[str],
@@ -96,8 +109,9 @@ class Trainer:
         self.config = config.check()
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
+        cuda = self.device.type == "cuda"
         self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True,
-                                  seed=config.seed, buffer_rows=config.shuffle_buffer)
+                                  seed=config.seed, buffer_rows=config.shuffle_buffer, pin_memory=cuda)
         self.optimizer = make_optimizer(self.model.parameters(), config)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -109,6 +123,9 @@ class Trainer:
         self._saved_step = -1
         self._epoch_loss_sum = 0.0
         self._epoch_rows = 0
+        self._lazy_loss = cuda and on_step is None
+        self._pending: list[tuple[int, int, torch.Tensor]] = []  # (step, rows, loss on the device)
+        self._last_loss = float("nan")
 
     @property
     def epochs_done(self) -> int:
@@ -129,6 +146,7 @@ class Trainer:
         }
 
     def save(self) -> None:
+        self._take_losses()  # the epoch's loss sums in the checkpoint cover every step done
         if self.checkpoint_path is not None:
             save_checkpoint(self.checkpoint_path, self._state())
             self._saved_step = self._global_step
@@ -140,7 +158,7 @@ class Trainer:
         state = load_checkpoint(path)
         if state["arch"] != self.model.architecture.to_dict():
             raise UserError(f"--resume: {path} was trained with another architecture")
-        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+        saved = {"precision": "fp32", **{k: v for k, v in state["config"].items() if k != "epochs"}}
         now = {k: v for k, v in self.config.to_dict().items() if k != "epochs"}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -192,34 +210,60 @@ class Trainer:
         return f"{text}; no checkpoint was written yet"
 
     def _run_epoch(self, bar: tqdm, interrupt: DeferredInterrupt) -> None:
-        skip = self._step_in_epoch
-        started = time.perf_counter()
-        for i, batch in enumerate(self.loader.epoch(self._epoch)):
-            if i < skip:
-                started = time.perf_counter()
-                continue
-            loss = self._step(batch.to(self.device, non_blocking=True))
-            rows = len(batch)
-            now = time.perf_counter()
-            self._seconds += now - started
-            started = now
-            self._examples += rows
-            self._epoch_loss_sum += loss * rows
+        batches = self.loader.epoch(self._epoch)
+        try:
+            for _ in range(self._step_in_epoch):  # resumed mid-epoch: skip the steps done, unclocked
+                next(batches, None)
+            clock = time.perf_counter()
+            for batch in to_device(batches, self.device):
+                loss = self._step(batch)
+                rows = len(batch)
+                self._examples += rows
+                self._step_in_epoch += 1
+                self._global_step += 1
+                self._pending.append((self._global_step, rows, loss))
+                if not self._lazy_loss or self._global_step % LOSS_SYNC_EVERY == 0:
+                    self._take_losses()
+                now = time.perf_counter()
+                self._seconds += now - clock
+                clock = now
+                bar.update(1)
+                if self._global_step % 20 == 0 and self._epoch_rows:
+                    bar.set_postfix(epoch=self._epoch, logloss=f"{self._epoch_loss_sum / self._epoch_rows:.4f}")
+                if self.on_step is not None:
+                    self.on_step(self._global_step, self._last_loss)
+                if interrupt.requested:
+                    self._take_losses()
+                    self.save()
+                    raise TrainingInterrupted(self._interrupted_message(saved_now=True))
+                every = self.config.checkpoint_every
+                if every and self._global_step % every == 0:
+                    self._take_losses()
+                    self._seconds += time.perf_counter() - clock
+                    self.save()
+                    clock = time.perf_counter()
+            self._take_losses()  # waits for the GPU: the epoch's time includes its last steps
+            self._seconds += time.perf_counter() - clock
+        finally:
+            batches.close()  # type: ignore[attr-defined]  (a generator: stops the reader thread)
+
+    def _take_losses(self) -> None:
+        """Add the pending steps' losses to the epoch's sums (one read from the device);
+        TrainingDiverged at the first that is not finite."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            values = [float(pending[0][2])]
+        else:
+            values = torch.stack([loss for _, _, loss in pending]).tolist()
+        for (step, rows, _), value in zip(pending, values):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"the training loss became {value} at step {step}; "
+                                       f"try a lower learning rate (lr={self.config.lr})")
+            self._epoch_loss_sum += value * rows
             self._epoch_rows += rows
-            self._step_in_epoch += 1
-            self._global_step += 1
-            bar.update(1)
-            if self._global_step % 20 == 0:
-                bar.set_postfix(epoch=self._epoch, logloss=f"{self._epoch_loss_sum / self._epoch_rows:.4f}")
-            if self.on_step is not None:
-                self.on_step(self._global_step, loss)
-            if interrupt.requested:
-                self.save()
-                raise TrainingInterrupted(self._interrupted_message(saved_now=True))
-            every = self.config.checkpoint_every
-            if every and self._global_step % every == 0:
-                self.save()
-                started = time.perf_counter()
+        self._last_loss = values[-1]
 
     def _set_lr(self) -> None:
         total = len(self.loader) * self.config.epochs
@@ -227,15 +271,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * factor
 
-    def _step(self, batch: Any) -> float:
+    def _step(self, batch: Any) -> torch.Tensor:
+        """One optimizer step; the loss (detached, still on the device)."""
         self._set_lr()
-        logits = self.model(batch.dense, batch.sparse)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        with autocast(self.device, self.config.precision):
+            logits = self.model(batch.dense, batch.sparse)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        value = float(loss.detach())
-        if not np.isfinite(value):
-            raise TrainingDiverged(f"the training loss became {value} at step {self._global_step + 1}; "
-                                   f"try a lower learning rate (lr={self.config.lr})")
-        return value
+        return loss.detach()
