@@ -9,7 +9,8 @@ on day 7, test on day 8. Measured in one run on a local Ray with 2 workers:
    every planted interaction) retrained the same way: the floor this recipe and drift allow.
 2. scaling of the shard phase: the six lambda=0 shard trainings on 2 workers against the same
    six one after the other on 1 worker (1 thread each), next to the ceiling: two independent
-   trainings of one shard on 2 workers against one after the other.
+   trainings of one shard on 2 workers against one after the other; and the first four
+   shards on 2 workers, for how the phase grows with the number of dates.
 3. the TPE search of bench_search (nasrec, 40 trials) on the same data and dates.
 
     python -m benchmarks.bench_distdnas [--skip-tpe]
@@ -109,12 +110,15 @@ def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
         (work / "scaling").mkdir()
         six = [call((d,), f"six_{w}_{d}") for w in (1, 2) for d in train_dates]
         two = [call((train_dates[0],), f"two_{w}_{k}") for w in (1, 2) for k in range(2)]
+        four = [call((d,), f"four_{d}") for d in train_dates[:4]]
         timings = {}
         for workers in (1, 2):
             pool = TrialPool(workers, 1, 0.0, 1)
             _timed_calls(pool, [call((train_dates[0],), f"warm_{workers}_{k}") for k in range(workers)])  # start actors
             timings[f"six_{workers}"] = _timed_calls(pool, six[(workers - 1) * 6: workers * 6])
             timings[f"two_{workers}"] = _timed_calls(pool, two[(workers - 1) * 2: workers * 2])
+            if workers == 2:
+                timings["four_2"] = _timed_calls(pool, four)
             pool.shutdown()
         out["scaling"] = timings
         print(f"scaling: {timings}", flush=True)
@@ -182,6 +186,8 @@ def report(out: dict[str, Any]) -> None:
     print(f"shard phase (6 shards, lambda=0): 1 worker {t['six_1']:.1f}s, 2 workers {t['six_2']:.1f}s, speed-up "
           f"{speedup:.2f}; ceiling (2 independent trainings) {t['two_1']:.1f}s vs {t['two_2']:.1f}s = "
           f"{ceiling:.2f}; speed-up / ceiling = {speedup / ceiling:.2f}")
+    print(f"dates, on 2 workers: 2 shards {t['two_2']:.1f}s, 4 shards {t['four_2']:.1f}s, 6 shards {t['six_2']:.1f}s "
+          f"(x{t['four_2'] / t['two_2']:.2f} and x{t['six_2'] / t['two_2']:.2f} of 2 shards)")
     if "tpe" in out:
         print(f"wall: distdnas {out['distdnas']['wall']:.0f}s, tpe {out['tpe']['wall']:.0f}s, "
               f"tpe / distdnas = {out['tpe']['wall'] / out['distdnas']['wall']:.2f}")

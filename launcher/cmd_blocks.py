@@ -1,4 +1,5 @@
-"""`rankitect blocks [--json]`: the block registry with each block's hyper-parameters."""
+"""`rankitect blocks [--json] [--server HOST:PORT]`: the block registry with each block's
+hyper-parameters, of this process or of a `rankitect serve`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import json
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("blocks", help="list the building blocks and their hyper-parameters")
     p.add_argument("--json", action="store_true", help="print a JSON list of {name, doc, params}")
+    from launcher.rpc.cli_args import add_client_args
+
+    add_client_args(p)
     p.set_defaults(run=run)
 
 
@@ -23,10 +27,19 @@ def _range(param: dict) -> str:
     return span
 
 
-def run(args: argparse.Namespace) -> int:
-    from rankitect.blocks import list_blocks
+def _specs(args: argparse.Namespace) -> list[dict]:
+    if args.server is None:
+        from rankitect.blocks import list_blocks
 
-    specs = [s.to_dict() for s in list_blocks()]
+        return [s.to_dict() for s in list_blocks()]
+    from launcher.rpc.cli_args import client_from_args
+
+    with client_from_args(args) as client:
+        return client.list_blocks()
+
+
+def _run(args: argparse.Namespace) -> int:
+    specs = _specs(args)
     if args.json:
         print(json.dumps(specs, indent=2))
         return 0
@@ -36,3 +49,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"    {param['name']:<16} {param['kind']:<9} default={param['default']!s:<10} "
                   f"{_range(param)}  {param['doc']}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from launcher.rpc.errors import rpc_command
+
+    return rpc_command(_run)(args)

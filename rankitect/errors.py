@@ -34,3 +34,8 @@ class ArchitectureError(UserError):
 
 class ConfigError(UserError):
     """A configuration value out of its allowed range or of the wrong type."""
+
+
+class ExportError(UserError):
+    """A run that cannot be exported as asked: an incomplete folder, a target that exists, a block
+    torch.export cannot trace (named with its node)."""

@@ -165,3 +165,13 @@ def test_embedding_dim_override_changes_shapes() -> None:
     wide = Architecture(arch.nodes, embedding={"dim": 12}, name=arch.name)
     assert validate(wide, schema).embedding_dim == 12
     assert cost_of(wide, schema).embedding_params == 12 * sum(c.hash_size for c in schema.sparse)
+
+
+@pytest.mark.parametrize("inputs", [(), ("sparse", "sparse")])
+def test_wrong_input_count_is_a_problem_not_a_crash(inputs) -> None:
+    """A block is never asked for the shape of inputs it does not take (found by fuzzing the
+    gRPC BlockRegistry: attention with no input raised IndexError)."""
+    arch = Architecture((Node("attn", "attention", inputs), _logit("attn")))
+    with pytest.raises(ArchitectureError) as err:
+        validate(arch, toy_schema())
+    assert ("attn", "inputs") in _fields(err)

@@ -87,7 +87,7 @@ def validate(arch: Architecture, schema: Schema) -> ValidatedArchitecture:
             problems.append((node_id, exc.field, str(exc)))
 
     output = arch.output_id
-    if output not in resolved:
+    if output not in {n.id for n in arch.nodes}:
         problems.append(("<architecture>", "output", f"names no node: {output!r}"))
     elif output in infos and infos[output].output_shape != (1,):
         problems.append((output, "output", f"the output node must give one logit, per-example shape "
@@ -133,14 +133,15 @@ def _check_nodes(arch: Architecture) -> tuple[dict[str, tuple[Any, dict[str, Any
         params, param_problems = block.spec.resolve(node.params)
         problems += [(node.id, f, m) for f, m in param_problems]
         spec = block.spec
-        if not spec.min_inputs <= len(node.inputs) <= spec.max_inputs:
+        inputs_fit = spec.min_inputs <= len(node.inputs) <= spec.max_inputs
+        if not inputs_fit:
             problems.append((node.id, "inputs", f"block {node.block!r} takes {spec.min_inputs}.."
                              f"{spec.max_inputs} inputs, got {len(node.inputs)}"))
         for ref in node.inputs:
             if ref not in GRAPH_INPUTS and ref not in ids:
                 problems.append((node.id, "inputs", f"{ref!r} is neither a node nor a graph input "
                                                     f"{list(GRAPH_INPUTS)}"))
-        if not param_problems:
+        if not param_problems and inputs_fit:  # a block is never asked about inputs it does not take
             resolved[node.id] = (block, params)
     return resolved, problems
 

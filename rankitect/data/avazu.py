@@ -35,6 +35,7 @@ from rankitect.data.writer import ColumnPlan, DatasetWriter
 from rankitect.errors import DataError
 from rankitect.schema import SparseColumn
 
+SOURCE = "avazu"
 LABEL = "click"
 HOUR = "hour"
 ID = "id"
@@ -42,6 +43,8 @@ HOUR_OF_DAY = "hour_of_day"
 # The ids of "00".."23" do not collide at this size; a smaller hash_size caps it.
 HOUR_OF_DAY_HASH_SIZE = 128
 BAD_HOUR = "bad hour"
+HOUR_PATTERN = r"\d{6}([01]\d|2[0-3])"  # YYMMDDHH; the date must also exist
+HOUR_OF_DAY_SLICE = (6, 8)  # HH of YYMMDDHH
 
 
 def avazu_plan(categorical: tuple[str, ...], hash_size: int, embedding_dim: int) -> ColumnPlan:
@@ -49,7 +52,7 @@ def avazu_plan(categorical: tuple[str, ...], hash_size: int, embedding_dim: int)
     sparse = tuple(SparseColumn(name=n, hash_size=hash_size) for n in categorical)
     sparse += (SparseColumn(name=HOUR_OF_DAY, hash_size=min(hash_size, HOUR_OF_DAY_HASH_SIZE)),)
     return ColumnPlan(
-        label=LABEL, dense=(), sparse=sparse, embedding_dim=embedding_dim, source="avazu",
+        label=LABEL, dense=(), sparse=sparse, embedding_dim=embedding_dim, source=SOURCE,
         preprocessing={
             "sparse": "fnv1a64 of the text as written mod hash_size-1, +1; missing -> 0",
             "hour_of_day": "fnv1a64 of HH ('00'..'23') from hour=YYMMDDHH",
@@ -96,14 +99,14 @@ def parse_hours(hour: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
     Bad: not exactly 8 digits, not a real date (e.g. Feb 30), or HH over 23.
     """
     text = pc.utf8_trim_whitespace(hour)
-    well_formed = pc.fill_null(pc.match_substring_regex(text, r"^\d{6}([01]\d|2[0-3])$"), False)
+    well_formed = pc.fill_null(pc.match_substring_regex(text, f"^{HOUR_PATTERN}$"), False)
     ymd = pc.binary_join_element_wise("20", pc.utf8_slice_codeunits(text, 0, 6), "")
     stamp = pc.strptime(ymd, format="%Y%m%d", unit="s", error_is_null=True)
     # strptime rolls impossible days over (20140231 -> March 3); the round trip catches that
     real_date = pc.fill_null(pc.equal(pc.strftime(stamp, format="%Y%m%d"), ymd), False)
     ok = pc.and_(well_formed, real_date).to_numpy(zero_copy_only=False)
     days = pc.fill_null(pc.cast(pc.cast(stamp, pa.date32()), pa.int32()), 0)
-    hh = pc.utf8_slice_codeunits(text, 6, 8)
+    hh = pc.utf8_slice_codeunits(text, *HOUR_OF_DAY_SLICE)
     return days.to_numpy(zero_copy_only=False).astype(np.int64), hh, ~ok
 
 

@@ -42,6 +42,7 @@ from rankitect.data.writer import ColumnPlan, DatasetWriter, check_date
 from rankitect.errors import ConfigError, DataError
 from rankitect.schema import DenseColumn, SparseColumn
 
+SOURCE = "criteo"
 LABEL = "label"
 DENSE = tuple(f"I{i}" for i in range(1, 14))
 SPARSE = tuple(f"C{i}" for i in range(1, 27))
@@ -66,7 +67,7 @@ def criteo_plan(hash_size: int, embedding_dim: int) -> ColumnPlan:
         dense=tuple(DenseColumn(name=n, transform="log1p", fill=0.0) for n in DENSE),
         sparse=tuple(SparseColumn(name=n, hash_size=hash_size) for n in SPARSE),
         embedding_dim=embedding_dim,
-        source="criteo",
+        source=SOURCE,
         preprocessing={
             "dense": "missing->0, clamp >= 0, log1p",
             "sparse": "fnv1a64 of the hex string mod hash_size-1, +1; missing -> 0",

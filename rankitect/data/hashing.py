@@ -4,9 +4,10 @@
     id = 1 + fnv1a_64(utf8(text)) % (hash_size - 1)  otherwise
 
 `text` is the value as written in the input: integers by their decimal form, strings as they
-are (Criteo's hex hashes included). FNV-1a 64 is simple enough to re-implement anywhere
-(`fnv1a64_text` is the reference); `hash_arrow_strings` is the same function vectorized over
-an Arrow string array.
+are (Criteo's hex hashes included). FNV-1a 64 is simple enough to re-implement anywhere. The
+reference (`fnv1a64_text`, `id_of_text`) lives in the serving loader that every export artifact
+carries (rankitect.export.serving), so training and serving share one definition;
+`hash_arrow_strings` is the same function vectorized over an Arrow string array.
 """
 
 from __future__ import annotations
@@ -15,24 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
-_MASK64 = (1 << 64) - 1
+from rankitect.export.serving import FNV_OFFSET, FNV_PRIME, fnv1a64_text, id_of_text
 
-
-def fnv1a64_text(text: str) -> int:
-    """Reference FNV-1a 64 of the UTF-8 bytes of `text` (pure Python)."""
-    h = FNV_OFFSET
-    for byte in text.encode("utf-8"):
-        h = ((h ^ byte) * FNV_PRIME) & _MASK64
-    return h
-
-
-def id_of_text(text: str | None, hash_size: int) -> int:
-    """Reference id of one raw value (pure Python); see the module docstring."""
-    if text is None or text == "":
-        return 0
-    return 1 + fnv1a64_text(text) % (hash_size - 1)
+__all__ = ["FNV_OFFSET", "FNV_PRIME", "fnv1a64_text", "id_of_text", "hash_arrow_strings"]
 
 
 def _fnv1a64_binary(arr: pa.Array) -> np.ndarray:

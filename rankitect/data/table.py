@@ -107,6 +107,7 @@ def table_plan(cols: TableColumns, hash_size: int, embedding_dim: int, list_sep:
                             f"empty elements dropped",
             "date": f"{cols.date} -> {'ISO week, named by its Monday' if date_unit == 'week' else 'day'}",
             "hash_size": hash_size,
+            "list_sep": list_sep,
         },
     )
 

@@ -1,0 +1,130 @@
+"""`rankitect serve`: the gRPC server (BlockRegistry, SearchService, health, reflection).
+
+Binds 127.0.0.1 unless --host says otherwise. With --token-file every call but the health
+check needs `authorization: Bearer TOKEN`; with --tls-cert/--tls-key the port speaks TLS.
+Runs until SIGINT or SIGTERM, then stops gracefully (health NOT_SERVING first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import ssl
+import sys
+import threading
+from pathlib import Path
+
+from rankitect.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from launcher.rpc import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("serve", help="run the gRPC server (block registry; search jobs)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free one)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0 for every interface)")
+    p.add_argument("--address", default=None, help="Ray cluster address for the jobs; a local Ray without it")
+    p.add_argument("--db", type=Path, default=None, help="job store file (default: RUNS_DIR/jobs.sqlite3)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/serve"),
+                   help="folder of the jobs' run folders (default runs/serve)")
+    p.add_argument("--allow-root", dest="allow_roots", type=Path, action="append", default=[], metavar="DIR",
+                   help="a folder whose files callers may name (datasets); repeatable; none: no paths")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="lines of 'TOKEN OWNER'; every call then needs 'authorization: Bearer TOKEN'")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
+    p.add_argument("--max-jobs", type=int, default=2, help="search jobs running at once (default 2)")
+    p.set_defaults(run=run_serve)
+
+
+def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions; imported lazily)
+    """The checked ServerOptions; UserError naming the flag and the value otherwise."""
+    from launcher.rpc.auth import TokenTable
+    from launcher.rpc.server import ServerOptions
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: must be in 0..65535 (0: any free port)")
+    host = args.host.strip()
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise UserError(f"--host {args.host!r}: must be a host name or an IP address, e.g. 127.0.0.1")
+    if args.address is not None and not args.address.strip():
+        raise UserError("--address '': must be a Ray address, e.g. 127.0.0.1:6379 or ray://HOST:10001")
+    if args.max_jobs < 1:
+        raise UserError(f"--max-jobs {args.max_jobs}: must be >= 1")
+    runs_dir = args.runs_dir
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs-dir {runs_dir}: exists and is not a folder")
+    if args.db is not None:
+        if args.db.exists() and not args.db.is_file():
+            raise UserError(f"--db {args.db}: exists and is not a file")
+        if not args.db.parent.is_dir():
+            raise UserError(f"--db {args.db}: its folder {args.db.parent} does not exist")
+    roots = []
+    for root in args.allow_roots:
+        if not root.is_dir():
+            raise UserError(f"--allow-root {root}: not an existing folder")
+        roots.append(root.resolve())
+    tokens = None
+    if args.token_file is not None:
+        if not args.token_file.is_file():
+            raise UserError(f"--token-file {args.token_file}: no such file")
+        tokens = TokenTable.load(args.token_file)
+    _check_tls(args.tls_cert, args.tls_key)
+    return ServerOptions(host=host, port=args.port, ray_address=args.address, runs_dir=runs_dir, db=args.db,
+                         allow_roots=tuple(roots), tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                         max_jobs=args.max_jobs)
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        raise UserError(f"{given}: needs {missing} too (TLS takes both the certificate and its key)")
+    if cert is None or key is None:
+        return
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise UserError(f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its matching "
+                        f"private key: {exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from launcher.rpc.server import build_server
+
+    options = options_from_args(args)
+    if not _is_loopback(options.host) and (options.tokens is None or options.tls_cert is None):
+        missing = " and ".join(x for x, off in (("--token-file", options.tokens is None),
+                                                ("--tls-cert/--tls-key", options.tls_cert is None)) if off)
+        print(f"rankitect serve: warning: listening on {options.host} without {missing}: anyone who reaches "
+              f"this port can call it" + (" and read the tokens on the wire" if options.tls_cert is None
+                                          and options.tokens is not None else ""), file=sys.stderr)
+    server = build_server(options)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server.start()
+    try:
+        auth = f"{len(options.tokens)} tokens" if options.tokens is not None else "off"
+        print(f"rankitect serve: listening on {server.address} (TLS {'on' if options.tls_cert else 'off'}, "
+              f"auth {auth}); services: {', '.join(server.service_names)}, health, reflection", flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("rankitect serve: stopping", flush=True)
+    finally:
+        server.stop(grace=5.0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

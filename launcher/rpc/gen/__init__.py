@@ -1,0 +1,1 @@
+"""Python stubs generated from proto/rankitect/v1/*.proto (`make proto`); do not edit them."""

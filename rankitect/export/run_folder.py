@@ -1,0 +1,129 @@
+"""Find and check what an export reads: a `rankitect train` run, or a search run's `best/`.
+
+A run folder holds arch.json, config.json (with the dataset's path and the dates), checkpoint.pt
+and metrics.json; a search run holds result.json and `best/`, laid out like a train run. Every
+problem is an ExportError naming the folder and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankitect.arch.graph import Architecture
+from rankitect.data.dataset import Dataset
+from rankitect.errors import DataError, ExportError, UserError
+from rankitect.model import RankingModel, build_model
+from rankitect.schema import Schema
+from rankitect.train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from rankitect.train.run import ARCH_FILE, CONFIG_FILE, METRICS_FILE
+
+BEST_DIR = "best"
+SEARCH_MARKERS = ("result.json", "study.db", BEST_DIR)
+REQUIRED_FILES = (ARCH_FILE, CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE)
+_EMBEDDING_WEIGHT = "embedding.ebc.embedding_bags."
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A checked run: `folder` holds the files (RUN, or RUN/best for a search run)."""
+
+    run: Path
+    folder: Path
+    kind: str  # "train" or "search"
+    arch: Architecture
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def eval_dates(self) -> list[str]:
+        return list(self.metrics.get("eval_dates") or self.config.get("eval_dates") or [])
+
+
+def open_run(run: Path) -> RunFolder:
+    """The run at `run` with its JSON files parsed; ExportError naming what is missing or bad."""
+    run = Path(run)
+    if not run.is_dir():
+        raise ExportError(f"run {str(run)!r} does not exist or is not a folder")
+    folder, kind = run, "train"
+    if not (run / ARCH_FILE).exists() and any((run / m).exists() for m in SEARCH_MARKERS):
+        folder, kind = run / BEST_DIR, "search"
+        if not folder.is_dir():
+            raise ExportError(f"{run} is a search run without {BEST_DIR}/: no trial has completed yet")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        if len(missing) == len(REQUIRED_FILES) and kind == "train":
+            raise ExportError(f"{run} is not a run folder: it has none of {', '.join(REQUIRED_FILES)}")
+        why = " (training has not finished)" if missing == [METRICS_FILE] else ""
+        raise ExportError(f"run {folder} is incomplete: {missing[0]} is missing{why}")
+    config, metrics = _json(folder / CONFIG_FILE), _json(folder / METRICS_FILE)
+    try:
+        arch = Architecture.load(folder / ARCH_FILE)
+    except UserError as exc:
+        raise ExportError(f"{folder / ARCH_FILE}: {exc}") from None
+    status = metrics.get("status", "complete")
+    if status != "complete":
+        raise ExportError(f"{folder / METRICS_FILE}: the run's status is {status!r}; only a complete run "
+                          f"is exported")
+    if not isinstance(config.get("data"), str):
+        raise ExportError(f"{folder / CONFIG_FILE}: field 'data' (the dataset's path) is missing")
+    return RunFolder(run, folder, kind, arch, config, metrics)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ExportError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def open_dataset(run: RunFolder, data: str | None = None) -> Dataset:
+    """The run's dataset (config.json 'data', or `data`), holding the run's eval dates."""
+    uri = data or run.config["data"]
+    try:
+        dataset = Dataset.open(uri)
+    except DataError as exc:
+        where = "--data" if data else f"{run.folder / CONFIG_FILE} field 'data'"
+        raise ExportError(f"the run's dataset {uri!r} ({where}) cannot be opened: {exc}; "
+                          f"pass --data to point at it") from None
+    missing = [d for d in run.eval_dates if d not in dataset.files]
+    if not run.eval_dates or missing:
+        raise ExportError(f"dataset {uri!r} lacks the run's eval dates {missing or '(none recorded)'} "
+                          f"({run.folder / METRICS_FILE} field 'eval_dates')")
+    return dataset
+
+
+def load_model(run: RunFolder, schema: Schema) -> tuple[RankingModel, Schema]:
+    """The trained model in eval mode, and the schema it was built for.
+
+    A run trained with `--embedding-dim` has a default dim other than the dataset's; it is read
+    off the checkpoint's embedding tables.
+    """
+    path = run.folder / CHECKPOINT_FILE
+    try:
+        state = load_checkpoint(path)
+        weights = state["model"]
+    except (RuntimeError, OSError, KeyError, TypeError, EOFError) as exc:
+        raise ExportError(f"{path}: not a readable Rankitect checkpoint "
+                          f"({type(exc).__name__}: {exc})") from None
+    if state.get("arch") not in (None, run.arch.to_dict()):
+        raise ExportError(f"{path} holds another architecture than {run.folder / ARCH_FILE}")
+    dims = {t.shape[1] for k, t in weights.items() if k.startswith(_EMBEDDING_WEIGHT) and t.dim() == 2}
+    if not run.arch.embedding.get("dim") and len(dims) == 1:
+        schema = dataclasses.replace(schema, embedding_dim=int(dims.pop()))
+    model = build_model(run.arch, schema)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ExportError(f"{path} does not match {run.folder / ARCH_FILE} and the dataset's schema: "
+                          f"{first}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), schema

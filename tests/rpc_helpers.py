@@ -1,0 +1,44 @@
+"""Shared by the gRPC tests: a real server on 127.0.0.1 (a free port), schemas, token files."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+from launcher.rpc.server import RankitectServer, ServerOptions, ServiceBinding, build_server
+from rankitect.schema import Schema
+from search_spaces.baselines import BASELINES
+from tests.conftest import ROOT
+from tests.helpers import toy_schema
+
+GOOD_TOKEN = "tok-alice-0123456789abcdef"
+OTHER_TOKEN = "tok-bob-0123456789abcdefgh"
+EXAMPLE_ARCHS = sorted((ROOT / "examples" / "archs").glob("*.json"))
+
+
+@contextlib.contextmanager
+def running_server(services: tuple[ServiceBinding, ...] = (), **options) -> Iterator[RankitectServer]:
+    """A started server on 127.0.0.1 and a free port; stopped on exit."""
+    server = build_server(dataclasses.replace(ServerOptions(host="127.0.0.1", port=0), **options), services)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=0.5)
+
+
+def write_token_file(path: Path) -> Path:
+    path.write_text(f"# tokens of the test server\n{GOOD_TOKEN} alice\n\n{OTHER_TOKEN} bob\n")
+    return path
+
+
+def schemas() -> dict[str, Schema]:
+    """Schemas the baselines are checked on: with and without dense columns, a multi column."""
+    return {"toy": toy_schema(), "no_dense": toy_schema(num_dense=0, num_sparse=3, dim=4, multi=False),
+            "wide": toy_schema(num_dense=13, num_sparse=26, dim=16)}
+
+
+def baseline_archs(schema: Schema) -> dict:
+    return {name: build(schema) for name, build in BASELINES.items()}
