@@ -7,11 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from launcher import cmd_blocks, cmd_data, cmd_export, cmd_launch, cmd_search, cmd_serve, cmd_train
+from launcher import cmd_blocks, cmd_data, cmd_export, cmd_jobs, cmd_launch, cmd_search, cmd_serve, cmd_train
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-COMMANDS = (cmd_data, cmd_train, cmd_search, cmd_launch, cmd_export, cmd_blocks, cmd_serve)
+COMMANDS = (cmd_data, cmd_train, cmd_search, cmd_launch, cmd_export, cmd_blocks, cmd_serve, cmd_jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """`rankitect serve`: the gRPC server (BlockRegistry, SearchService, health, reflection).
 
-Binds 127.0.0.1 unless --host says otherwise. With --token-file every call but the health
+Binds 127.0.0.1 unless --host says otherwise. Jobs run on the Ray at --address, or on a local
+Ray this process starts for the first job (and stops with it); their state is in --db. With --token-file every call but the health
 check needs `authorization: Bearer TOKEN`; with --tls-cert/--tls-key the port speaks TLS.
 Runs until SIGINT or SIGTERM, then stops gracefully (health NOT_SERVING first).
 """
@@ -36,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
     p.add_argument("--max-jobs", type=int, default=2, help="search jobs running at once (default 2)")
+    p.add_argument("--max-queued", type=int, default=16,
+                   help="jobs waiting for a slot; more are refused RESOURCE_EXHAUSTED (default 16)")
     p.set_defaults(run=run_serve)
 
 
@@ -53,6 +56,8 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
         raise UserError("--address '': must be a Ray address, e.g. 127.0.0.1:6379 or ray://HOST:10001")
     if args.max_jobs < 1:
         raise UserError(f"--max-jobs {args.max_jobs}: must be >= 1")
+    if args.max_queued < 0:
+        raise UserError(f"--max-queued {args.max_queued}: must be >= 0")
     runs_dir = args.runs_dir
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UserError(f"--runs-dir {runs_dir}: exists and is not a folder")
@@ -74,7 +79,7 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
     _check_tls(args.tls_cert, args.tls_key)
     return ServerOptions(host=host, port=args.port, ray_address=args.address, runs_dir=runs_dir, db=args.db,
                          allow_roots=tuple(roots), tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                         max_jobs=args.max_jobs)
+                         max_jobs=args.max_jobs, max_queued=args.max_queued)
 
 
 def _check_tls(cert: Path | None, key: Path | None) -> None:
@@ -120,9 +125,13 @@ def run_serve(args: argparse.Namespace) -> int:
         auth = f"{len(options.tokens)} tokens" if options.tokens is not None else "off"
         print(f"rankitect serve: listening on {server.address} (TLS {'on' if options.tls_cert else 'off'}, "
               f"auth {auth}); services: {', '.join(server.service_names)}, health, reflection", flush=True)
+        ray = options.ray_address or "a local Ray (started with the first job)"
+        print(f"rankitect serve: jobs in {options.db_path}, run folders in {options.runs_dir}, on {ray}; "
+              f"at most {options.max_jobs} at once", flush=True)
         while not stop.wait(0.5):
             pass
-        print("rankitect serve: stopping", flush=True)
+        print("rankitect serve: stopping (running jobs are interrupted and continue at the next start)",
+              flush=True)
     finally:
         server.stop(grace=5.0)
         for sig, handler in previous.items():

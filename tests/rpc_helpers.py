@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +21,16 @@ EXAMPLE_ARCHS = sorted((ROOT / "examples" / "archs").glob("*.json"))
 
 @contextlib.contextmanager
 def running_server(services: tuple[ServiceBinding, ...] = (), **options) -> Iterator[RankitectServer]:
-    """A started server on 127.0.0.1 and a free port; stopped on exit."""
-    server = build_server(dataclasses.replace(ServerOptions(host="127.0.0.1", port=0), **options), services)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(grace=0.5)
+    """A started server on 127.0.0.1 and a free port; stopped on exit. Its job store and run
+    folders are in a temporary folder unless `runs_dir` is given."""
+    with tempfile.TemporaryDirectory(prefix="rk-serve-") as scratch:
+        options.setdefault("runs_dir", Path(scratch) / "runs")
+        server = build_server(dataclasses.replace(ServerOptions(host="127.0.0.1", port=0), **options), services)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop(grace=0.5)
 
 
 def write_token_file(path: Path) -> Path:

@@ -178,7 +178,7 @@ def test_estimate_cost_too_large_for_int64(client) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "64 bits" in details
 
 
-# -- health, reflection, the stub SearchService ---------------------------------------------------
+# -- health, reflection, the SearchService ---------------------------------------------------
 def test_health_serving(server) -> None:
     with grpc.insecure_channel(server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -186,7 +186,7 @@ def test_health_serving(server) -> None:
                   for name in ("", "rankitect.v1.BlockRegistry", "rankitect.v1.SearchService")}
     assert status == {"": health_pb2.HealthCheckResponse.SERVING,
                       "rankitect.v1.BlockRegistry": health_pb2.HealthCheckResponse.SERVING,
-                      "rankitect.v1.SearchService": health_pb2.HealthCheckResponse.NOT_SERVING}
+                      "rankitect.v1.SearchService": health_pb2.HealthCheckResponse.SERVING}
 
 
 def test_reflection_lists_and_describes_the_services(server) -> None:
@@ -201,9 +201,10 @@ def test_reflection_lists_and_describes_the_services(server) -> None:
     assert replies[1].file_descriptor_response.file_descriptor_proto
 
 
-def test_search_service_is_unimplemented_for_now(client) -> None:
+def test_search_service_answers_without_ray(client) -> None:
+    """The SearchService serves before any job exists (a local Ray starts with the first job)."""
     code, details = _code(lambda: client.call(client.search.GetJob, search_pb2.GetJobRequest(job_id="x")))
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "GetJob" in details
+    assert code == grpc.StatusCode.NOT_FOUND and "no job 'x'" in details
 
 
 # -- client -------------------------------------------------------------------------------------

@@ -7,14 +7,19 @@ call raises grpc.RpcError (launcher.rpc.errors.describe / exit_code read it).
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import yaml
 
 from launcher.rpc import convert
 from launcher.rpc.gen import registry_pb2 as rpb
 from launcher.rpc.gen import registry_pb2_grpc, search_pb2_grpc
+from launcher.rpc.gen import search_pb2 as spb
 from launcher.rpc.server import MAX_SEND_BYTES
 
 if TYPE_CHECKING:
@@ -123,6 +128,91 @@ class RankitectClient:
         _set_schema(request, schema, dataset)
         return convert.cost_from_proto(self.call(self.registry.EstimateCost, request))
 
+    # -- SearchService ---------------------------------------------------------------------
+    def submit_search(self, config: str | Mapping[str, Any], overrides: Sequence[str] = (),
+                      request_id: str | None = None, validate_only: bool = False) -> tuple[spb.Job, bool]:
+        """Submit a search config (YAML text, or a mapping); (the job, whether it was created:
+        False for a request id used before with the same config)."""
+        text = config if isinstance(config, str) else yaml.safe_dump(dict(config), sort_keys=False)
+        reply = self.call(self.search.SubmitSearch, spb.SubmitSearchRequest(
+            request_id=request_id or "", config_yaml=text, overrides=list(overrides), validate_only=validate_only))
+        return reply.job, reply.created
+
+    def get_job(self, job_id: str) -> spb.Job:
+        return self.call(self.search.GetJob, spb.GetJobRequest(job_id=job_id))
+
+    def list_jobs(self, states: Sequence[int] = (), page_size: int = 0) -> Iterator[spb.Job]:
+        """The caller's jobs, newest first, in `states` (JobState values) if given: every page."""
+        token = ""
+        while True:
+            reply = self.call(self.search.ListJobs, spb.ListJobsRequest(states=list(states), page_size=page_size,
+                                                                        page_token=token))
+            yield from reply.jobs
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str) -> spb.Job:
+        return self.call(self.search.CancelJob, spb.CancelJobRequest(job_id=job_id))
+
+    def resume_job(self, job_id: str) -> spb.Job:
+        return self.call(self.search.ResumeJob, spb.ResumeJobRequest(job_id=job_id))
+
+    def get_result(self, job_id: str) -> spb.SearchResult:
+        return self.call(self.search.GetResult, spb.GetResultRequest(job_id=job_id))
+
+    def watch_job(self, job_id: str, from_event: int = 0, reconnect_s: float = 60.0) -> Iterator[spb.JobEvent]:
+        """The job's events from `from_event` until it ends. A stream the server drops
+        (UNAVAILABLE: restarting, network) is re-attached after the last event seen, for up to
+        `reconnect_s` seconds without an event; other refusals raise grpc.RpcError."""
+        following, quiet_since = max(1, from_event), time.monotonic()
+        while True:
+            try:
+                for event in self.search.WatchJob(spb.WatchJobRequest(job_id=job_id, from_event=following),
+                                                  metadata=self.metadata):
+                    following, quiet_since = event.number + 1, time.monotonic()
+                    yield event
+                return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() - quiet_since > reconnect_s:
+                    raise
+                time.sleep(1.0)
+
+    def download_artifact(self, job_id: str, path: str | Path, reconnect_s: float = 60.0) -> spb.ArtifactInfo:
+        """Write the job's exported model (tar.gz) to `path`, continuing a broken transfer from
+        where it stopped; checks the SHA-256 (ValueError if the file does not match it). A
+        refused call raises grpc.RpcError and writes nothing."""
+        path = Path(path)
+        part = path.with_name(path.name + ".part")
+        info, offset, quiet_since, handle = None, 0, time.monotonic(), None
+        try:
+            while True:
+                try:
+                    for chunk in self.search.DownloadArtifact(
+                            spb.DownloadArtifactRequest(job_id=job_id, offset=offset), metadata=self.metadata):
+                        if chunk.HasField("info"):
+                            info = chunk.info
+                        if handle is None:
+                            handle = open(part, "wb")
+                        handle.write(chunk.data)
+                        offset, quiet_since = chunk.offset + len(chunk.data), time.monotonic()
+                    break
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() - quiet_since > reconnect_s:
+                        raise
+                    time.sleep(1.0)
+        except BaseException:
+            if handle is not None:
+                handle.close()
+                part.unlink(missing_ok=True)
+            raise
+        handle.close()
+        if info is None or offset != info.size or _sha256(part) != info.sha256:
+            part.unlink(missing_ok=True)
+            raise ValueError(f"download of {job_id}: the file does not match its size or SHA-256")
+        part.replace(path)
+        return info
+
     # -- health ----------------------------------------------------------------------------
     def health(self, service: str = "") -> str:
         """The health status name of `service` ("" = the whole server), e.g. "SERVING"."""
@@ -131,6 +221,14 @@ class RankitectClient:
         reply = self.call(health_pb2_grpc.HealthStub(self.channel).Check,
                           health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _set_schema(request: Any, schema: Schema | None, dataset: str | None) -> None:

@@ -1,10 +1,10 @@
 """Assemble the gRPC server of `rankitect serve`: services, guard, health, reflection, ports.
 
 A service is plugged in as a `ServiceBinding` (its full name, how to add it to a grpc.Server,
-whether it serves yet, and what to close at shutdown). `default_services(options)` holds
-BlockRegistry and SearchService; `search_binding(options)` is where the real SearchService
-replaces the generated UNIMPLEMENTED base. `build_server(options, services)` also takes
-bindings that replace the defaults of the same name (or add to them).
+whether it serves yet, what to start before the server answers and what to close at
+shutdown). `default_services(options)` holds BlockRegistry and SearchService (with its job
+store, its job runner and, without --address, a local Ray). `build_server(options, services)`
+also takes bindings that replace the defaults of the same name (or add to them).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class ServerOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_jobs: int = 2  # jobs running at once
+    max_queued: int = 16  # jobs waiting for a slot; SubmitSearch is RESOURCE_EXHAUSTED past it
     workers: int = 32  # threads serving calls (a WatchJob stream holds one)
     max_receive_bytes: int = MAX_RECEIVE_BYTES
     max_send_bytes: int = MAX_SEND_BYTES
@@ -84,6 +85,7 @@ class ServiceBinding:
     add_to_server: Callable[[grpc.Server], None]
     serving: bool = True  # health status SERVING for `name` once the server started
     close: Callable[[], None] | None = field(default=None)  # called at shutdown
+    start: Callable[[], None] | None = field(default=None)  # called before the server answers
 
 
 def registry_binding(options: ServerOptions) -> ServiceBinding:
@@ -96,11 +98,27 @@ def registry_binding(options: ServerOptions) -> ServiceBinding:
 
 
 def search_binding(options: ServerOptions) -> ServiceBinding:
-    """The SearchService: for now the generated base, whose every method is UNIMPLEMENTED
-    (health: NOT_SERVING for rankitect.v1.SearchService)."""
-    service = search_pb2_grpc.SearchServiceServicer()
+    """The SearchService over the job store at options.db_path. `start` recovers the jobs a
+    previous server left and starts the runner (which starts a local Ray, without --address,
+    when the first job starts); `close` ends open watches, interrupts running drivers (their
+    jobs stay queued), stops that Ray and closes the store."""
+    from launcher.jobs.runner import JobRunner
+    from launcher.jobs.store import JobStore
+    from launcher.rpc.search_service import SearchService
+
+    store = JobStore(options.db_path)
+    runner = JobRunner(store, options.runs_dir, options.ray_address, options.max_jobs)
+    service = SearchService(store, runner, options.allowed_path, options.max_queued)
+
+    def close() -> None:
+        service.closing.set()
+        try:
+            runner.stop()
+        finally:
+            store.close()
+
     return ServiceBinding(SEARCH_SERVICE, lambda server: search_pb2_grpc.add_SearchServiceServicer_to_server(
-        service, server), serving=False)
+        service, server), start=runner.start, close=close)
 
 
 def default_services(options: ServerOptions) -> list[ServiceBinding]:
@@ -128,7 +146,11 @@ class RankitectServer:
         return [b.name for b in self.bindings]
 
     def start(self) -> None:
-        """Start serving; health turns SERVING (the whole server, "", and each serving service)."""
+        """Start the services, then serve; health turns SERVING (the whole server, "", and each
+        serving service)."""
+        for binding in self.bindings:
+            if binding.start is not None:
+                binding.start()
         self.server.start()
         for binding in self.bindings:
             status = health_pb2.HealthCheckResponse.SERVING if binding.serving else \

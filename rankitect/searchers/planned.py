@@ -17,6 +17,7 @@ import abc
 import json
 import random
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +29,13 @@ from tqdm import tqdm
 from rankitect.errors import UserError
 from rankitect.schema import Schema
 from rankitect.searchers.base import Searcher, SearcherOptions
+from rankitect.searchers.events import NO_EVENTS, SearchEvents
 from rankitect.searchers.ray_pool import CallFailed, TrialPool
 from rankitect.train.config import TrainConfig
 
 PLANNING_DIR = "planning"
 PLAN_FILE = "plan.json"
+PROGRESS_EVERY_S = 2.0  # at most this often a progress event of the planning phase
 
 
 def own_options(options: SearcherOptions) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class PlanningContext:
     run_dir: Path
     pool: TrialPool
     progress: bool
+    events: SearchEvents = NO_EVENTS
 
     @property
     def folder(self) -> Path:
@@ -87,6 +91,7 @@ class PlanningContext:
         return path
 
     def log(self, message: str) -> None:
+        self.events.log(f"[{PLANNING_DIR}] {message}")
         if self.progress:
             print(f"[{PLANNING_DIR}] {message}", file=sys.stderr, flush=True)
 
@@ -101,6 +106,7 @@ class PlanningContext:
         from rankitect.searchers.supernet_train import read_progress
 
         pending, results = list(calls), {}
+        reported, reported_at = (-1, -1), 0.0
         files = {k: Path(kw["progress_file"]) for k, (_, kw) in calls.items() if kw.get("progress_file")}
         for path in files.values():
             path.unlink(missing_ok=True)
@@ -121,6 +127,9 @@ class PlanningContext:
                 bar.total = max(bar.total or 0, sum(total for _, total in steps))
                 bar.n = sum(step for step, _ in steps)
                 bar.refresh()
+                if files and (bar.n, bar.total) != reported and time.monotonic() - reported_at >= PROGRESS_EVERY_S:
+                    reported, reported_at = (bar.n, bar.total), time.monotonic()
+                    self.events.progress(PLANNING_DIR, bar.n, bar.total, "steps")
         finally:
             bar.close()
         return results

@@ -32,11 +32,12 @@ from rankitect.data.dataset import Dataset
 from rankitect.errors import ArchitectureError, ConfigError, UserError
 from rankitect.searchers.base import Candidate, Searcher, make_searcher, searcher_class, searcher_options
 from rankitect.searchers.config import OBJECTIVES, SearchConfig
+from rankitect.searchers.events import NO_EVENTS, SearchEvents
 from rankitect.searchers.planned import PlannedSearcher, PlanningContext
 from rankitect.searchers.pruning import PastTrial, PruningSnapshot
 from rankitect.searchers.ray_pool import TrialPool, cluster_slots, ray_session
 from rankitect.searchers.report import write_pareto_plot
-from rankitect.searchers.result import SearchResult, collect, load_baselines, save_baselines
+from rankitect.searchers.result import SearchResult, collect, json_safe, load_baselines, save_baselines
 from rankitect.searchers.trial import TrialOutcome, TrialSpec, read_outcome
 from rankitect.space import SearchSpace, get_space, make_space, resolve_architecture, space_names
 from rankitect.train.run import ARCH_FILE
@@ -118,8 +119,9 @@ def prepare_run_dir(plan: Plan, force: bool) -> bool:
 
 
 def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: str | None = None,
-           force: bool = False, progress: bool | None = None) -> SearchResult:
-    """Run (or continue) a search; returns its result, also written to `out`/result.json."""
+           force: bool = False, progress: bool | None = None, events: SearchEvents = NO_EVENTS) -> SearchResult:
+    """Run (or continue) a search; returns its result, also written to `out`/result.json.
+    `events` hears of phases, planning progress, trials, best, front and baselines as they happen."""
     cfg = config if isinstance(config, SearchConfig) else SearchConfig.from_dict(config)
     plan = plan_search(cfg, Path(out))
     storage = cfg.searcher.options.get("storage") or f"sqlite:///{(plan.run_dir / STUDY_FILE).resolve()}"
@@ -133,10 +135,14 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
             show = sys.stderr.isatty() if progress is None else progress
             try:
                 if isinstance(searcher, PlannedSearcher):
-                    searcher.prepare(planning_context(plan, pool, show))
-                _Driver(plan, searcher, pool, show).run()
+                    events.phase("planning", f"{searcher.name}: planning phase on {pool.size} workers")
+                    searcher.prepare(planning_context(plan, pool, show, events))
+                events.phase("trials", f"training trials on {pool.size} workers")
+                _Driver(plan, searcher, pool, show, events).run()
                 result = collect(plan.run_dir, searcher.study)
-                result.final = _final_seeds(plan, result, pool) if cfg.final.seeds >= 2 else {}
+                if cfg.final.seeds >= 2:
+                    events.phase("final", f"retraining the best and the baselines with {cfg.final.seeds} seeds")
+                    result.final = _final_seeds(plan, result, pool)
             finally:
                 pool.shutdown()
     except KeyboardInterrupt:
@@ -158,8 +164,12 @@ class _Driver:
     0..n-C (C = concurrency), whatever the timing. Asked candidates wait in `queue` for a slot.
     """
 
-    def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool) -> None:
+    def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool,
+                 events: SearchEvents = NO_EVENTS) -> None:
         self.plan, self.cfg, self.searcher, self.pool = plan, plan.config, searcher, pool
+        self.events = events
+        self.shown_best: int | None = None
+        self.shown_front: list[int] = []
         self.trial_limit = searcher.trial_limit(self.cfg.budget.trials)
         self.concurrency = searcher.options.concurrency or pool.size
         self.buffer: dict[int, tuple[Candidate, TrialOutcome, int, dict[str, Any]]] = {}
@@ -283,6 +293,7 @@ class _Driver:
                                    "metrics": outcome.metrics, "test_metrics": outcome.test_metrics,
                                    "seconds": outcome.seconds, **({"error": outcome.error} if outcome.error else {})}
             save_baselines(self.plan.run_dir, self.baselines)
+            self.events.baseline(key, self.baselines[key])
             return
         candidate = self.in_flight.pop(key)
         self._buffer(candidate, outcome, attempts, {})
@@ -312,25 +323,39 @@ class _Driver:
         if outcome.error:
             stored["error"] = outcome.error
         self.searcher.tell(candidate.number, values, outcome.status, outcome.intermediate,
-                           _json_safe(stored))
+                           json_safe(stored))
         self.told_count += 1
-        if not attrs.get("rejected"):
+        rejected = bool(attrs.get("rejected"))
+        if not rejected:
             self.finished += 1
             self.bar.update(1)
-        self._show_progress()
+        self._show_progress(None if rejected else candidate.number)
 
-    def _show_progress(self) -> None:
+    def _show_progress(self, told: int | None) -> None:
+        """The bar's best NE and front size; events for the told trial and what it changed."""
         result = collect(self.plan.run_dir, self.searcher.study, with_planning=False)
         best = result.best["metrics"]["ne"] if result.best else float("nan")
         self.bar.set_postfix(best_ne=f"{best:.4f}", front=len(result.pareto))
+        if told is None:
+            return
+        record = next(t for t in result.trials if t["number"] == told)
+        self.events.trial(record, min(self.finished, self.trial_limit), self.trial_limit)
+        if result.best is not None and result.best["number"] != self.shown_best:
+            self.shown_best = result.best["number"]
+            self.events.best(result.best)
+        front = [t["number"] for t in result.pareto]
+        if front != self.shown_front:
+            self.shown_front = front
+            self.events.pareto(result.pareto)
 
 
-def planning_context(plan: Plan, pool: TrialPool, progress: bool) -> PlanningContext:
+def planning_context(plan: Plan, pool: TrialPool, progress: bool, events: SearchEvents = NO_EVENTS) -> PlanningContext:
     cfg = plan.config
     return PlanningContext(data_path=plan.dataset.uri, schema=plan.dataset.schema, train_dates=plan.train_dates,
                            valid_dates=plan.valid_dates, train=cfg.train.train_config(cfg.seed),
                            objectives=cfg.objectives, budget_trials=cfg.budget.trials,
-                           max_flops=cfg.budget.max_flops, run_dir=plan.run_dir, pool=pool, progress=progress)
+                           max_flops=cfg.budget.max_flops, run_dir=plan.run_dir, pool=pool, progress=progress,
+                           events=events)
 
 
 def trial_spec(plan: Plan, name: str, arch: Architecture, seed: int, folder: str,
@@ -348,17 +373,6 @@ def _objective(name: str, metrics: Mapping[str, Any]) -> float:
     if name not in OBJECTIVES or key not in metrics:
         return float("nan")
     return float(metrics[key])
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf become None so that Optuna can store the attributes as JSON."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _publish_best(run_dir: Path, result: SearchResult) -> None:

@@ -73,7 +73,7 @@ class JobProgress(_message.Message):
     def __init__(self, trials_done: _Optional[int] = ..., trials_total: _Optional[int] = ..., phase: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "request_id", "owner", "state", "name", "config_yaml", "created_at", "started_at", "finished_at", "progress", "error", "best", "last_event")
+    __slots__ = ("job_id", "request_id", "owner", "state", "name", "config_yaml", "created_at", "started_at", "finished_at", "progress", "error", "best", "last_event", "searcher", "attempts", "artifact_error")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,9 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     BEST_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_FIELD_NUMBER: _ClassVar[int]
+    SEARCHER_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_ERROR_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     request_id: str
     owner: str
@@ -100,7 +103,10 @@ class Job(_message.Message):
     error: str
     best: Trial
     last_event: int
-    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., name: _Optional[str] = ..., config_yaml: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., error: _Optional[str] = ..., best: _Optional[_Union[Trial, _Mapping]] = ..., last_event: _Optional[int] = ...) -> None: ...
+    searcher: str
+    attempts: int
+    artifact_error: str
+    def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., name: _Optional[str] = ..., config_yaml: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., error: _Optional[str] = ..., best: _Optional[_Union[Trial, _Mapping]] = ..., last_event: _Optional[int] = ..., searcher: _Optional[str] = ..., attempts: _Optional[int] = ..., artifact_error: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

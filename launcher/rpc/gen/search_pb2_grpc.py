@@ -86,8 +86,8 @@ class SearchServiceServicer:
         `request_id`: a retry with the same id and the same config returns the first job
         (created = false); the same id with a different config is ALREADY_EXISTS.
         INVALID_ARGUMENT naming the config field for a bad config; PERMISSION_DENIED for a data
-        path outside the server's --allow-root folders; RESOURCE_EXHAUSTED when --max-jobs jobs
-        are queued or running.
+        path (or baseline file) outside the server's --allow-root folders; RESOURCE_EXHAUSTED when
+        the server's queue is full (--max-queued jobs wait for one of its --max-jobs slots).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +109,8 @@ class SearchServiceServicer:
 
     def CancelJob(self, request, context):
         """Stop a queued or running job (state CANCELLING, then CANCELLED once its trials stopped).
-        Cancelling a finished job is FAILED_PRECONDITION; cancelling a cancelled one is a no-op.
+        Cancelling a SUCCEEDED or FAILED job is FAILED_PRECONDITION; cancelling a cancelled one
+        is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,146 @@
+"""Jobs, events and results of the job store as rankitect.v1 messages (SearchService replies).
+
+The store's forms are the reference: a trial is its result.json dict, an event its JSON
+payload (launcher.jobs.events). Fields a message has no place for are left out of it, and
+GetResult carries result.json whole beside the messages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from launcher.jobs.store import JobRecord, StoredEvent
+from launcher.rpc import convert
+from launcher.rpc.gen import search_pb2 as spb
+
+_STATE_PREFIX = "JOB_STATE_"
+_TRIAL_STATUS = {"complete": spb.TRIAL_STATUS_COMPLETE, "pruned": spb.TRIAL_STATUS_PRUNED,
+                 "failed": spb.TRIAL_STATUS_FAILED}
+_METRIC_FLOATS = ("ne", "logloss", "auc", "calibration")
+_METRIC_INTS = ("rows", "positives", "flops_per_example", "params", "embedding_params")
+_METRIC_KNOWN = frozenset(_METRIC_FLOATS + _METRIC_INTS + ("latency", "eval_dates", "by_date"))
+
+
+def state_to_proto(state: str) -> int:
+    return spb.JobState.Value(_STATE_PREFIX + state)
+
+
+def state_from_proto(value: int) -> str:
+    """The store's name of a JobState value; ValueError for one that is not defined."""
+    name = spb.JobState.Name(value)  # ValueError for an undefined number
+    if value == spb.JOB_STATE_UNSPECIFIED:
+        raise ValueError("JOB_STATE_UNSPECIFIED is not a state")
+    return name.removeprefix(_STATE_PREFIX)
+
+
+def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def metrics_to_proto(metrics: Mapping[str, Any] | None) -> spb.Metrics:
+    metrics = metrics or {}
+    msg = spb.Metrics()
+    for key in _METRIC_FLOATS:
+        if _finite(metrics.get(key)):
+            setattr(msg, key, float(metrics[key]))
+    for key in _METRIC_INTS:
+        if _finite(metrics.get(key)):
+            setattr(msg, key, int(metrics[key]))
+    if _finite(metrics.get("latency")):
+        msg.latency_us = float(metrics["latency"])
+    msg.eval_dates.extend(str(d) for d in metrics.get("eval_dates") or [])
+    for date, by_date in (metrics.get("by_date") or {}).items():
+        msg.by_date[str(date)].CopyFrom(metrics_to_proto(by_date))
+    for key, value in metrics.items():
+        if key not in _METRIC_KNOWN and _finite(value) and not isinstance(value, bool):
+            msg.other[key] = float(value)
+    return msg
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trial_to_proto(trial: Mapping[str, Any] | None, name: str | None = None) -> spb.Trial | None:
+    """The result.json form of a trial (or a baseline: `name` given, no number) as a Trial."""
+    if trial is None:
+        return None
+    number = trial.get("number")
+    msg = spb.Trial(number=int(number) if number is not None else -1,
+                    status=_TRIAL_STATUS.get(trial.get("status", ""), spb.TRIAL_STATUS_UNSPECIFIED),
+                    metrics=metrics_to_proto(trial.get("metrics")),
+                    test_metrics=metrics_to_proto(trial.get("test_metrics")),
+                    seconds=float(trial.get("seconds") or 0.0), wall_seconds=float(trial.get("wall_seconds") or 0.0),
+                    attempts=int(trial.get("attempts") or 0), error=str(trial.get("error") or ""),
+                    name=name or (f"trial {number}" if number is not None else ""))
+    if trial.get("arch"):
+        msg.architecture.CopyFrom(convert.architecture_to_proto(trial["arch"]))
+    if trial.get("choices"):
+        msg.choices.CopyFrom(_struct(trial["choices"]))
+    return msg
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(json.loads(json.dumps(dict(values))))
+    return out
+
+
+def job_to_proto(job: JobRecord) -> spb.Job:
+    msg = spb.Job(job_id=job.job_id, request_id=job.request_id or "", owner=job.owner,
+                  state=state_to_proto(job.state), name=job.name, config_yaml=job.config_yaml,
+                  progress=spb.JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
+                                           phase=job.phase),
+                  error=job.error, last_event=job.last_event, searcher=job.searcher, attempts=job.attempts,
+                  artifact_error=job.artifact_error if job.artifact_json is None else "")
+    for field, seconds in (("created_at", job.created_at), ("started_at", job.started_at),
+                           ("finished_at", job.finished_at)):
+        stamp = _timestamp(seconds)
+        if stamp is not None:
+            getattr(msg, field).CopyFrom(stamp)
+    best = trial_to_proto(job.best)
+    if best is not None:
+        msg.best.CopyFrom(best)
+    return msg
+
+
+def event_to_proto(event: StoredEvent) -> spb.JobEvent:
+    msg = spb.JobEvent(number=event.number, time=_timestamp(event.time))
+    p = event.payload
+    if event.kind == "state":
+        msg.state.CopyFrom(spb.StateChanged(state=state_to_proto(p["state"]), message=p.get("message", "")))
+    elif event.kind == "trial":
+        msg.trial.CopyFrom(spb.TrialFinished(trial=trial_to_proto(p["trial"]), progress=spb.JobProgress(
+            trials_done=int(p.get("done", 0)), trials_total=int(p.get("total", 0)), phase="trials")))
+    elif event.kind == "best":
+        msg.best.CopyFrom(spb.NewBest(trial=trial_to_proto(p["trial"])))
+    elif event.kind == "pareto":
+        msg.pareto.CopyFrom(spb.ParetoFront(points=[trial_to_proto(t) for t in p.get("points", [])]))
+    elif event.kind == "progress":
+        msg.progress.CopyFrom(spb.Progress(phase=p.get("phase", ""), done=int(p.get("done", 0)),
+                                           total=int(p.get("total", 0)), unit=p.get("unit", "")))
+    elif event.kind == "log":
+        msg.log.CopyFrom(spb.LogLine(text=p.get("text", ""), source=p.get("source", "")))
+    return msg
+
+
+def result_to_proto(job: JobRecord, result: Mapping[str, Any]) -> spb.SearchResult:
+    msg = spb.SearchResult(job_id=job.job_id, state=state_to_proto(job.state),
+                           trials=[trial_to_proto(t) for t in result.get("trials", [])],
+                           pareto=[trial_to_proto(t) for t in result.get("pareto", [])],
+                           result_json=json.dumps(result, indent=2))
+    best = trial_to_proto(result.get("best"))
+    if best is not None:
+        msg.best.CopyFrom(best)
+    for name, record in (result.get("baselines") or {}).items():
+        msg.baselines[name].CopyFrom(trial_to_proto(record, name=f"baseline {name}"))
+    return msg
