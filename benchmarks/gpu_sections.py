@@ -5,7 +5,8 @@ a. dlrm      the registry-built DLRM against torchrec.models.dlrm.DLRM: training
 b. supernet  the interactions space's mixed-op supernet (every candidate computed, DNAS step:
              log-loss + lambda E[FLOPs]) against each candidate module trained alone.
 c. flops     TFLOP/s of the MLP part of an MLPerf-size DLRM against the matmul ceiling measured
-             here; bf16 autocast against fp32: examples/s, and NE of Trainer runs on synthetic data.
+             here; bf16 autocast against fp32: examples/s, and NE of Trainer runs on synthetic data
+             of known Bayes NE (also with sparse embedding updates).
 d. loader    loader rows/s against the GPU training rate; pinned against pageable copies;
              the next batch's copy overlapped with the step against serial copies.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ from rankitect.data.loader import BatchLoader, to_device
 from rankitect.model import build_model
 from rankitect.train import TrainConfig, Trainer, evaluate
 from rankitect.train.config import autocast
+from rankitect.train.optimizers import model_optimizer
 from search_spaces.baselines import dlrm
 from search_spaces.interactions import InteractionsSpace
 from search_spaces.interactions_supernet import SIZE_CHOICE, uniform_choices
@@ -54,7 +57,8 @@ from search_spaces.interactions_supernet import SIZE_CHOICE, uniform_choices
 class Context:
     device: torch.device
     sizes: Sizes
-    dataset: Dataset
+    dataset: Dataset  # Criteo-like: the sizes of every speed measurement
+    quality_dataset: Dataset  # default-difficulty synthetic data (known Bayes NE): the NE runs
     host_batches: list[Batch]  # the timed batches in host memory
     device_batches: list[Batch]  # the same batches on the device
     results: dict[str, Any]  # the sections' results so far (d reads a and c)
@@ -89,16 +93,23 @@ def section_dlrm(ctx: Context) -> dict[str, Any]:
         ours = build_model(dlrm(schema, bottom, top), schema, ctx.device)
         torch.manual_seed(0)
         theirs = torchrec_dlrm(schema, dim, bottom, top, ctx.device)
+        torch.manual_seed(0)
+        sparse = build_model(dlrm(schema, bottom, top), schema, ctx.device)
+        sparse_opt = model_optimizer(sparse, TrainConfig(optimizer="sgd", lr=0.01, sparse_embeddings=True))
         r = rates({"rankitect": trainer(ours, _forward, ctx.device_batches, 0.01),
-                   "torchrec": trainer(theirs, _forward_torchrec, ctx.device_batches, 0.01)},
+                   "torchrec": trainer(theirs, _forward_torchrec, ctx.device_batches, 0.01),
+                   "rankitect sparse": train_pass(sparse, ctx.device_batches, sparse_opt, ctx.device)},
                   s.rounds, ctx.device)
         out[name] = {"rankitect_examples_per_s": r["rankitect"], "torchrec_examples_per_s": r["torchrec"],
                      "ratio": r["rankitect"] / r["torchrec"], "E": dim, "bottom": [*bottom, dim],
-                     "top": [*top, 1], "flops_per_example": cost_of(dlrm(schema, bottom, top), schema).flops}
-        del ours, theirs
+                     "top": [*top, 1], "flops_per_example": cost_of(dlrm(schema, bottom, top), schema).flops,
+                     "rankitect_sparse_examples_per_s": r["rankitect sparse"],
+                     "sparse_over_dense": r["rankitect sparse"] / r["rankitect"]}
+        del ours, theirs, sparse, sparse_opt
         free(ctx.device)
     out["setup"] = ("SGD lr 0.01, fp32, same batches already on the device, interleaved passes; "
-                    "one table per sparse column (torchrec EmbeddingBagCollection in both)")
+                    "one table per sparse column (torchrec EmbeddingBagCollection in both); 'sparse': the "
+                    "registry DLRM with TrainConfig.sparse_embeddings (row-sparse table gradients, SGD)")
     return out
 
 
@@ -236,30 +247,49 @@ def _mlp_part(ctx: Context, model: torch.nn.Module, batch: int, precision: str) 
             "tflops": flops / seconds / 1e12}
 
 
+NE_SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32 sparse": ("fp32", True)}
+
+
+def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, sparse: bool, epochs: int,
+                lr: float, optimizer: str = "adam") -> tuple[Trainer, Any, float | None]:
+    """A Trainer run (the real path: loader thread, pinned batches, overlapped copies) of the
+    baseline DLRM on every date but the last: (the trainer, its TrainStats, examples/s of its
+    last epoch by the wall clock: start-up and warm-up left out; None for one epoch)."""
+    cfg = TrainConfig(epochs=epochs, batch_size=ctx.sizes.batch, lr=lr, seed=seed, device=str(ctx.device),
+                      precision=precision, sparse_embeddings=sparse, optimizer=optimizer, checkpoint_every=0,
+                      shuffle_buffer=max(200_000, ctx.sizes.batch))
+    torch.manual_seed(seed)
+    ends: list[float] = []
+    trainer_ = Trainer(build_model(dlrm(ds.schema), ds.schema), ds, ds.dates[:-1], cfg, progress=False,
+                       on_epoch=lambda done: ends.append(time.perf_counter()) and False)
+    stats = trainer_.fit()
+    sync(ctx.device)
+    last = None
+    if ends:
+        last = (stats.examples / epochs) / (time.perf_counter() - ends[-1])
+    return trainer_, stats, last
+
+
 def _ne_runs(ctx: Context) -> dict[str, Any]:
-    """Trainer runs (the real path: loader thread, pinned batches, overlapped copies) of the
-    baseline DLRM on days 1-2, NE on day 3, fp32 and bf16, each seed."""
-    s, ds = ctx.sizes, ctx.dataset
-    arch = dlrm(ds.schema)
+    """NE of the baseline DLRM trained by the Trainer on the synthetic data of known Bayes NE
+    (default difficulty), per seed: fp32, bf16 autocast, and fp32 with sparse embedding updates."""
+    s, ds = ctx.sizes, ctx.quality_dataset
     runs = []
     for seed in s.ne_seeds:
-        for precision in ("fp32", "bf16"):
-            cfg = TrainConfig(epochs=s.ne_epochs, batch_size=s.batch, lr=s.ne_lr, seed=seed,
-                              device=str(ctx.device), precision=precision, checkpoint_every=0,
-                              shuffle_buffer=max(200_000, s.batch))
-            torch.manual_seed(seed)
-            trainer_ = Trainer(build_model(arch, ds.schema), ds, ds.dates[:-1], cfg, progress=False)
-            stats = trainer_.fit()
+        for label, (precision, sparse) in NE_SETTINGS.items():
+            trainer_, stats, _ = trainer_run(ds, ctx, seed, precision, sparse, s.ne_epochs, s.ne_lr)
             metrics, _ = evaluate(trainer_.model, ds, ds.dates[-1:], s.batch, trainer_.device)
-            runs.append({"seed": seed, "precision": precision, "ne": metrics.ne, "auc": metrics.auc,
+            runs.append({"seed": seed, "precision": label, "ne": metrics.ne, "auc": metrics.auc,
                          "train_examples_per_s": stats.examples_per_second, "steps": stats.steps})
             del trainer_
             free(ctx.device)
     truth = json.loads((Path(ds.uri) / "truth.json").read_text())
     return {"runs": runs, "bayes_ne_eval_day": truth["bayes_ne"].get(ds.dates[-1]),
-            "setup": (f"rankitect Trainer, registry DLRM (baseline MLPs, E={s.dim}), Adam lr {s.ne_lr} "
-                      f"cosine, {s.ne_epochs} epochs over days 1-{s.days - 1} "
-                      f"({s.rows_per_day * (s.days - 1):,} rows), NE on day {s.days}")}
+            "setup": (f"rankitect Trainer, registry DLRM (baseline MLPs, E={ds.schema.embedding_dim}), Adam "
+                      f"(SparseAdam on the tables for 'sparse') lr {s.ne_lr} cosine, batch {s.batch:,}, "
+                      f"{s.ne_epochs} epochs over days 1-{s.days - 1} ({s.rows_per_day * (s.days - 1):,} rows) "
+                      f"of synthetic data at default difficulty (8 fields x 20 ids, planted interactions), "
+                      f"NE on day {s.days}")}
 
 
 def section_flops(ctx: Context) -> dict[str, Any]:
@@ -315,6 +345,10 @@ def _copy_times(ctx: Context, pinned: list[Batch]) -> dict[str, Any]:
     return out
 
 
+# (label, optimizer, sparse_embeddings) of the extra training contestants of section d
+TABLE_UPDATES = (("sparse adam", "adam", True), ("adagrad", "adagrad", False), ("sparse adagrad", "adagrad", True))
+
+
 def section_loader(ctx: Context) -> dict[str, Any]:
     dev, host, schema = ctx.device, ctx.host_batches, ctx.dataset.schema
     out: dict[str, Any] = {"loader_rows_per_s": _loader_rates(ctx)}
@@ -326,6 +360,11 @@ def section_loader(ctx: Context) -> dict[str, Any]:
         return lambda: train_pass(model, batches(), opt, dev)()
 
     runs = {"batches already on the device": train_pass(model, ctx.device_batches, opt, dev)}
+    for name, optimizer, sparse in TABLE_UPDATES:
+        torch.manual_seed(0)
+        other = build_model(dlrm(schema), schema, dev)
+        other_opt = model_optimizer(other, TrainConfig(lr=1e-3, optimizer=optimizer, sparse_embeddings=sparse))
+        runs[f"batches on the device, {name}"] = train_pass(other, ctx.device_batches, other_opt, dev)
     if ctx.cuda:
         pinned = [b.pin_memory() for b in host]
         out["copies"] = _copy_times(ctx, pinned)
@@ -335,14 +374,21 @@ def section_loader(ctx: Context) -> dict[str, Any]:
     else:
         out["copies"] = {"skipped": "pinned memory and CUDA streams need a CUDA device"}
     out["training_examples_per_s"] = rates(runs, ctx.sizes.rounds, dev)
-    runs_c = [r for r in ctx.results.get("flops", {}).get("ne", {}).get("runs", []) if r["precision"] == "fp32"]
-    out["trainer_end_to_end_examples_per_s"] = (sum(r["train_examples_per_s"] for r in runs_c) / len(runs_c)
-                                                if runs_c else None)
+    out["trainer_end_to_end_examples_per_s"] = {}
+    for label, optimizer, sparse in (("adam", "adam", False), ("sparse adagrad", "adagrad", True)):
+        trainer_, stats, last_epoch = trainer_run(ctx.dataset, ctx, 0, "fp32", sparse, 2, 1e-3, optimizer)
+        out["trainer_end_to_end_examples_per_s"][label] = {"whole run": stats.examples_per_second,
+                                                          "second epoch": last_epoch}
+        del trainer_
+        free(dev)
     out["setup"] = (f"loader: BatchLoader over days 1-{ctx.sizes.days - 1}, batch {ctx.sizes.batch:,}, "
                     f"shuffled, one reader thread, {os.cpu_count()} CPUs; training: registry DLRM "
                     f"(baseline MLPs, E={schema.embedding_dim}), Adam, fp32, {len(host)} batches; "
-                    f"'overlapped' is rankitect.data.loader.to_device as the Trainer uses it; Trainer end "
-                    f"to end: section c's fp32 runs (loader thread, pinned batches, overlapped copies)")
+                    f"'overlapped' is rankitect.data.loader.to_device as the Trainer uses it; 'sparse': "
+                    f"TrainConfig.sparse_embeddings (SparseAdam on the tables); Trainer end to end: one "
+                    f"epoch of the Trainer over days 1-{ctx.sizes.days - 1} (loader thread, pinned batches, "
+                    f"overlapped copies), 2 epochs, lr 1e-3; 'second epoch': its examples/s by the wall "
+                    f"clock, start-up and warm-up left out")
     return out
 
 

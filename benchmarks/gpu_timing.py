@@ -131,6 +131,13 @@ def make_dataset(work: Path, sizes: Sizes) -> Dataset:
     return Dataset.open(str(work / "criteo_like"))
 
 
+def make_quality_dataset(work: Path, sizes: Sizes) -> Dataset:
+    """Default-difficulty synthetic data (known Bayes NE, a few ids per field) for NE runs."""
+    generate(work / "quality", SynthConfig(days=sizes.days, rows_per_day=sizes.rows_per_day,
+                                           embedding_dim=sizes.dim), force=True)
+    return Dataset.open(str(work / "quality"))
+
+
 def first_batches(dataset: Dataset, sizes: Sizes) -> list[Batch]:
     """`timed_batches` full shuffled batches of the first day (host memory)."""
     out = []

@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bf16: forward pass under bfloat16 autocast (mixed precision on CUDA; on "
                         "CPU it runs, usually slower than fp32); weights stay float32")
+    p.add_argument("--sparse-embeddings", action="store_true",
+                   help="row-sparse embedding updates (SparseAdam for adam): only the rows a batch "
+                        "uses are updated; much faster for big tables on a GPU")
     p.add_argument("--embedding-dim", type=int, default=None,
                    help="default embedding dim E for this run (the schema's otherwise); an "
                         "architecture that sets its own dim keeps it")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, seed=args.seed,
-                         device=args.device, precision=args.precision,
+                         device=args.device, precision=args.precision, sparse_embeddings=args.sparse_embeddings,
                          checkpoint_every=args.checkpoint_every,
                          shuffle_buffer=max(TrainConfig().shuffle_buffer, args.batch_size))
     config.check()

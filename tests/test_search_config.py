@@ -40,6 +40,9 @@ def test_defaults_fill_in(data) -> None:
     assert cfg.objectives == ("ne", "flops") and cfg.directions == ["minimize", "minimize"]
     assert cfg.baselines == ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
     assert cfg.data.test_dates == "last:1" and cfg.budget.trials == 20 and cfg.seed == 0
+    assert not cfg.train.train_config(0).sparse_embeddings
+    sparse = SearchConfig.from_dict(_config(data, train__sparse_embeddings=True))
+    assert sparse.train.train_config(3).sparse_embeddings and sparse.train.train_config(3).seed == 3
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,9 @@ def test_defaults_fill_in(data) -> None:
         ({"final__seeds": 1}, "final.seeds: must be 0 (off) or >= 2"),
         ({"seed": 1.5}, "seed: must be int"),
         ({"baselines": "dlrm"}, "baselines: must be a list"),
+        ({"train__sparse_embeddings": "yes"}, "train.sparse_embeddings: must be bool, got 'yes'"),
+        ({"train__sparse_embeddings": True, "train__weight_decay": 0.01},
+         "train.weight_decay: must be 0 with train.sparse_embeddings"),
     ],
 )
 def test_shape_errors_name_the_key(data, raw_change, message: str) -> None:

@@ -142,3 +142,66 @@ def test_bf16_autocast_trains_on_cpu(dataset, tmp_path) -> None:
     assert runs["bf16"]["logloss"] < untrained.logloss
     state = torch.load(tmp_path / "bf16" / "checkpoint.pt", weights_only=True)["model"]
     assert all(v.dtype in (torch.float32, torch.int64, torch.int32) for v in state.values())
+
+
+def test_sparse_embeddings_update_only_the_rows_a_batch_used(tmp_path) -> None:
+    """Row-sparse table gradients with SparseAdam: the model learns, a row no training batch
+    looked up keeps its initial value, dense layers still train, and an interrupted run resumes
+    (the split optimizer's state in the checkpoint) to the same model."""
+    from rankitect.train.optimizers import SplitOptimizer, embedding_tables
+
+    # 3000 ids per column, 2000 training rows: most table rows are never looked up
+    dataset = Dataset.open(str(tiny_synth(tmp_path / "wide", days=3, rows_per_day=1000, cardinality=3000)))
+    config = dataclasses.replace(CONFIG, sparse_embeddings=True)
+    torch.manual_seed(config.seed)
+    initial = {k: v.detach().clone() for k, v in build_model(baseline("deepfm", dataset.schema), dataset.schema)
+               .named_parameters()}
+    (tmp_path / "full").mkdir()
+    full = _trainer(dataset, tmp_path / "full", config=config)
+    assert isinstance(full.optimizer, SplitOptimizer) and all(b.sparse for b in embedding_tables(full.model))
+    full.fit()
+    used = _used_ids(dataset)
+    for name, value in full.model.named_parameters():
+        value = value.detach()
+        if "embedding_bags" in name:
+            column = name.split("embedding_bags.")[1].split(".")[0].removeprefix("t_")
+            unseen = sorted(set(range(value.shape[0])) - used.get(column, set()))
+            assert unseen, name
+            torch.testing.assert_close(value[unseen], initial[name][unseen], rtol=0, atol=0)
+            seen = sorted(used[column])
+            assert not torch.equal(value[seen], initial[name][seen])
+        else:
+            assert not torch.equal(value, initial[name]), name
+    torch.manual_seed(config.seed)
+    untrained, _ = evaluate(build_model(baseline("deepfm", dataset.schema), dataset.schema), dataset,
+                            dataset.dates[2:])
+    assert _eval_ne(full, dataset) < untrained.ne
+
+    (tmp_path / "cut").mkdir()
+    cut = _trainer(dataset, tmp_path / "cut", config=config,
+                   on_step=lambda step, loss: (_ for _ in ()).throw(KeyboardInterrupt) if step == 13 else None)
+    with pytest.raises(TrainingInterrupted):
+        cut.fit()
+    resumed = _trainer(dataset, tmp_path / "cut", config=config)
+    resumed.fit(resume=True)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    dense = _trainer(dataset, tmp_path / "cut", config=dataclasses.replace(CONFIG, epochs=config.epochs))
+    with pytest.raises(UserError, match="sparse_embeddings=True there, False now"):
+        dense.fit(resume=True)
+
+
+def _used_ids(dataset) -> dict[str, set[int]]:
+    """Every id of each sparse column in the training dates."""
+    from rankitect.data.loader import BatchLoader
+
+    used: dict[str, set[int]] = {}
+    for batch in BatchLoader(dataset, dataset.dates[:2], batch_size=1000, prefetch=0):
+        for key, jt in batch.sparse.to_dict().items():
+            used.setdefault(key, set()).update(jt.values().tolist())
+    return used
+
+
+def test_sparse_embeddings_refuse_weight_decay() -> None:
+    with pytest.raises(ConfigError, match="weight_decay=0.1 cannot be used with sparse_embeddings=True"):
+        TrainConfig(sparse_embeddings=True, weight_decay=0.1).check()

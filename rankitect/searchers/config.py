@@ -63,6 +63,7 @@ class TrainSection:
     device: str = "cpu"
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.0
+    sparse_embeddings: bool = False  # row-sparse embedding updates (TrainConfig.sparse_embeddings)
 
     def check(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
@@ -75,12 +76,15 @@ class TrainSection:
         _require(self.device in ("cpu", "cuda", "auto"), "train.device", self.device, "cpu, cuda or auto")
         _require(self.cpus_per_trial >= 1, "train.cpus_per_trial", self.cpus_per_trial, ">= 1")
         _require(self.gpus_per_trial >= 0, "train.gpus_per_trial", self.gpus_per_trial, ">= 0")
+        _require(not (self.sparse_embeddings and self.weight_decay > 0), "train.weight_decay", self.weight_decay,
+                 "0 with train.sparse_embeddings (sparse table updates take no weight decay)")
 
     def train_config(self, seed: int) -> TrainConfig:
         """Settings of one training run (checkpoints only at epoch ends)."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            optimizer=self.optimizer, lr_schedule=self.lr_schedule,
                            weight_decay=self.weight_decay, seed=seed, device=self.device,
+                           sparse_embeddings=self.sparse_embeddings,
                            shuffle_buffer=max(TrainConfig().shuffle_buffer, self.batch_size),
                            checkpoint_every=0)
 

@@ -34,6 +34,9 @@ class TrainConfig:
     # in software (runs anywhere, usually slower than fp32 without AMX / AVX512-BF16): use it
     # there to check a bf16 run, not for speed. Evaluation always runs in float32.
     precision: str = "fp32"
+    # Row-sparse gradients for the embedding tables, updated by an optimizer of their own
+    # (rankitect.train.optimizers): SparseAdam for adam. No weight decay on the tables then.
+    sparse_embeddings: bool = False
 
     def check(self) -> "TrainConfig":
         """Self, or ConfigError naming the field and the value."""
@@ -46,6 +49,9 @@ class TrainConfig:
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "precision": self.precision in PRECISIONS,
         }
+        if self.sparse_embeddings and self.weight_decay > 0:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} cannot be used with sparse_embeddings=True "
+                              f"(sparse table updates take no weight decay)")
         for name, ok in rules.items():
             if not ok:
                 extra = {"optimizer": f" (one of {OPTIMIZERS})",

@@ -25,10 +25,10 @@ from rankitect.train.config import (
     TrainConfig,
     autocast,
     lr_factor,
-    make_optimizer,
     resolve_device,
 )
 from rankitect.train.interrupt import DeferredInterrupt
+from rankitect.train.optimizers import model_optimizer
 
 LOSS_SYNC_EVERY = 20  # on CUDA, steps between reads of the loss (each read waits for the GPU)
 
@@ -112,7 +112,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True,
                                   seed=config.seed, buffer_rows=config.shuffle_buffer, pin_memory=cuda)
-        self.optimizer = make_optimizer(self.model.parameters(), config)
+        self.optimizer = model_optimizer(self.model, config)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
@@ -158,7 +158,8 @@ class Trainer:
         state = load_checkpoint(path)
         if state["arch"] != self.model.architecture.to_dict():
             raise UserError(f"--resume: {path} was trained with another architecture")
-        saved = {"precision": "fp32", **{k: v for k, v in state["config"].items() if k != "epochs"}}
+        saved = {"precision": "fp32", "sparse_embeddings": False,
+                 **{k: v for k, v in state["config"].items() if k != "epochs"}}
         now = {k: v for k, v in self.config.to_dict().items() if k != "epochs"}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
