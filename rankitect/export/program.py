@@ -1,9 +1,12 @@
 """The model as a `torch.export` program over plain tensors.
 
 Signature: (dense float32 [B, D], values int64 [N], lengths int64 [F, B]) -> logits float32 [B],
-with B and N dynamic. The KeyedJaggedTensor is rebuilt inside the program (feature-major, as a
-KJT holds it), so the program's inputs are tensors any caller can make and its graph holds only
-aten (and, int8, fbgemm) operators. Non-strict export is tried first, then strict; when both
+with B and N dynamic (ids feature-major, as a KeyedJaggedTensor holds them), so the program's
+inputs are tensors any caller can make and its graph holds only aten (and, int8, fbgemm)
+operators. The ids are looked up without the KeyedJaggedTensor's per-feature split (its sizes
+depend on the data, which the program would check and read back per feature): a float
+model's tables as one (FusedLookup), int8 tables by fbgemm's table-batched kernel directly
+(QuantLookup). Non-strict export is tried first, then strict; when both
 fail, each node's block is exported alone to name the one that cannot be traced.
 """
 
@@ -16,10 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim, ExportedProgram
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantEmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.errors import ExportError
 from rankitect.model import RankingModel
 
@@ -27,19 +34,94 @@ INPUT_NAMES = ("dense", "values", "lengths")
 ProgramInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class ServingModule(nn.Module):
-    """A RankingModel (or its int8 form) over tensors: (dense, values, lengths [F, B]) -> logits."""
+class FusedLookup(nn.Module):
+    """The tables of an EmbeddingModule as one table: (values [N], lengths [F, B]) -> (B, F, E).
 
-    def __init__(self, model: nn.Module, keys: list[str]) -> None:
+    Table f's rows sit at row_offsets[f] of `weight` (the tables stacked in schema order), so
+    one embedding_bag over shifted ids pools every feature of every row. It computes what the
+    EmbeddingBagCollection computes, without splitting the ids per feature: that split has
+    data-dependent sizes, which a torch.export program checks and reads back per feature.
+    """
+
+    def __init__(self, embedding: EmbeddingModule) -> None:
         super().__init__()
-        self.model = model
+        bags = list(embedding.ebc.embedding_bags.values())  # in schema order, as the KJT keys
+        self.register_buffer("weight", torch.cat([bag.weight.detach() for bag in bags]))
+        sizes = torch.tensor([0] + [bag.weight.shape[0] for bag in bags[:-1]], dtype=torch.int64)
+        self.register_buffer("row_offsets", torch.cumsum(sizes, dim=0))
+        self.mode = bags[0].mode
+        self.num_features, self.dim = embedding.num_features, embedding.dim
+
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        per_feature = lengths.sum(dim=1)  # (F,)
+        ids = values + torch.repeat_interleave(self.row_offsets, per_feature, output_size=values.shape[0])
+        offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
+        pooled = F.embedding_bag(ids, self.weight, offsets, mode=self.mode, include_last_offset=True)
+        return pooled.view(self.num_features, -1, self.dim).transpose(0, 1)  # (B, F, E)
+
+
+class QuantLookup(nn.Module):
+    """int8 tables (torchrec's quantized EmbeddingBagCollection, whose tables one fbgemm
+    table-batched kernel holds) over (values [N], lengths [F, B]) -> (B, F, E): that kernel
+    called with the ids and offsets as they come, without the KeyedJaggedTensor's permute and
+    split. `supports(qebc, keys)` says whether a collection is of that one-kernel form."""
+
+    def __init__(self, embedding: EmbeddingModule) -> None:
+        super().__init__()
+        self.tbe = embedding.ebc._emb_modules[0]
+        self.num_features, self.dim = embedding.num_features, embedding.dim
+
+    @staticmethod
+    def supports(qebc: nn.Module, keys: list[str]) -> bool:
+        modules = getattr(qebc, "_emb_modules", None)
+        return (isinstance(qebc, QuantEmbeddingBagCollection) and modules is not None and len(modules) == 1
+                and list(qebc._feature_names) == list(keys) and not qebc._is_weighted)
+
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
+        if values.device.type != "cpu":  # fbgemm's CUDA kernels take int32 ids and offsets
+            values, offsets = values.int(), offsets.int()
+        pooled = self.tbe(indices=values, offsets=offsets.to(values.dtype))  # (B, F * E)
+        return pooled.view(-1, self.num_features, self.dim)
+
+
+class ServingModule(nn.Module):
+    """A RankingModel (or its int8 form) over tensors: (dense, values, lengths [F, B]) -> logits.
+
+    With `fused` (the default) a float RankingModel looks its ids up through a FusedLookup of its
+    tables and an int8 one through a QuantLookup; otherwise (or for a lookup of another form)
+    the KeyedJaggedTensor is rebuilt and the model's own lookup runs.
+    """
+
+    def __init__(self, model: nn.Module, keys: list[str], fused: bool = True) -> None:
+        super().__init__()
         self.keys = list(keys)
-        self.uses_sparse = getattr(model, "embedding", None) is not None
+        embedding = getattr(model, "embedding", None)
+        self.uses_sparse = embedding is not None
+        self.lookup: nn.Module | None = None
+        if fused and isinstance(embedding, EmbeddingModule):
+            if isinstance(embedding.ebc, EmbeddingBagCollection):
+                self.lookup = FusedLookup(embedding)
+            elif QuantLookup.supports(embedding.ebc, self.keys):
+                self.lookup = QuantLookup(embedding)
+        self.model = _without_tables(model) if self.lookup is not None else model
 
     def forward(self, dense: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.lookup is not None:
+            return self.model.interact(dense, self.lookup(values, lengths))
         sparse = (KeyedJaggedTensor(keys=self.keys, values=values, lengths=lengths.reshape(-1),
                                     stride=lengths.size(1)) if self.uses_sparse else None)
         return self.model(dense, sparse)
+
+
+def _without_tables(model: nn.Module) -> nn.Module:
+    """A shallow copy of `model` without its embedding module (the FusedLookup holds the tables:
+    the program would otherwise store them twice). It shares every other module and buffer;
+    only its `interact` is called."""
+    copy = nn.Module.__new__(type(model))
+    copy.__dict__.update(model.__dict__)
+    copy._modules = {name: child for name, child in model._modules.items() if name != "embedding"}
+    return copy
 
 
 def program_inputs(dense: torch.Tensor, kjt: KeyedJaggedTensor) -> ProgramInputs:
