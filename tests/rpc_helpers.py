@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+
 from launcher.rpc.server import RankitectServer, ServerOptions, ServiceBinding, build_server
 from rankitect.schema import Schema
 from search_spaces.baselines import BASELINES
@@ -31,6 +33,20 @@ def running_server(services: tuple[ServiceBinding, ...] = (), **options) -> Iter
             yield server
         finally:
             server.stop(grace=0.5)
+
+
+def status_of(call, payload: bytes, reply_type, streams: bool = False) -> tuple[grpc.StatusCode, str]:  # noqa: ANN001
+    """(status, details) of one raw call; every reply must parse as `reply_type`, and details
+    stay short (they travel in a header)."""
+    try:
+        replies = call(payload, timeout=20)
+        for reply in (replies if streams else [replies]):
+            reply_type.FromString(reply)  # answers of the declared type
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as exc:
+        details = exc.details() or ""
+        assert len(details) < 5000
+        return exc.code(), details
 
 
 def write_token_file(path: Path) -> Path:

@@ -125,6 +125,9 @@ def test_ctrl_c_detaches_then_stop_and_follow_the_running_job(head, data, tmp_pa
     # Stopped with SIGINT, the search saves what it has, as after a Ctrl-C on a terminal.
     assert main(["launch", "--cluster", head, "--stop", job_id]) == 0
     assert f"job {job_id} STOPPED" in capsys.readouterr().err
+    deadline = time.monotonic() + 30  # Ray may report STOPPED while the driver still saves
+    while not (run / "result.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
     result = yaml.safe_load((run / "result.json").read_text())
     assert 1 <= len(result["trials"]) < 50
     assert main(["launch", "--cluster", head, "--follow", job_id]) == 1  # followed to its end: not a success

@@ -265,6 +265,8 @@ class JobRunner:
         elif kind in ("phase", "progress"):
             payload = ev.progress_payload(message)
             self.store.append_event(job_id, "progress", payload, phase=payload["phase"])
+            if kind == "phase":  # what the phase is about, for the log
+                self._log(driver, f"phase {payload['phase']}: {payload['message']}", "driver")
         elif kind == "trial":
             self.store.append_event(job_id, "trial", ev.trial_payload(message), trials_done=int(message["done"]),
                                     trials_total=int(message["total"]))

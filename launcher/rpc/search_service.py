@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from launcher.jobs.events import empty_result
 from launcher.jobs.runner import JobRunner
 from launcher.jobs.store import FINAL_STATES, QUEUED, SUCCEEDED, JobRecord, JobStore, StoreError
 from launcher.jobs.worker import ARTIFACT_FILE
@@ -131,8 +132,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if job.attempts == 0:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                           f"job_id: job {job.job_id} has not started yet ({job.state}); no result so far")
-        from launcher.jobs.events import empty_result
-
         return job_convert.result_to_proto(job, self.store.result(job.job_id) or empty_result())
 
     # -- streams ---------------------------------------------------------------------------
