@@ -5,7 +5,8 @@ of synthetic data; meanwhile 32 client threads, each on its own channel, make 50
 alternating GetJob and ListJobs, and one watcher follows the job's WatchJob stream from its
 first event to its last. Measured in one run:
 - errors (target: none) and p50 / p99 latency of the calls, under load and, as the reference,
-  with the server idle (same calls, same clients, after the job ended);
+  with the server idle (same calls, same clients, after the job ended); the store holds 49
+  finished jobs beside the running one, so a ListJobs returns a full page of 50;
 - whether the watcher received every event of the job: numbers 1..last, none missing, none
   twice, compared with a second WatchJob replay of the stored events.
 
@@ -28,6 +29,8 @@ from typing import Any
 import yaml
 
 from benchmarks.common import print_table
+
+HISTORY_JOBS = 49  # finished jobs in the store beside the running one: ListJobs pages 50
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -80,6 +83,9 @@ def _load(address: str, job_id: str, clients: int, calls: int) -> dict[str, Any]
 
 def measure(work: Path, clients: int, calls: int, trials: int) -> dict[str, Any]:
     from launcher.rpc.client import RankitectClient
+    from launcher.rpc.gen import search_pb2 as spb
+
+    final_states = {spb.JOB_STATE_SUCCEEDED, spb.JOB_STATE_FAILED, spb.JOB_STATE_CANCELLED}
     from rankitect.data.synth import SynthConfig, generate
 
     data = work / "data"
@@ -88,6 +94,14 @@ def measure(work: Path, clients: int, calls: int, trials: int) -> dict[str, Any]
                        "test_dates": "2024-01-03"},
               "space": {"name": "nasrec", "blocks": 2}, "searcher": {"name": "random"},
               "budget": {"trials": trials}, "train": {"epochs": 1, "batch_size": 256}, "baselines": ["lr"]}
+    from launcher.jobs.store import RUNNING, SUCCEEDED, JobStore
+
+    store = JobStore(work / "runs" / "jobs.sqlite3")  # finished jobs, so that ListJobs returns a full page
+    for _ in range(HISTORY_JOBS):
+        old, _ = store.create("anonymous", None, yaml.safe_dump(config), "history", "random on nasrec", "random", 8)
+        store.transition(old.job_id, RUNNING, "started")
+        store.transition(old.job_id, SUCCEEDED, "succeeded")
+    store.close()
     server = subprocess.Popen([sys.executable, "-m", "launcher.cli", "serve", "--port", "0", "--allow-root",
                                str(work), "--runs-dir", str(work / "runs")],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -99,8 +113,14 @@ def measure(work: Path, clients: int, calls: int, trials: int) -> dict[str, Any]
             watched: list[Any] = []
             watcher = threading.Thread(target=lambda: watched.extend(client.watch_job(job.job_id)))
             watcher.start()
-            while client.get_job(job.job_id).progress.trials_done < 1:  # the search is under way
+            while True:  # until the search is under way
+                current = client.get_job(job.job_id)
+                if current.progress.trials_done >= 1:
+                    break
+                if current.state in final_states:
+                    raise RuntimeError(f"the job ended before its first trial: {current.error or current.state}")
                 time.sleep(0.5)
+            print(f"job {job.job_id} running; loading the server", flush=True)
             busy = _load(address, job.job_id, clients, calls)
             state_during = client.get_job(job.job_id)
             watcher.join()
