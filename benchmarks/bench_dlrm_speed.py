@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchrec.models.dlrm import DLRM
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from benchmarks.common import interleaved_rates, print_table
+from benchmarks.gpu_timing import train_pass
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader
 from rankitect.data.synth import SynthConfig, generate
@@ -36,21 +36,10 @@ def torchrec_dlrm(schema, dim: int, bottom: tuple[int, ...] = (64,), top: tuple[
     return model.to(device) if device is not None else model
 
 
-def trainer(model, forward, batches, lr: float):
+def trainer(model, forward, batches, lr: float, device: torch.device | None = None):
     """A callable that trains `model` one pass over `batches` (SGD) and returns the rows seen."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-
-    def run() -> int:
-        n = 0
-        for b in batches:
-            loss = F.binary_cross_entropy_with_logits(forward(model, b), b.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n += len(b)
-        return n
-
-    return run
+    return train_pass(model, batches, torch.optim.SGD(model.parameters(), lr=lr), device or torch.device("cpu"),
+                      forward=forward)
 
 
 def measure(rows: int = 120_000, batch_size: int = 2048, hash_size: int = 20_000,

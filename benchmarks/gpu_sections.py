@@ -96,8 +96,8 @@ def section_dlrm(ctx: Context) -> dict[str, Any]:
         torch.manual_seed(0)
         sparse = build_model(dlrm(schema, bottom, top), schema, ctx.device)
         sparse_opt = model_optimizer(sparse, TrainConfig(optimizer="sgd", lr=0.01, sparse_embeddings=True))
-        r = rates({"rankitect": trainer(ours, _forward, ctx.device_batches, 0.01),
-                   "torchrec": trainer(theirs, _forward_torchrec, ctx.device_batches, 0.01),
+        r = rates({"rankitect": trainer(ours, _forward, ctx.device_batches, 0.01, ctx.device),
+                   "torchrec": trainer(theirs, _forward_torchrec, ctx.device_batches, 0.01, ctx.device),
                    "rankitect sparse": train_pass(sparse, ctx.device_batches, sparse_opt, ctx.device)},
                   s.rounds, ctx.device)
         out[name] = {"rankitect_examples_per_s": r["rankitect"], "torchrec_examples_per_s": r["torchrec"],
@@ -260,8 +260,13 @@ def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, sparse: bo
                       shuffle_buffer=max(200_000, ctx.sizes.batch))
     torch.manual_seed(seed)
     ends: list[float] = []
+
+    def epoch_ended(done: int) -> bool:
+        ends.append(time.perf_counter())
+        return False  # never stop early
+
     trainer_ = Trainer(build_model(dlrm(ds.schema), ds.schema), ds, ds.dates[:-1], cfg, progress=False,
-                       on_epoch=lambda done: ends.append(time.perf_counter()) and False)
+                       on_epoch=epoch_ended)
     stats = trainer_.fit()
     sync(ctx.device)
     last = None

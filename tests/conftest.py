@@ -24,20 +24,11 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ray_env(temp_dir: Path) -> dict[str, str]:
     """Environment that keeps a Ray cluster on loopback and its files out of the home folder."""
-    env = dict(os.environ)
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
-               RAY_TMPDIR=str(temp_dir), RAY_USAGE_STATS_ENABLED="0")
-    return env
+    from launcher.jobs.local_ray import loopback_env
+
+    return {**loopback_env(), "RAY_TMPDIR": str(temp_dir)}
 
 
 @pytest.fixture(scope="session")
@@ -53,14 +44,13 @@ def ray_cluster(tmp_path_factory) -> str:
 
     import ray
 
+    from launcher.jobs.local_ray import free_port, moved_ports
+
     temp_dir = Path(tempfile.mkdtemp(prefix="rkray-", dir="/tmp"))
     env = ray_env(temp_dir)
     ray_bin = str(Path(sys.executable).parent / "ray")
-    port = _free_port()
-    # Every fixed default port is moved, so that two test sessions (or a user's Ray) can coexist.
-    ports = [f"--{flag}={_free_port()}" for flag in ("ray-client-server-port", "dashboard-port",
-                                                      "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                      "runtime-env-agent-port", "metrics-export-port")]
+    port = free_port()
+    ports = moved_ports()  # two test sessions (or a user's Ray) coexist
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                     "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
                     "--object-store-memory=300000000", *ports], env=env, check=True, capture_output=True)

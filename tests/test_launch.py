@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from launcher.cli import main
-from tests.conftest import ROOT, _free_port, ray_env, stop_cluster
+from launcher.jobs.local_ray import free_port, moved_ports
+from tests.conftest import ROOT, ray_env, stop_cluster
 from tests.helpers import tiny_synth
 
 
@@ -32,10 +33,8 @@ def head() -> Iterator[str]:
     temp_dir = Path(tempfile.mkdtemp(prefix="rkray-", dir="/tmp"))
     env = ray_env(temp_dir)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the jobs' `python`
-    dashboard_port = _free_port()
-    flags = ("port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-             "runtime-env-agent-port", "metrics-export-port")
-    ports = [f"--{flag}={_free_port()}" for flag in flags]  # every fixed default moved
+    dashboard_port = free_port()
+    ports = [f"--port={free_port()}", *moved_ports(keep=("dashboard-port",))]  # every fixed default moved
     try:
         subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus=2",
                         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -179,7 +178,7 @@ def test_bad_flags_exit_2(capsys, argv, message) -> None:
 
 
 def test_an_unreachable_cluster_exits_2_naming_it(capsys) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     assert main(["launch", "--cluster", url, "--follow", "j"]) == 2
     err = capsys.readouterr().err
     assert f"--cluster {url}: cannot reach the Ray dashboard" in err and "Traceback" not in err

@@ -2,15 +2,14 @@
 
 It runs as a child process of the server rather than inside it: the server never imports Ray,
 and the child gets SIGTERM from the kernel when the server dies, even by SIGKILL (the
-parent-death signal), upon which `ray start --block` stops every process of its cluster,
-the agents included. Every port is a free one (two servers, or a user's own Ray, coexist) and
+parent-death signal, launcher.jobs.parent_death), upon which `ray start --block` stops every
+process of its cluster, the agents included. Every port is a free one (two servers, or a user's own Ray, coexist) and
 the session files live in a short folder of their own under /tmp (Ray's socket paths are
 limited to about 100 characters).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -21,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from launcher.jobs import parent_death
 from rankitect.errors import UserError
 
 OBJECT_STORE_BYTES = 512 * 1024**2
-PR_SET_PDEATHSIG = 1
 _PORT_FLAGS = ("ray-client-server-port", "dashboard-port", "dashboard-agent-listen-port",
                "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
 
@@ -41,8 +40,10 @@ def loopback_env() -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _term_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def moved_ports(keep: tuple[str, ...] = ()) -> list[str]:
+    """`ray start` flags giving every fixed default port (but those in `keep`) a free one, so
+    that several Rays of this machine coexist."""
+    return [f"--{flag}={free_port()}" for flag in _PORT_FLAGS if flag not in keep]
 
 
 class LocalRayHead:
@@ -61,13 +62,13 @@ class LocalRayHead:
         command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
                    f"--temp-dir={self._temp_dir}", f"--object-store-memory={OBJECT_STORE_BYTES}",
-                   *[f"--{flag}={free_port()}" for flag in _PORT_FLAGS]]
+                   *moved_ports()]
         if self.num_cpus is not None:
             command.append(f"--num-cpus={self.num_cpus}")
         log = open(self._temp_dir / "ray-start.log", "w")
-        self._process = subprocess.Popen(command, env=loopback_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_term_with_parent)
+        self._process = subprocess.Popen(parent_death.command(signal.SIGTERM, command), env=loopback_env(),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         log.close()
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + timeout_s

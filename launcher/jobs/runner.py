@@ -18,7 +18,6 @@ JSON lines into the job's events (launcher.jobs.events) and its other output int
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from launcher.jobs import events as ev
+from launcher.jobs import parent_death
 from launcher.jobs.local_ray import LocalRayHead, loopback_env
 from launcher.jobs.store import (
     CANCELLED,
@@ -55,15 +55,9 @@ from launcher.jobs.worker import (
 from rankitect.errors import UserError
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
 MAX_LOG_EVENTS = 5_000  # per driver process: a chatty job cannot fill the store
 MAX_LINE_CHARS = 2_000
 STDERR_TAIL_LINES = 20  # kept to explain a driver that crashed
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGINT when the thread that started it (the runner's) dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 @dataclass
@@ -163,7 +157,7 @@ class JobRunner:
         if driver is not None and driver.process.poll() is None:
             driver.process.send_signal(sig)
 
-    # -- the scheduling thread (it also starts every driver: see _die_with_parent) ----------
+    # -- the scheduling thread (it starts every driver: see the module doc) -------------------
     def _schedule(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
@@ -195,9 +189,9 @@ class JobRunner:
         address = self.ray_address or self._local_ray.address
         command = [sys.executable, "-m", "launcher.jobs.worker", "--job-dir", str(folder), "--address", address]
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace",
-                                       start_new_session=True, preexec_fn=_die_with_parent,
+            process = subprocess.Popen(parent_death.command(signal.SIGINT, command), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                       errors="replace", start_new_session=True,
                                        env=loopback_env() if self._local_ray is not None else None)
         except OSError as exc:
             self.store.transition(job.job_id, FAILED, "could not start the driver", error=f"driver: {exc}")

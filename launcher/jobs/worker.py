@@ -96,12 +96,10 @@ def pack(folder: Path, target: Path) -> tuple[int, str]:
     tmp = target.with_name(target.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
-    digest = hashlib.sha256()
     with open(tmp, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
     tmp.replace(target)
-    return target.stat().st_size, digest.hexdigest()
+    return target.stat().st_size, digest
 
 
 def run_job(job_dir: Path, address: str | None, events: JsonLineEvents) -> int:

@@ -81,66 +81,35 @@ def _fail(exc: BaseException, context: grpc.ServicerContext, method: str) -> Non
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; the server log has the details")
 
 
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: str | None) -> grpc.RpcMethodHandler:
     """`handler` with the tolerant deserializer, the owner set and errors mapped."""
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+    inner = getattr(handler, kind)
+    check = _checked if kind.startswith("unary_") else _checked_stream
 
-        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+    if kind.endswith("_unary"):
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
             token = _CALLER_OWNER.set(owner)
             try:
-                return inner_uu(_checked(request), context)
+                return inner(check(request), context)
+            except Exception as exc:  # noqa: BLE001
+                _fail(exc, context, method)
+            finally:
+                _CALLER_OWNER.reset(token)
+    else:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # type: ignore[misc]
+            token = _CALLER_OWNER.set(owner)
+            try:
+                yield from inner(check(request), context)
             except Exception as exc:  # noqa: BLE001
                 _fail(exc, context, method)
             finally:
                 _CALLER_OWNER.reset(token)
 
-        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer),
-                                unary_unary=unary_unary)
-
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token = _CALLER_OWNER.set(owner)
-            try:
-                yield from inner_us(_checked(request), context)
-            except Exception as exc:  # noqa: BLE001
-                _fail(exc, context, method)
-            finally:
-                _CALLER_OWNER.reset(token)
-
-        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer),
-                                unary_stream=unary_stream)
-
-    if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-
-        def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            token = _CALLER_OWNER.set(owner)
-            try:
-                return inner_su(_checked_stream(requests), context)
-            except Exception as exc:  # noqa: BLE001
-                _fail(exc, context, method)
-            finally:
-                _CALLER_OWNER.reset(token)
-
-        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer),
-                                stream_unary=stream_unary)
-
-    inner_ss = handler.stream_stream
-
-    def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-        token = _CALLER_OWNER.set(owner)
-        try:
-            yield from inner_ss(_checked_stream(requests), context)
-        except Exception as exc:  # noqa: BLE001
-            _fail(exc, context, method)
-        finally:
-            _CALLER_OWNER.reset(token)
-
-    return handler._replace(request_deserializer=_tolerant(handler.request_deserializer),
-                            stream_stream=stream_stream)
+    return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), **{kind: call})
 
 
 def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
@@ -153,13 +122,8 @@ def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: st
         yield  # pragma: no cover (makes this a generator)
 
     raw = handler.request_deserializer and (lambda data: data)
-    if handler.unary_unary is not None:
-        return handler._replace(request_deserializer=raw, unary_unary=refuse)
-    if handler.unary_stream is not None:
-        return handler._replace(request_deserializer=raw, unary_stream=refuse_stream)
-    if handler.stream_unary is not None:
-        return handler._replace(request_deserializer=raw, stream_unary=refuse)
-    return handler._replace(request_deserializer=raw, stream_stream=refuse_stream)
+    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+    return handler._replace(request_deserializer=raw, **{kind: refuse if kind.endswith("_unary") else refuse_stream})
 
 
 class Guard(grpc.ServerInterceptor):
