@@ -30,10 +30,17 @@ class DistDnasOptions(DnasOptions):
     """DnasOptions, with defaults for a shard's few steps: "joint" updates the logits on every
     batch and arch_lr 0.05 lets them move. On 50k-row days (bench_distdnas) the "dnas"
     defaults (alternating, 0.01) left them within 0.02 of uniform, so the days' argmaxes were
-    noise; with these all six days chose the same modules."""
+    noise. `normalize` puts the candidates on one scale: without it every day's first layer
+    chose dcn (its cross passes its input through) over dot, which fits the planted pairs
+    better on the full data; with it, and 3 passes over the shard, all six days chose dot
+    first. With 1 pass every day chose dcn (dot's products of young embeddings had not paid
+    off yet); with 5 passes dcn again, by a hair (lambda 0; the logits follow the training
+    loss, which rewards what fits a day's rows closest)."""
 
+    epochs: int = 3  # passes over the shard's dates
     mode: str = "joint"
     arch_lr: float = 0.05
+    normalize: bool = True
     dates_per_shard: int = 1
     aggregation: str = "mean"
 

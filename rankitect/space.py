@@ -84,8 +84,9 @@ class SearchSpace(abc.ABC):
         raise ConfigError(f"space {self.name!r} does not build a weight-sharing supernet; "
                           f"spaces that do: {[n for n in space_names() if get_space(n).has_supernets()]}")
 
-    def mixed_supernet(self) -> Any:
-        """A `rankitect.supernet.MixedOpSupernet` over this space (fresh weights and logits)."""
+    def mixed_supernet(self, normalize: bool = False) -> Any:
+        """A `rankitect.supernet.MixedOpSupernet` over this space (fresh weights and logits);
+        `normalize`: each candidate's output is scaled to unit RMS per row before mixing."""
         raise ConfigError(f"space {self.name!r} does not build a mixed-op supernet; "
                           f"spaces that do: {[n for n in space_names() if get_space(n).has_supernets()]}")
 

@@ -42,6 +42,15 @@ def check_names(key: str, values: Any, allowed: Sequence[str]) -> None:
         raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
 
 
+POOLINGS = tuple(get_block("embedding").spec.param("pooling").choices or ())
+
+
+def check_pooling(value: Any) -> None:
+    """ConfigError naming `space.pooling` unless `value` is one of the embedding's poolings."""
+    if value not in POOLINGS:
+        raise ConfigError(f"space.pooling: must be one of {list(POOLINGS)}, got {value!r}")
+
+
 def head_options(e: int, wanted: Iterable[int] = (1, 2)) -> tuple[int, ...]:
     """Head counts h with h * (E // h) == E within the attention block's ranges.
 
@@ -79,6 +88,8 @@ class GraphBuilder:
         """One input as is, several joined by concat(flat): (B, sum n_i)."""
         return inputs[0] if len(inputs) == 1 else self.add(node_id, "concat", inputs, mode="flat")
 
-    def architecture(self, output: str, name: str) -> Architecture:
-        """The graph with every node that does not feed `output` removed."""
-        return prune_unreachable(Architecture(tuple(self.nodes), output=output, name=name))
+    def architecture(self, output: str, name: str, embedding: dict[str, Any] | None = None) -> Architecture:
+        """The graph with every node that does not feed `output` removed; `embedding` is the
+        architecture's embedding entry (dim, pooling; the block's defaults when absent)."""
+        return prune_unreachable(Architecture(tuple(self.nodes), embedding=dict(embedding or {}), output=output,
+                                              name=name))

@@ -17,6 +17,7 @@ from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
     GraphBuilder,
     check_names,
+    check_pooling,
     check_range,
     check_values,
     head_options,
@@ -37,13 +38,15 @@ _MAX_FC_WIDTH = int(get_block("fc").spec.param("width").high or 16_384)
 class InteractionsOptions(SpaceOptions):
     """layers: 1..12 interaction layers; widths: candidate state widths W; dcn_ranks: DCN
     ranks (0 = full); mlp_hidden: hidden widths of the mlp module; modules: the candidates of
-    every layer (a subset of MODULES)."""
+    every layer (a subset of MODULES); pooling: of the embedding over a row's ids ("sum" or
+    "mean"; only list columns differ)."""
 
     layers: int = 3
     widths: tuple[int, ...] = (32, 64, 128)
     dcn_ranks: tuple[int, ...] = (0, 4, 16)
     mlp_hidden: tuple[int, ...] = (64, 256)
     modules: tuple[str, ...] = MODULES
+    pooling: str = "sum"
 
     def check(self) -> None:
         check_range("layers", self.layers, 1, 12)
@@ -51,6 +54,7 @@ class InteractionsOptions(SpaceOptions):
         check_values("dcn_ranks", self.dcn_ranks, 0, int(get_block("dcn").spec.param("rank").high or 1024))
         check_values("mlp_hidden", self.mlp_hidden, 1, _MAX_FC_WIDTH)
         check_names("modules", self.modules, MODULES)
+        check_pooling(self.pooling)
 
 
 @register_space
@@ -112,11 +116,12 @@ class InteractionsSpace(SearchSpace):
 
         return InteractionsSupernet(self)
 
-    def mixed_supernet(self) -> InteractionsMixedOp:
-        """A mixed-op supernet over this space (fresh weights, uniform architecture logits)."""
+    def mixed_supernet(self, normalize: bool = False) -> InteractionsMixedOp:
+        """A mixed-op supernet over this space (fresh weights, uniform architecture logits);
+        `normalize`: dense candidates' new h scaled to unit RMS per row before mixing."""
         from search_spaces.interactions_supernet import InteractionsMixedOp
 
-        return InteractionsMixedOp(self)
+        return InteractionsMixedOp(self, normalize)
 
     def largest(self) -> dict[str, Any]:
         """The path with the most FLOPs (registry numbers): the largest width and, per layer,
@@ -160,7 +165,7 @@ class InteractionsSpace(SearchSpace):
             h, s = self.layer(g, i, c, h, s, width)
         g.add("head_in", "concat", [h, s], mode="flat")
         g.add("logit", "fc", ["head_in"], width=1, activation="none")
-        return g.architecture("logit", self.name)
+        return g.architecture("logit", self.name, embedding={"pooling": self.options.pooling})
 
     def layer(self, g: GraphBuilder, i: int, c: Mapping[str, Any], h: str, s: str,
               width: int) -> tuple[str, str]:

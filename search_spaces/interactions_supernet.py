@@ -1,7 +1,7 @@
 """The two supernets of the interactions space (one-shot and DistDNAS differentiable search).
 
 Both hold one set of weights at the largest sizes of an `InteractionsSpace`:
-  embedding   the schema's tables (EmbeddingModule, sum pooling, E = schema dim)
+  embedding   the schema's tables (EmbeddingModule, the space's pooling, E = schema dim)
   h0          Linear(D or F*E -> Wmax) + ReLU, Wmax = max(widths)
   per layer   one instance of every candidate module at its largest size:
               dot  row Linear(Wmax -> E), h Linear(F(F+1)/2 -> Wmax)
@@ -22,6 +22,11 @@ slices and hands them out as a standalone model's state_dict (`inherit`).
 `InteractionsMixedOp` runs every candidate at the largest sizes and mixes them with
 (Gumbel-)softmax probabilities of its architecture logits; widths, dcn ranks and mlp hidden
 sizes are mixed by soft masks on the units (FBNetV2), head counts by mixing the outputs.
+With `normalize`, each dense candidate's new h is divided by its RMS over the units of each row
+before mixing (the role of DARTS's affine-free batch norm after every op), so that the logits'
+gradients do not follow the size of a candidate's output. In bench_distdnas, without it every
+day's first layer chose dcn (whose cross adds its input back, x * (W x + b) + x) over dot, the
+better module on the full data.
 """
 
 from __future__ import annotations
@@ -301,7 +306,7 @@ class _SharedWeights(nn.Module):
         o = space.options
         self.d = _Dims(max(o.widths), schema.num_sparse, schema.embedding_dim, tuple(o.dcn_ranks),
                        max(o.mlp_hidden))
-        self.embedding = EmbeddingModule(schema, schema.embedding_dim, "sum")
+        self.embedding = EmbeddingModule(schema, schema.embedding_dim, o.pooling)
         self.register_buffer("dense_mean", torch.tensor([c.mean for c in schema.dense], dtype=torch.float32))
         self.register_buffer("dense_inv_std", torch.tensor([1.0 / c.std for c in schema.dense],
                                                            dtype=torch.float32))
@@ -387,8 +392,9 @@ class InteractionsMixedOp(_SharedWeights, MixedOpSupernet):
     "l{i}.module" and size choices ("l{i}.dcn_rank", "l{i}.mlp_hidden", "l{i}.heads", those of
     candidate modules), zeros at construction (uniform). See the module docstring."""
 
-    def __init__(self, space: InteractionsSpace) -> None:
+    def __init__(self, space: InteractionsSpace, normalize: bool = False) -> None:
         super().__init__(space)
+        self.normalize = normalize
         self._candidates = space.layer_candidates()[0]
         self._choices = {c.name: c.options for c in space.choices() if self._has_logits(c.name)}
         self._keys = {name: name.replace(".", "__") for name in self._choices}
@@ -529,13 +535,17 @@ class InteractionsMixedOp(_SharedWeights, MixedOpSupernet):
 
     def _dense_candidate(self, i: int, m: str, h: torch.Tensor, s: torch.Tensor,
                          probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """h_m (B, Wmax), sizes mixed."""
+        """h_m (B, Wmax), sizes mixed; unit RMS per row with `normalize`."""
         layer = self.layers[i]
         if m == "dcn":
-            return self._mixed_dcn(layer, _flat_state(h, s), probs[f"l{i}.dcn_rank"])
-        if m == "mlp":
-            return self._mixed_mlp(layer, _flat_state(h, s), probs[f"l{i}.mlp_hidden"])
-        return layer.dense(m, h, s, layer.sliced(m, None, self.d.wmax))
+            out = self._mixed_dcn(layer, _flat_state(h, s), probs[f"l{i}.dcn_rank"])
+        elif m == "mlp":
+            out = self._mixed_mlp(layer, _flat_state(h, s), probs[f"l{i}.mlp_hidden"])
+        else:
+            out = layer.dense(m, h, s, layer.sliced(m, None, self.d.wmax))
+        if self.normalize:
+            out = out / (out.pow(2).mean(dim=1, keepdim=True).sqrt() + 1e-6)
+        return out
 
     def _sparse_candidate(self, i: int, m: str, s: torch.Tensor,
                           probs: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import get_block
 from rankitect.schema import Schema
 from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
-from search_spaces.common import GraphBuilder, check_range, check_values, head_options, require_sparse
+from search_spaces.common import GraphBuilder, check_pooling, check_range, check_values, head_options, require_sparse
 
 DENSE_OPS = ("fc", "dot", "gating", "sum")
 SPARSE_OPS = ("efc", "attention")
@@ -31,13 +31,15 @@ _MAX_ROWS = int(get_block("efc").spec.param("out_rows").high or 1024)
 class NasRecOptions(SpaceOptions):
     """blocks: 1..12 choice blocks; dense_widths: widths of the dense ops; efc_rows: output
     row counts of efc; max_inputs: 1..4 dense (and sparse) inputs per block; stem_width: width
-    of fc(flattened sparse), the dense source of a schema without dense columns."""
+    of fc(flattened sparse), the dense source of a schema without dense columns; pooling: of the
+    embedding over a row's ids ("sum" or "mean"; only list columns differ)."""
 
     blocks: int = 4
     dense_widths: tuple[int, ...] = (16, 32, 64, 128)
     efc_rows: tuple[int, ...] = (4, 8, 16)
     max_inputs: int = 2
     stem_width: int = 64
+    pooling: str = "sum"
 
     def check(self) -> None:
         check_range("blocks", self.blocks, 1, 12)
@@ -45,6 +47,7 @@ class NasRecOptions(SpaceOptions):
         check_values("efc_rows", self.efc_rows, 1, _MAX_ROWS)
         check_range("max_inputs", self.max_inputs, 1, 4)
         check_range("stem_width", self.stem_width, 1, _MAX_FC_WIDTH)
+        check_pooling(self.pooling)
 
 
 @register_space
@@ -129,7 +132,7 @@ class NasRecSpace(SearchSpace):
         if c["fm"]:
             head.append(g.add("fm", "fm", [INPUT_SPARSE], reduce=True))
         g.add("logit", "fc", [g.flat("head_in", head)], width=1, activation="none")
-        return g.architecture("logit", self.name)
+        return g.architecture("logit", self.name, embedding={"pooling": self.options.pooling})
 
     def _picked(self, c: Mapping[str, Any], i: int, kind: str) -> list[str]:
         """Block i's distinct source labels of `kind` ("dense" / "sparse"), "none" dropped."""

@@ -118,6 +118,7 @@ def test_shards_group_consecutive_dates() -> None:
 @pytest.mark.parametrize("searcher, message", [
     ({"name": "distdnas", "aggregation": "median"}, "searcher.aggregation: must be one of"),
     ({"name": "distdnas", "dates_per_shard": 0}, "searcher.dates_per_shard: must be >= 1, got 0"),
+    ({"name": "distdnas", "normalize": "yes"}, "searcher.normalize: must be bool, got 'yes'"),
 ])
 def test_bad_options_exit_2(data, tmp_path, capsys, searcher, message) -> None:
     path = tmp_path / "search.yaml"

@@ -203,6 +203,8 @@ BAD_OPTIONS = [
     ("interactions", {"mlp_hidden": []}, "space.mlp_hidden"),
     ("interactions", {"modules": ["dot", "warp"]}, "space.modules[1]"),
     ("interactions", {"nasrec_blocks": 2}, "space.nasrec_blocks"),
+    ("interactions", {"pooling": "max"}, "space.pooling"),
+    ("nasrec", {"pooling": None}, "space.pooling"),
 ]
 
 

@@ -55,7 +55,7 @@ def _flops(space: SearchSpace, choices: Mapping[str, Any]) -> int:
 
 # -- weight sharing ---------------------------------------------------------------------------
 @pytest.mark.parametrize("key,options", [("dense_multi", None), ("no_dense_multi", None),
-                                         ("dense_multi", ODD_OPTIONS)])
+                                         ("dense_multi", ODD_OPTIONS), ("dense_multi", {"pooling": "mean"})])
 def test_inherited_standalone_model_computes_the_supernet_path(key: str, options: Any) -> None:
     schema, space = _setup(key, options)
     supernet = space.supernet()
@@ -164,7 +164,8 @@ def test_near_one_hot_expected_flops_equal_the_registry_cost(key: str, options: 
         assert mixed.expected_flops().item() == pytest.approx(_flops(space, choices), rel=1e-3)
 
 
-@pytest.mark.parametrize("key,options", [("dense_multi", None), ("no_dense_multi", ODD_OPTIONS)])
+@pytest.mark.parametrize("key,options", [("dense_multi", None), ("no_dense_multi", ODD_OPTIONS),
+                                         ("dense_multi", {"pooling": "mean"})])
 def test_near_one_hot_mixed_forward_equals_the_single_path(key: str, options: Any) -> None:
     """Both supernets lay their weights out alike, so one-hot mixing is the path itself."""
     schema, space = _setup(key, options)
@@ -176,6 +177,40 @@ def test_near_one_hot_mixed_forward_equals_the_single_path(key: str, options: An
         _prefer(mixed, choices)
         with torch.no_grad():
             assert torch.allclose(mixed(dense, kjt), supernet(dense, kjt, choices), atol=1e-5), choices
+
+
+@pytest.mark.parametrize("module", ["dot", "dcn", "fm", "mlp"])
+def test_normalized_mixing_does_not_see_a_dense_candidates_scale(module: str) -> None:
+    """Scaling the last Linear of one candidate (before its ReLU) scales its output; with
+    normalize the mixed logits stay the same, without it they move."""
+    schema, space = _setup("dense_multi")
+    dense, kjt = _batch(schema)
+    last = {"dot": "h", "dcn": "h", "fm": "h", "mlp": "out"}[module]
+    for normalize in (True, False):
+        torch.manual_seed(0)
+        mixed = space.mixed_supernet(normalize)
+        with torch.no_grad():
+            before = mixed(dense, kjt)
+            part = mixed.layers[0].parts[module][last]
+            part.weight.mul_(100.0)
+            part.bias.mul_(100.0)
+            after = mixed(dense, kjt)
+        moved = (after - before).abs().max().item()
+        assert moved < 1e-5 if normalize else moved > 1e-2, (normalize, moved)
+
+
+def test_pooling_mean_averages_a_list_columns_rows() -> None:
+    schema, space = _setup("dense_multi", {"pooling": "mean"})
+    assert space.decode(space.smallest()).embedding == {"pooling": "mean"}
+    _, kjt = _batch(schema)
+    summed = make_space("interactions", schema).supernet()
+    mean = space.supernet()
+    mean.load_state_dict(summed.state_dict())
+    lengths = kjt.lengths().view(schema.num_sparse, BATCH).T  # (B, F)
+    with torch.no_grad():
+        expected = summed.embed(kjt) / lengths.clamp(min=1).unsqueeze(-1)
+        assert torch.allclose(mean.embed(kjt), expected, atol=1e-6)
+        assert (lengths > 1).any()  # the batch has a list longer than one
 
 
 def test_uniform_expected_flops_lie_between_the_extremes() -> None:

@@ -11,7 +11,7 @@ import pytest
 from rankitect.blocks import block_names
 from rankitect.data.dataset import Dataset
 from rankitect.data.inspect import inspect_dataset
-from rankitect.data.synth import SynthConfig, _marginal_prob, generate
+from rankitect.data.synth import SynthConfig, _marginal_prob, ablated_bayes_ne, generate
 from rankitect.errors import ConfigError
 from rankitect.metrics import binary_entropy
 from tests.helpers import tiny_synth
@@ -48,6 +48,20 @@ def test_truth_names_real_fields_blocks_and_consistent_bayes_ne(tmp_path) -> Non
         assert truth["positive_rate"][date] == pytest.approx(rate)
         assert ne == pytest.approx(truth["bayes_logloss"][date] / binary_entropy(rate))
         assert 0.4 < ne < 0.9  # the planted structure explains much of the label
+
+
+def test_leaving_out_a_planted_interaction_costs_ne(tmp_path) -> None:
+    cfg = SynthConfig(days=2, rows_per_day=3000, seed=5, chunk_rows=1000)
+    generate(tmp_path / "d", cfg)
+    truth = json.loads((tmp_path / "d" / "truth.json").read_text())
+    ablated = ablated_bayes_ne(cfg, 1)
+    assert ablated["bayes"] == pytest.approx(truth["bayes_ne"]["2024-01-02"], rel=1e-12)
+    assert set(ablated) == {"bayes"} | {i["name"] for i in truth["interactions"]}
+    for name, ne in ablated.items():
+        if name != "bayes":
+            assert ne > ablated["bayes"] + 0.005, name
+    with pytest.raises(ConfigError, match="day=2"):
+        ablated_bayes_ne(cfg, 2)
 
 
 def test_marginal_probability_matches_monte_carlo() -> None:

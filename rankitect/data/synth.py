@@ -230,6 +230,35 @@ def generate(out: Path, cfg: SynthConfig, force: bool = False,
     return schema, truth
 
 
+def ablated_bayes_ne(cfg: SynthConfig, day: int) -> dict[str, float]:
+    """NE on day `day` (0-based) of the Bayes predictor, and of that predictor with each planted
+    interaction left out of its logit (keyed by the interaction's truth.json name): what a
+    model that misses the interaction can reach at best, up to refitting its intercept.
+
+    The day's rows and labels are drawn again exactly as `generate` draws them, so "bayes"
+    equals truth.json's bayes_ne of that date."""
+    cfg.check()
+    if not 0 <= day < cfg.days:
+        raise ConfigError(f"synth: day={day} is out of range (0..{cfg.days - 1})")
+    world = _World(cfg)
+    names = [i["name"] for i in _truth(world, cfg, {}, {})["interactions"]]
+    logits, labels, terms = [], [], []
+    for chunk, start in enumerate(range(0, cfg.rows_per_day, cfg.chunk_rows)):
+        n = min(cfg.chunk_rows, cfg.rows_per_day - start)
+        rng = np.random.default_rng([cfg.seed, 2, day, chunk])
+        rows = world.draw(day, n, rng)
+        labels.append((rng.random(n) < _marginal_prob(rows["logit"], cfg.noise)).astype(np.int8))
+        logits.append(rows["logit"])
+        terms.append(np.concatenate([rows["pair_terms"], rows["cross_term"][None, :]])
+                     if world.cross is not None else rows["pair_terms"])
+    logit, y, term = np.concatenate(logits), np.concatenate(labels), np.concatenate(terms, axis=1)
+    entropy = binary_entropy(float(y.mean()))
+    out = {"bayes": logloss(_marginal_prob(logit, cfg.noise), y) / entropy}
+    for name, t in zip(names, term):
+        out[name] = logloss(_marginal_prob(logit - t, cfg.noise), y) / entropy
+    return out
+
+
 def _table(world: _World, rows: dict[str, np.ndarray], labels: np.ndarray) -> pa.Table:
     cols: dict[str, pa.Array] = {"label": pa.array(labels, pa.int8())}
     for name in world.dense_names:

@@ -65,6 +65,7 @@ class DnasOptions(SearcherOptions):
     gumbel: bool = False
     temperature: tuple[float, ...] = (1.0, 0.2)  # (start, end), exponential decay
     threshold: float = 0.0
+    normalize: bool = False  # candidates' outputs scaled to unit RMS before mixing (see the space's supernet)
 
     def check(self) -> None:
         super().check()
@@ -106,7 +107,7 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     opts = DnasOptions(**options)
     dataset, space = open_space(data_path, space_name, space_options)
     torch.manual_seed(seed)
-    net = space.mixed_supernet()
+    net = space.mixed_supernet(opts.normalize)
     reference = float(cost_of(space.decode(space.largest()), dataset.schema).flops)
     weights = make_optimizer(list(net.weight_parameters()), train)
     arch = torch.optim.Adam(list(net.arch_parameters()), lr=opts.arch_lr, betas=(0.5, 0.999))
