@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from launcher.jobs.store import STATES
 from rankitect.errors import UserError
-
-STATE_NAMES = ("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validate-only", action="store_true", help="check the config on the server, create nothing")
     p = command("jobs", "list your jobs on a `rankitect serve`: id, state, searcher, trials, best NE", run_jobs,
                 job=False)
-    p.add_argument("--state", dest="states", action="append", default=[], choices=STATE_NAMES,
+    p.add_argument("--state", dest="states", action="append", default=[], choices=STATES,
                    help="only jobs in this state (repeatable)")
     p = command("watch", "follow a job's events until it ends (exit 0 when it succeeded)", run_watch)
     p.add_argument("--from", dest="from_event", type=int, default=0, metavar="N", help="start at event N")
@@ -116,14 +115,17 @@ def run_jobs(args: argparse.Namespace, client: Any) -> int:
 
 def event_line(event: Any) -> str:
     """One line of `rankitect watch` for a JobEvent."""
+    from launcher.rpc.gen import search_pb2 as spb
+
     kind = event.WhichOneof("kind")
     head = f"#{event.number:<4} {_when(event.time)[11:19]}"
     if kind == "state":
         return f"{head} {_state(event.state.state)}: {event.state.message}"
     if kind == "trial":
         t, p = event.trial.trial, event.trial.progress
-        status = {1: "complete", 2: "pruned", 3: "failed"}.get(t.status, "?")
-        score = f"valid NE {t.metrics.ne:.4f}, {t.metrics.flops_per_example:,} FLOPs/ex" if t.status == 1 else t.error
+        status = spb.TrialStatus.Name(t.status).removeprefix("TRIAL_STATUS_").lower()
+        complete = t.status == spb.TRIAL_STATUS_COMPLETE
+        score = f"valid NE {t.metrics.ne:.4f}, {t.metrics.flops_per_example:,} FLOPs/ex" if complete else t.error
         return f"{head} trial {t.number} {status}: {score} ({p.trials_done}/{p.trials_total})"
     if kind == "best":
         t = event.best.trial

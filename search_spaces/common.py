@@ -42,13 +42,18 @@ def check_names(key: str, values: Any, allowed: Sequence[str]) -> None:
         raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
 
 
-POOLINGS = tuple(get_block("embedding").spec.param("pooling").choices or ())
-
-
 def check_pooling(value: Any) -> None:
-    """ConfigError naming `space.pooling` unless `value` is one of the embedding's poolings."""
-    if value not in POOLINGS:
-        raise ConfigError(f"space.pooling: must be one of {list(POOLINGS)}, got {value!r}")
+    """ConfigError naming `space.pooling` unless `value` is one of the embedding block's poolings."""
+    try:
+        get_block("embedding").spec.param("pooling").check(value)
+    except ValueError as exc:
+        raise ConfigError(f"space.pooling: {exc}") from None
+
+
+def embedding_entry(pooling: str) -> dict[str, Any]:
+    """An architecture's embedding entry for `pooling`: empty for the default "sum", so that
+    architectures decoded before the option existed compare equal to today's."""
+    return {} if pooling == "sum" else {"pooling": pooling}
 
 
 def head_options(e: int, wanted: Iterable[int] = (1, 2)) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from search_spaces.common import (
     check_pooling,
     check_range,
     check_values,
+    embedding_entry,
     head_options,
     require_sparse,
 )
@@ -165,7 +166,7 @@ class InteractionsSpace(SearchSpace):
             h, s = self.layer(g, i, c, h, s, width)
         g.add("head_in", "concat", [h, s], mode="flat")
         g.add("logit", "fc", ["head_in"], width=1, activation="none")
-        return g.architecture("logit", self.name, embedding={"pooling": self.options.pooling})
+        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling))
 
     def layer(self, g: GraphBuilder, i: int, c: Mapping[str, Any], h: str, s: str,
               width: int) -> tuple[str, str]:

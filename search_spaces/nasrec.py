@@ -17,7 +17,15 @@ from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import get_block
 from rankitect.schema import Schema
 from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
-from search_spaces.common import GraphBuilder, check_pooling, check_range, check_values, head_options, require_sparse
+from search_spaces.common import (
+    GraphBuilder,
+    check_pooling,
+    check_range,
+    check_values,
+    embedding_entry,
+    head_options,
+    require_sparse,
+)
 
 DENSE_OPS = ("fc", "dot", "gating", "sum")
 SPARSE_OPS = ("efc", "attention")
@@ -132,7 +140,7 @@ class NasRecSpace(SearchSpace):
         if c["fm"]:
             head.append(g.add("fm", "fm", [INPUT_SPARSE], reduce=True))
         g.add("logit", "fc", [g.flat("head_in", head)], width=1, activation="none")
-        return g.architecture("logit", self.name, embedding={"pooling": self.options.pooling})
+        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling))
 
     def _picked(self, c: Mapping[str, Any], i: int, kind: str) -> list[str]:
         """Block i's distinct source labels of `kind` ("dense" / "sparse"), "none" dropped."""

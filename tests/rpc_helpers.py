@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import grpc
+from hypothesis import strategies as st
 
 from launcher.rpc.server import RankitectServer, ServerOptions, ServiceBinding, build_server
 from rankitect.schema import Schema
@@ -47,6 +48,26 @@ def status_of(call, payload: bytes, reply_type, streams: bool = False) -> tuple[
         details = exc.details() or ""
         assert len(details) < 5000
         return exc.code(), details
+
+
+FUZZ_KINDS = ["typed"] * 6 + ["bytes", "other_type", "huge"]
+
+
+def draw_payload(data: st.DataObject, methods: Iterable[str], typed: Callable[[str], st.SearchStrategy],
+                 huge: Callable[[str, int], bytes], sizes: list[int]) -> tuple[str, str, bytes]:
+    """(method, kind, request bytes) of one fuzz call: a typed request of the method (6 in 9), random
+    bytes, another method's request, or a huge request (`huge(method, size)`, size from `sizes`)."""
+    names = sorted(methods)
+    method = data.draw(st.sampled_from(names), label="method")
+    kind = data.draw(st.sampled_from(FUZZ_KINDS), label="kind")
+    if kind == "typed":
+        return method, kind, data.draw(typed(method)).SerializeToString()
+    if kind == "bytes":
+        return method, kind, data.draw(st.binary(max_size=300))
+    if kind == "other_type":
+        other = data.draw(st.sampled_from([m for m in names if m != method]))
+        return method, kind, data.draw(typed(other)).SerializeToString()
+    return method, kind, huge(method, data.draw(st.sampled_from(sizes)))
 
 
 def write_token_file(path: Path) -> Path:

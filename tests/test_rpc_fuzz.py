@@ -16,7 +16,7 @@ from launcher.rpc.gen import architecture_pb2 as apb
 from launcher.rpc.gen import registry_pb2 as rpb
 from rankitect.blocks import block_names, list_blocks
 from tests.helpers import toy_schema
-from tests.rpc_helpers import running_server, status_of
+from tests.rpc_helpers import draw_payload, running_server, status_of
 
 EXAMPLES = 500
 METHODS = {"ListBlocks": (rpb.ListBlocksRequest, rpb.ListBlocksResponse),
@@ -160,17 +160,7 @@ def test_fuzz_block_registry(fuzz_server) -> None:
                                      HealthCheck.large_base_example])
     @given(st.data())
     def one_request(data) -> None:
-        method = data.draw(st.sampled_from(sorted(METHODS)), label="method")
-        kind = data.draw(st.sampled_from(["typed"] * 6 + ["bytes", "other_type", "huge"]), label="kind")
-        if kind == "typed":
-            payload = data.draw(typed_request(method, dataset)).SerializeToString()
-        elif kind == "bytes":
-            payload = data.draw(st.binary(max_size=300))
-        elif kind == "other_type":
-            other = data.draw(st.sampled_from(sorted(set(METHODS) - {method})))
-            payload = data.draw(typed_request(other, dataset)).SerializeToString()
-        else:
-            payload = _huge_request(method, data.draw(st.sampled_from(HUGE)))
+        method, kind, payload = draw_payload(data, METHODS, lambda m: typed_request(m, dataset), _huge_request, HUGE)
         code, details = status_of(calls[method], payload, METHODS[method][1])
         seen[code] += 1
         assert code in DEFINED, f"{method} ({kind}): {code.name}: {details}"

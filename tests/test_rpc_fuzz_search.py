@@ -17,7 +17,7 @@ from launcher.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
 from launcher.rpc.client import RankitectClient
 from launcher.rpc.gen import search_pb2 as spb
 from tests.helpers import tiny_synth
-from tests.rpc_helpers import running_server, status_of
+from tests.rpc_helpers import draw_payload, running_server, status_of
 from tests.test_rpc_search import search_config
 
 EXAMPLES = 500
@@ -107,6 +107,11 @@ def typed_request(draw, method: str, data: str, ids: list[str], valid: str):
     return METHODS[method][0](job_id=draw(job_ids))
 
 
+def _huge_request(method: str, size: int) -> bytes:
+    """A SubmitSearchRequest of about `size` bytes, whatever the method it is sent to."""
+    return spb.SubmitSearchRequest(config_yaml="x" * size, request_id="y" * 1000).SerializeToString()
+
+
 def test_fuzz_search_service(fuzz_server) -> None:
     server, data, ids, mine, valid = fuzz_server
     seen: collections.Counter = collections.Counter()
@@ -119,18 +124,8 @@ def test_fuzz_search_service(fuzz_server) -> None:
                                      HealthCheck.large_base_example])
     @given(st.data())
     def one_request(draw) -> None:
-        method = draw.draw(st.sampled_from(sorted(METHODS)), label="method")
-        kind = draw.draw(st.sampled_from(["typed"] * 6 + ["bytes", "other_type", "huge"]), label="kind")
-        if kind == "typed":
-            payload = draw.draw(typed_request(method, data, ids, valid)).SerializeToString()
-        elif kind == "bytes":
-            payload = draw.draw(st.binary(max_size=300))
-        elif kind == "other_type":
-            other = draw.draw(st.sampled_from(sorted(set(METHODS) - {method})))
-            payload = draw.draw(typed_request(other, data, ids, valid)).SerializeToString()
-        else:
-            payload = spb.SubmitSearchRequest(config_yaml="x" * draw.draw(st.sampled_from(HUGE)),
-                                              request_id="y" * 1000).SerializeToString()
+        method, kind, payload = draw_payload(draw, METHODS, lambda m: typed_request(m, data, ids, valid), _huge_request,
+                                             HUGE)
         code, details = status_of(calls[method], payload, METHODS[method][1], streams=METHODS[method][2])
         seen[code] += 1
         assert code in DEFINED, f"{method} ({kind}): {code.name}: {details}"

@@ -202,6 +202,7 @@ def test_normalized_mixing_does_not_see_a_dense_candidates_scale(module: str) ->
 def test_pooling_mean_averages_a_list_columns_rows() -> None:
     schema, space = _setup("dense_multi", {"pooling": "mean"})
     assert space.decode(space.smallest()).embedding == {"pooling": "mean"}
+    assert make_space("interactions", schema).decode(space.smallest()).embedding == {}  # as before the option
     _, kjt = _batch(schema)
     summed = make_space("interactions", schema).supernet()
     mean = space.supernet()

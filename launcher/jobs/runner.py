@@ -53,6 +53,7 @@ from launcher.jobs.worker import (
     SEARCH_DIR,
 )
 from rankitect.errors import UserError
+from rankitect.searchers.result import RESULT_FILE
 
 log = logging.getLogger(__name__)
 MAX_LOG_EVENTS = 5_000  # per driver process: a chatty job cannot fill the store
@@ -68,6 +69,7 @@ class _Driver:
     error: str = ""
     stderr_tail: deque = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     readers: list[threading.Thread] = field(default_factory=list)
+    result: dict[str, Any] | None = None  # the partial result, read from the store at its first change
 
 
 class JobRunner:
@@ -264,17 +266,17 @@ class JobRunner:
         elif kind == "trial":
             self.store.append_event(job_id, "trial", ev.trial_payload(message), trials_done=int(message["done"]),
                                     trials_total=int(message["total"]))
-            self._update_result(job_id, lambda r: ev.add_trial(r, message["trial"]))
+            self._update_result(driver, lambda r: ev.add_trial(r, message["trial"]))
         elif kind == "best":
             self.store.append_event(job_id, "best", {"trial": message["trial"]},
                                     best_json=json.dumps(message["trial"]))
-            self._update_result(job_id, lambda r: r.update(best=message["trial"]))
+            self._update_result(driver, lambda r: r.update(best=message["trial"]))
         elif kind == "pareto":
             self.store.append_event(job_id, "pareto", {"points": message["points"]})
-            self._update_result(job_id, lambda r: r.update(pareto=message["points"]))
+            self._update_result(driver, lambda r: r.update(pareto=message["points"]))
         elif kind == "baseline":
             self.store.append_event(job_id, "log", ev.baseline_log(message["name"], message["record"]))
-            self._update_result(job_id, lambda r: r.setdefault("baselines", {}).update(
+            self._update_result(driver, lambda r: r.setdefault("baselines", {}).update(
                 {message["name"]: message["record"]}))
         elif kind == "artifact":
             self.store.update(job_id, artifact_json=json.dumps({k: message[k] for k in ("file", "size", "sha256")}),
@@ -285,11 +287,13 @@ class JobRunner:
         elif kind == "error":
             driver.error = str(message.get("message", ""))
 
-    def _update_result(self, job_id: str, change: Any) -> None:
-        """Apply `change(result)` to the job's partial result (a dict like result.json's)."""
-        result = self.store.result(job_id) or ev.empty_result()
-        change(result)
-        self.store.put_result(job_id, result)
+    def _update_result(self, driver: _Driver, change: Any) -> None:
+        """Apply `change(result)` to the job's partial result (a dict like result.json's) and store
+        it. Only the driver's stdout reader calls this, so the dict needs no lock."""
+        if driver.result is None:
+            driver.result = self.store.result(driver.job_id) or ev.empty_result()
+        change(driver.result)
+        self.store.put_result(driver.job_id, driver.result)
 
     # -- a driver's end --------------------------------------------------------------------
     def _await_exit(self, driver: _Driver) -> None:
@@ -307,13 +311,13 @@ class JobRunner:
 
     def _finish(self, driver: _Driver, code: int) -> None:
         job_id = driver.job_id
-        result_file = self.job_dir(job_id) / SEARCH_DIR / "result.json"
+        result_file = self.job_dir(job_id) / SEARCH_DIR / RESULT_FILE
         if result_file.is_file():
             result = json.loads(result_file.read_text())
             self.store.put_result(job_id, result)
-            kept = sum(1 for t in result.get("trials", []) if t.get("status") == "complete")
         else:
-            kept = sum(1 for t in (self.store.result(job_id) or {}).get("trials", []) if t.get("status") == "complete")
+            result = self.store.result(job_id) or {}
+        kept = sum(1 for t in result.get("trials", []) if t.get("status") == "complete")
         job = self.store.get(job_id)
         if code == EXIT_OK:
             artifact = "" if (self.job_dir(job_id) / ARTIFACT_FILE).is_file() else f"; no artifact: {job.artifact_error}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ from typing import Any, TextIO
 import yaml
 
 from rankitect.errors import UserError
+from rankitect.export.serving import sha256_file
 from rankitect.searchers.events import SearchEvents
 from rankitect.searchers.result import json_safe
 
@@ -96,8 +96,7 @@ def pack(folder: Path, target: Path) -> tuple[int, str]:
     tmp = target.with_name(target.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
-    with open(tmp, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = sha256_file(tmp)
     tmp.replace(target)
     return target.stat().st_size, digest
 

@@ -7,7 +7,6 @@ call raises grpc.RpcError (launcher.rpc.errors.describe / exit_code read it).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from launcher.rpc.gen import registry_pb2 as rpb
 from launcher.rpc.gen import registry_pb2_grpc, search_pb2_grpc
 from launcher.rpc.gen import search_pb2 as spb
 from launcher.rpc.server import MAX_SEND_BYTES
+from rankitect.export.serving import sha256_file
 
 if TYPE_CHECKING:
     from rankitect.arch.graph import Architecture
@@ -207,7 +207,7 @@ class RankitectClient:
                 part.unlink(missing_ok=True)
             raise
         handle.close()
-        if info is None or offset != info.size or _sha256(part) != info.sha256:
+        if info is None or offset != info.size or sha256_file(part) != info.sha256:
             part.unlink(missing_ok=True)
             raise ValueError(f"download of {job_id}: the file does not match its size or SHA-256")
         part.replace(path)
@@ -223,9 +223,6 @@ class RankitectClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _set_schema(request: Any, schema: Schema | None, dataset: str | None) -> None:

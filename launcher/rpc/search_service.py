@@ -114,16 +114,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                                     next_page_token=str(jobs[-1].seq) if more else "")
 
     def CancelJob(self, request: spb.CancelJobRequest, context: Any) -> spb.Job:
-        job = self._job(request.job_id)
-        try:
-            return job_convert.job_to_proto(self.runner.cancel(job.job_id))
-        except StoreError as exc:
-            raise _refusal(exc) from None
+        return self._changed(request.job_id, self.runner.cancel)
 
     def ResumeJob(self, request: spb.ResumeJobRequest, context: Any) -> spb.Job:
-        job = self._job(request.job_id)
+        return self._changed(request.job_id, self.runner.resume)
+
+    def _changed(self, job_id: str, change: Callable[[str], JobRecord]) -> spb.Job:
+        """The caller's job after `change` (the runner's cancel or resume); a refused change is
+        the gRPC status of its StoreError."""
+        job = self._job(job_id)
         try:
-            return job_convert.job_to_proto(self.runner.resume(job.job_id))
+            return job_convert.job_to_proto(change(job.job_id))
         except StoreError as exc:
             raise _refusal(exc) from None
 

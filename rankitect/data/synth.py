@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,6 +185,17 @@ def _plan(world: _World, cfg: SynthConfig) -> ColumnPlan:
                       source="synth", preprocessing={"dense": "none", "sparse": "identity ids; 0 = missing"})
 
 
+def _day_chunks(world: _World, day: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+    """(rows, true p, labels) of each chunk of `day`: the one way a day's rows are drawn."""
+    cfg = world.cfg
+    for chunk, start in enumerate(range(0, cfg.rows_per_day, cfg.chunk_rows)):
+        n = min(cfg.chunk_rows, cfg.rows_per_day - start)
+        rng = np.random.default_rng([cfg.seed, 2, day, chunk])
+        rows = world.draw(day, n, rng)
+        p = _marginal_prob(rows["logit"], cfg.noise)
+        yield rows, p, (rng.random(n) < p).astype(np.int8)
+
+
 def generate(out: Path, cfg: SynthConfig, force: bool = False,
              progress: Callable[[int], None] | None = None) -> tuple[Schema, dict]:
     """Write the dataset and `truth.json` to `out`; returns (schema, truth).
@@ -201,19 +212,14 @@ def generate(out: Path, cfg: SynthConfig, force: bool = False,
         for day in range(cfg.days):
             date = world.date(day)
             probs, labels = [], []
-            for chunk, start in enumerate(range(0, cfg.rows_per_day, cfg.chunk_rows)):
-                n = min(cfg.chunk_rows, cfg.rows_per_day - start)
-                rng = np.random.default_rng([cfg.seed, 2, day, chunk])
-                rows = world.draw(day, n, rng)
-                p = _marginal_prob(rows["logit"], cfg.noise)
-                y = (rng.random(n) < p).astype(np.int8)
+            for chunk, (rows, p, y) in enumerate(_day_chunks(world, day)):
                 probs.append(p)
                 labels.append(y)
                 if day == 0 and chunk == 0:
                     term_std = _term_std(world, rows)
                 writer.write(date, _table(world, rows, y))
                 if progress is not None:
-                    progress(n)
+                    progress(len(y))
             p, y = np.concatenate(probs), np.concatenate(labels)
             loss = logloss(p, y)
             truth_days[date] = {
@@ -241,19 +247,17 @@ def ablated_bayes_ne(cfg: SynthConfig, day: int) -> dict[str, float]:
     if not 0 <= day < cfg.days:
         raise ConfigError(f"synth: day={day} is out of range (0..{cfg.days - 1})")
     world = _World(cfg)
-    names = [i["name"] for i in _truth(world, cfg, {}, {})["interactions"]]
-    logits, labels, terms = [], [], []
-    for chunk, start in enumerate(range(0, cfg.rows_per_day, cfg.chunk_rows)):
-        n = min(cfg.chunk_rows, cfg.rows_per_day - start)
-        rng = np.random.default_rng([cfg.seed, 2, day, chunk])
-        rows = world.draw(day, n, rng)
-        labels.append((rng.random(n) < _marginal_prob(rows["logit"], cfg.noise)).astype(np.int8))
+    names = [i["name"] for i in _interactions(world, {})]
+    logits, probs, labels, terms = [], [], [], []
+    for rows, p, y in _day_chunks(world, day):
+        probs.append(p)
+        labels.append(y)
         logits.append(rows["logit"])
         terms.append(np.concatenate([rows["pair_terms"], rows["cross_term"][None, :]])
                      if world.cross is not None else rows["pair_terms"])
     logit, y, term = np.concatenate(logits), np.concatenate(labels), np.concatenate(terms, axis=1)
     entropy = binary_entropy(float(y.mean()))
-    out = {"bayes": logloss(_marginal_prob(logit, cfg.noise), y) / entropy}
+    out = {"bayes": logloss(np.concatenate(probs), y) / entropy}
     for name, t in zip(names, term):
         out[name] = logloss(_marginal_prob(logit - t, cfg.noise), y) / entropy
     return out
@@ -278,8 +282,8 @@ def _term_std(world: _World, rows: dict[str, np.ndarray]) -> dict[str, float]:
     return stds
 
 
-def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
-           term_std: dict[str, float]) -> dict:
+def _interactions(world: _World, term_std: dict[str, float]) -> list[dict]:
+    """truth.json's "interactions": each planted term with its fields and expressing blocks."""
     interactions = []
     for i, (a, b) in enumerate(world.pairs):
         interactions.append({
@@ -298,9 +302,14 @@ def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
             "blocks": ["dcn", "gating"],
             "logit_std": term_std.get("cross", 0.0),
         })
+    return interactions
+
+
+def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
+           term_std: dict[str, float]) -> dict:
     return {
         "generator": asdict(cfg),
-        "interactions": interactions,
+        "interactions": _interactions(world, term_std),
         "first_order": {"fields": world.sparse_names + world.dense_names
                         + ([TAGS] if cfg.tag_mean_len > 0 else []),
                         "blocks": ["fc", "mlp"]},

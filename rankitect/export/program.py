@@ -199,20 +199,22 @@ def export_program(module: ServingModule, example: ProgramInputs) -> Exported:
             except Exception as exc:  # torch.export raises many types; each is reported below
                 failures.append(_first_line(exc))
         if isinstance(module.model, RankingModel):
-            blame = failing_node(module.model, example, module.keys)
+            blame = failing_node(module, example)
             if blame is not None:
                 raise ExportError(blame)
     raise ExportError(f"the model cannot be exported with torch.export (non-strict: {failures[0]}; "
                       f"strict: {failures[1]})")
 
 
-def failing_node(model: RankingModel, example: ProgramInputs, keys: list[str]) -> str | None:
-    """A message naming the first node whose block alone fails torch.export, or None."""
+def failing_node(module: ServingModule, example: ProgramInputs) -> str | None:
+    """A message naming the first node of `module`'s RankingModel whose block alone fails
+    torch.export, or None. The blocks' inputs are those of `module` run on `example`."""
+    model = module.model
     captured: dict[str, tuple[torch.Tensor, ...]] = {}
     hooks = [model.blocks[node_id].register_forward_pre_hook(
         lambda _m, args, node_id=node_id: captured.setdefault(node_id, args)) for node_id, _ in model.plan]
     try:
-        ServingModule(model, keys)(*example)
+        module(*example)
     finally:
         for hook in hooks:
             hook.remove()

@@ -69,10 +69,6 @@ def model_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     tables = [bag.weight for bag in bags]
     table_ids = {id(t) for t in tables}
     dense = [p for p in model.parameters() if id(p) not in table_ids]
-    if cfg.optimizer == "adam":
-        table_opt: torch.optim.Optimizer = torch.optim.SparseAdam(tables, lr=cfg.lr)
-    elif cfg.optimizer == "adagrad":
-        table_opt = torch.optim.Adagrad(tables, lr=cfg.lr)
-    else:
-        table_opt = torch.optim.SGD(tables, lr=cfg.lr)
+    # weight_decay is 0 with sparse tables (TrainConfig.check), so adagrad and sgd are make_optimizer's
+    table_opt = torch.optim.SparseAdam(tables, lr=cfg.lr) if cfg.optimizer == "adam" else make_optimizer(tables, cfg)
     return SplitOptimizer(make_optimizer(dense, cfg) if dense else None, table_opt)

@@ -158,8 +158,8 @@ class Trainer:
         state = load_checkpoint(path)
         if state["arch"] != self.model.architecture.to_dict():
             raise UserError(f"--resume: {path} was trained with another architecture")
-        saved = {"precision": "fp32", "sparse_embeddings": False,
-                 **{k: v for k, v in state["config"].items() if k != "epochs"}}
+        # a checkpoint older than a TrainConfig field trained with that field's default
+        saved = {k: v for k, v in {**TrainConfig().to_dict(), **state["config"]}.items() if k != "epochs"}
         now = {k: v for k, v in self.config.to_dict().items() if k != "epochs"}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
