@@ -178,8 +178,9 @@ def run_download(args: argparse.Namespace, client: Any) -> int:
     out = args.out
     if out.exists() and not args.force:
         raise UserError(f"--out {out}: exists; use --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    from rankitect.export.artifact import check_target
+
+    check_target(out, force=True)  # even with --force, only an earlier export is replaced
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rankitect-download-", dir=out.parent) as scratch:
         archive = Path(scratch) / "model.tar.gz"

@@ -333,6 +333,11 @@ def test_cli_clients(finished, server, root, tmp_path, capsys) -> None:
     assert (tmp_path / "model" / "model.pt2").is_file()
     assert main(["download", finished["job_id"], "--out", str(tmp_path / "model"), *common]) == 2
     assert "exists; use --force" in capsys.readouterr().err
+    assert main(["download", finished["job_id"], "--out", str(tmp_path / "model"), "--force", *common]) == 0
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    assert main(["download", finished["job_id"], "--out", str(mine), "--force", *common]) == 2
+    assert "is not a Rankitect export" in capsys.readouterr().err and (mine / "notes").is_dir()
 
     for argv, message in [(["cancel", finished["job_id"]], "FAILED_PRECONDITION: job_id: job"),
                           (["resume", "job-999999"], "NOT_FOUND"),
