@@ -7,7 +7,8 @@ Sections (benchmarks/gpu_sections.py): a. registry DLRM against torchrec's DLRM;
 supernet against its modules alone, and the derived architecture against it; c. TFLOP/s of
 the MLP part against the matmul ceiling measured in the same run, bf16 autocast against fp32
 (examples/s and NE); d. loader rows/s against the GPU training rate, pinned and overlapped
-copies. Sizes are fixed (benchmarks/gpu_timing.py FULL; --quick: QUICK) and printed. Each
+copies; e. the registry DLRM on fused tables against torchrec's DLRM under
+DistributedModelParallel, and the Trainer end to end against steps on resident batches. Sizes are fixed (benchmarks/gpu_timing.py FULL; --quick: QUICK) and printed. Each
 section catches its own failure; DIR/bench_gpu.json is rewritten after every section, so a
 run cut short keeps what it did; DIR/bench_gpu.txt holds the printed tables.
 """
@@ -84,8 +85,8 @@ def _rows_dlrm(r: dict[str, Any]) -> list[list[str]]:
         out.append(["a dlrm", f"registry DLRM, {name} (E={c['E']}, top {c['top']}), ex/s",
                     _n(c["rankitect_examples_per_s"]), f"torchrec DLRM {_n(c['torchrec_examples_per_s'])}",
                     f"{c['ratio']:.3f} (>= 0.95)"])
-        out.append(["a dlrm", "same, sparse embedding updates, ex/s", _n(c["rankitect_sparse_examples_per_s"]),
-                    f"dense updates {_n(c['rankitect_examples_per_s'])}", f"{c['sparse_over_dense']:.3f}"])
+        out.append(["a dlrm", "same, fused tables (SGD in the backward), ex/s", _n(c["rankitect_fused_examples_per_s"]),
+                    f"dense table gradients {_n(c['rankitect_examples_per_s'])}", f"{c['fused_over_dense']:.3f}"])
     return out
 
 
@@ -112,10 +113,10 @@ def _rows_flops(r: dict[str, Any]) -> list[list[str]]:
     step = r["dlrm_mlperf_step_examples_per_s"]
     out.append(["c flops", "MLPerf-size DLRM step, bf16 autocast, ex/s", _n(step["bf16"]), f"fp32 {_n(step['fp32'])}",
                 f"{step['bf16'] / step['fp32']:.3f}"])
-    ne = {p: [x for x in r["ne"]["runs"] if x["precision"] == p] for p in ("fp32", "bf16", "fp32 sparse")}
+    ne = {p: [x for x in r["ne"]["runs"] if x["precision"] == p] for p in ("fp32", "bf16", "fp32 dense tables")}
     mean = {p: sum(x["ne"] for x in v) / len(v) for p, v in ne.items()}
     spread = max(x["ne"] for x in ne["fp32"]) - min(x["ne"] for x in ne["fp32"])
-    for label in ("bf16", "fp32 sparse"):
+    for label in ("bf16", "fp32 dense tables"):
         out.append(["c flops", f"NE {label} (Trainer, mean of {len(ne[label])} seeds)", f"{mean[label]:.5f}",
                     f"fp32 {mean['fp32']:.5f} (seed spread {spread:.5f}; Bayes {_n(r['ne']['bayes_ne_eval_day'], 4)})",
                     f"{mean[label] - mean['fp32']:+.5f}"])
@@ -130,7 +131,7 @@ def _rows_loader(r: dict[str, Any]) -> list[list[str]]:
     for kind, rate in r["loader_rows_per_s"].items():
         out.append(["d loader", f"loader ({kind} batches), rows/s", _n(rate),
                     f"fastest training, batches on the device {_n(fastest)} ex/s", f"{rate / fastest:.2f}"])
-    resident_by = {"adam": resident, "sparse adagrad": t["batches on the device, sparse adagrad"]}
+    resident_by = {"dense tables": resident, "fused rowwise adagrad": t["batches on the device, fused rowwise adagrad"]}
     for label, rate in r["trainer_end_to_end_examples_per_s"].items():
         for part in ("whole run", "second epoch"):
             out.append(["d loader", f"Trainer end to end ({label}, {part}; loader included), ex/s", _n(rate[part]),
@@ -147,14 +148,35 @@ def _rows_loader(r: dict[str, Any]) -> list[list[str]]:
     for label, rate in t.items():
         if label.startswith("batches on the device, "):
             out.append(["d loader", f"training, {label.removeprefix('batches on the device, ')} (on the device), "
-                        f"ex/s", _n(rate), f"adam {_n(resident)}", f"{rate / resident:.3f}"])
+                        f"ex/s", _n(rate), f"dense Adam tables {_n(resident)}", f"{rate / resident:.3f}"])
         elif label != "batches already on the device":
             out.append(["d loader", f"training, {label}, ex/s", _n(rate), f"batches on the device {_n(resident)}",
                         f"{rate / resident:.3f}"])
     return out
 
 
-_ROWS = {"dlrm": _rows_dlrm, "supernet": _rows_supernet, "flops": _rows_flops, "loader": _rows_loader}
+def _rows_fused(r: dict[str, Any]) -> list[list[str]]:
+    out = [["e fused", f"check on the device: {k}, max abs difference", f"{v:.2g}", "0 (float rounding)", ""]
+           for k, v in r["checks"].items()]
+    for name in ("DMP reference MLPs", "baseline MLPs"):
+        c = r[name]
+        out.append(["e fused", f"registry DLRM fused, {name} (E={c['E']}, bottom {c['bottom']}, top {c['top']}), ex/s",
+                    _n(c["rankitect fused ex/s"]), f"torchrec DLRM under DMP {_n(c['torchrec DMP ex/s'])}",
+                    f"{c['ratio']:.3f} (>= 0.95)"])
+        out.append(["e fused", "same, tables as dense parameters of Adam, ex/s", _n(c["rankitect dense Adam tables ex/s"]),
+                    f"fused {_n(c['rankitect fused ex/s'])}", f"{c['fused_over_dense']:.2f}x"])
+    t = r["trainer"]
+    for label, v in t.items():
+        if not isinstance(v, dict):
+            continue
+        out.append(["e fused", f"Trainer end to end, {label}, last of {t['epochs']} epochs of {v['rows_per_epoch']:,} "
+                    f"rows, ex/s", _n(v["last_epoch"]), f"batches on the device {_n(t['resident_examples_per_s'])}",
+                    f"{v['ratio_last_epoch']:.3f} (>= 0.9)" if v["ratio_last_epoch"] else "-"])
+    return out
+
+
+_ROWS = {"dlrm": _rows_dlrm, "supernet": _rows_supernet, "flops": _rows_flops, "loader": _rows_loader,
+         "fused": _rows_fused}
 
 
 def details(report: dict[str, Any]) -> list[list[str]]:

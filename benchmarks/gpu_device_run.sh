@@ -6,10 +6,15 @@
 # folder with --no-deps --no-index. Ray cannot be carried (too large), and nothing on this
 # path imports it. Results: $OUT/bench_gpu.json, bench_gpu.txt (the tables), bench_gpu.log.
 #
-#   .gpuwheels/: fbgemm_gpu_cpu-1.6.0 (cp312; the CPU build: torchrec's plain
-#   EmbeddingBagCollection runs on CUDA with it, fbgemm's CUDA kernels do not), torchrec-1.6.1,
-#   tensordict-0.15.3, pyvers-0.2.3, iopath-0.1.9, and torchrec's pure-Python imports
-#   pyre-extensions-0.0.32, typing-inspect-0.9.0, mypy_extensions-1.2.0, cloudpickle-3.1.2.
+#   .gpuwheels/: torchrec-1.6.1, tensordict-0.15.3, pyvers-0.2.3, iopath-0.1.9, and torchrec's
+#   pure-Python imports pyre-extensions-0.0.32, typing-inspect-0.9.0, mypy_extensions-1.2.0,
+#   cloudpickle-3.1.2 (cp312 / py3 wheels, `pip download --no-deps --python-version 3.12`).
+#   fbgemm's CUDA build (fbgemm_gpu-1.6.0-cp312-cp312-manylinux_2_28_x86_64.whl, 465 MB, linked
+#   against the device's CUDA 13 torch 2.11) is too big for one call: split into pieces here
+#   (`split -b 50M -d -a 2 WHEEL .fbg/p`), each carried by a call of its own that moves it to
+#   /tmp/fbg/ on the warm machine (`mkdir -p /tmp/fbg && mv .fbg/pNN /tmp/fbg/`), the pieces
+#   are joined here. Without them, fbgemm_gpu_cpu-1.6.0 in .gpuwheels/ (the CPU build: torchrec's
+#   plain tables run on CUDA with it, fused tables fall back to dense ones with a warning).
 #
 # Usage there: bash benchmarks/gpu_device_run.sh [bench_gpu.py options]
 set -euo pipefail
@@ -27,6 +32,11 @@ if [ ${#wheels[@]} -eq 0 ]; then
     exit 2
 fi
 started=$(date +%s)
+pieces=(/tmp/fbg/p*)
+if [ ${#pieces[@]} -gt 0 ]; then
+    cat "${pieces[@]}" > /tmp/fbgemm_gpu-1.6.0-cp312-cp312-manylinux_2_28_x86_64.whl
+    wheels+=(/tmp/fbgemm_gpu-1.6.0-cp312-cp312-manylinux_2_28_x86_64.whl)
+fi
 if "$PY" -m pip --version >/dev/null 2>&1; then
     "$PY" -m pip install --quiet --no-deps --no-index --upgrade --target "$SITE" "${wheels[@]}"
 else  # no pip there: a wheel is a zip of what goes into site-packages

@@ -6,9 +6,11 @@ b. supernet  the interactions space's mixed-op supernet (every candidate compute
              log-loss + lambda E[FLOPs]) against each candidate module trained alone.
 c. flops     TFLOP/s of the MLP part of an MLPerf-size DLRM against the matmul ceiling measured
              here; bf16 autocast against fp32: examples/s, and NE of Trainer runs on synthetic data
-             of known Bayes NE (also with sparse embedding updates).
+             of known Bayes NE (also with the tables as dense parameters, the path before fused tables).
 d. loader    loader rows/s against the GPU training rate; pinned against pageable copies;
              the next batch's copy overlapped with the step against serial copies.
+e. fused     the registry DLRM on fused tables against torchrec's DLRM under
+             DistributedModelParallel on one device; the Trainer end to end (benchmarks/gpu_fused.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.bench_dlrm_speed import torchrec_dlrm, trainer
+from benchmarks.gpu_fused import section_fused
 from benchmarks.gpu_timing import (
     BASELINE_BOTTOM,
     BASELINE_TOP,
@@ -48,6 +51,7 @@ from rankitect.model import build_model
 from rankitect.train import TrainConfig, Trainer, evaluate
 from rankitect.train.config import autocast
 from rankitect.train.optimizers import model_optimizer
+from rankitect.train.trainer import training_model
 from search_spaces.baselines import dlrm
 from search_spaces.interactions import InteractionsSpace
 from search_spaces.interactions_supernet import SIZE_CHOICE, uniform_choices
@@ -93,23 +97,25 @@ def section_dlrm(ctx: Context) -> dict[str, Any]:
         ours = build_model(dlrm(schema, bottom, top), schema, ctx.device)
         torch.manual_seed(0)
         theirs = torchrec_dlrm(schema, dim, bottom, top, ctx.device)
+        fused_cfg = TrainConfig(optimizer="sgd", lr=0.01, embedding_optimizer="sgd", embedding_lr=0.01,
+                                device=str(ctx.device))
         torch.manual_seed(0)
-        sparse = build_model(dlrm(schema, bottom, top), schema, ctx.device)
-        sparse_opt = model_optimizer(sparse, TrainConfig(optimizer="sgd", lr=0.01, sparse_embeddings=True))
+        fused = training_model(dlrm(schema, bottom, top), schema, fused_cfg)
+        fused_opt = model_optimizer(fused, fused_cfg, ctx.device)
         r = rates({"rankitect": trainer(ours, _forward, ctx.device_batches, 0.01, ctx.device),
                    "torchrec": trainer(theirs, _forward_torchrec, ctx.device_batches, 0.01, ctx.device),
-                   "rankitect sparse": train_pass(sparse, ctx.device_batches, sparse_opt, ctx.device)},
+                   "rankitect fused": train_pass(fused, ctx.device_batches, fused_opt, ctx.device)},
                   s.rounds, ctx.device)
         out[name] = {"rankitect_examples_per_s": r["rankitect"], "torchrec_examples_per_s": r["torchrec"],
                      "ratio": r["rankitect"] / r["torchrec"], "E": dim, "bottom": [*bottom, dim],
                      "top": [*top, 1], "flops_per_example": cost_of(dlrm(schema, bottom, top), schema).flops,
-                     "rankitect_sparse_examples_per_s": r["rankitect sparse"],
-                     "sparse_over_dense": r["rankitect sparse"] / r["rankitect"]}
-        del ours, theirs, sparse, sparse_opt
+                     "rankitect_fused_examples_per_s": r["rankitect fused"],
+                     "fused_over_dense": r["rankitect fused"] / r["rankitect"]}
+        del ours, theirs, fused, fused_opt
         free(ctx.device)
     out["setup"] = ("SGD lr 0.01, fp32, same batches already on the device, interleaved passes; "
-                    "one table per sparse column (torchrec EmbeddingBagCollection in both); 'sparse': the "
-                    "registry DLRM with TrainConfig.sparse_embeddings (row-sparse table gradients, SGD)")
+                    "one table per sparse column (torchrec EmbeddingBagCollection in both, dense table "
+                    "gradients); 'fused': the registry DLRM on fused tables (SGD in the tables' backward)")
     return out
 
 
@@ -247,16 +253,19 @@ def _mlp_part(ctx: Context, model: torch.nn.Module, batch: int, precision: str) 
             "tflops": flops / seconds / 1e12}
 
 
-NE_SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp32 sparse": ("fp32", True)}
+# label -> (precision, embedding_optimizer): fused rowwise Adagrad (the default) and the old path
+NE_SETTINGS = {"fp32": ("fp32", "rowwise_adagrad"), "bf16": ("bf16", "rowwise_adagrad"),
+               "fp32 dense tables": ("fp32", "dense")}
 
 
-def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, sparse: bool, epochs: int,
+def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, embedding_optimizer: str, epochs: int,
                 lr: float, optimizer: str = "adam") -> tuple[Trainer, Any, float | None]:
     """A Trainer run (the real path: loader thread, pinned batches, overlapped copies) of the
     baseline DLRM on every date but the last: (the trainer, its TrainStats, examples/s of its
     last epoch by the wall clock: start-up and warm-up left out; None for one epoch)."""
     cfg = TrainConfig(epochs=epochs, batch_size=ctx.sizes.batch, lr=lr, seed=seed, device=str(ctx.device),
-                      precision=precision, sparse_embeddings=sparse, optimizer=optimizer, checkpoint_every=0,
+                      precision=precision, embedding_optimizer=embedding_optimizer, optimizer=optimizer,
+                      checkpoint_every=0,
                       shuffle_buffer=max(200_000, ctx.sizes.batch))
     torch.manual_seed(seed)
     ends: list[float] = []
@@ -265,7 +274,7 @@ def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, sparse: bo
         ends.append(time.perf_counter())
         return False  # never stop early
 
-    trainer_ = Trainer(build_model(dlrm(ds.schema), ds.schema), ds, ds.dates[:-1], cfg, progress=False,
+    trainer_ = Trainer(training_model(dlrm(ds.schema), ds.schema, cfg), ds, ds.dates[:-1], cfg, progress=False,
                        on_epoch=epoch_ended)
     stats = trainer_.fit()
     sync(ctx.device)
@@ -277,12 +286,13 @@ def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, sparse: bo
 
 def _ne_runs(ctx: Context) -> dict[str, Any]:
     """NE of the baseline DLRM trained by the Trainer on the synthetic data of known Bayes NE
-    (default difficulty), per seed: fp32, bf16 autocast, and fp32 with sparse embedding updates."""
+    (default difficulty), per seed: fp32 and bf16 autocast on fused tables, and fp32 with the
+    tables as dense parameters of Adam (the path before fused tables)."""
     s, ds = ctx.sizes, ctx.quality_dataset
     runs = []
     for seed in s.ne_seeds:
-        for label, (precision, sparse) in NE_SETTINGS.items():
-            trainer_, stats, _ = trainer_run(ds, ctx, seed, precision, sparse, s.ne_epochs, s.ne_lr)
+        for label, (precision, tables) in NE_SETTINGS.items():
+            trainer_, stats, _ = trainer_run(ds, ctx, seed, precision, tables, s.ne_epochs, s.ne_lr)
             metrics, _ = evaluate(trainer_.model, ds, ds.dates[-1:], s.batch, trainer_.device)
             runs.append({"seed": seed, "precision": label, "ne": metrics.ne, "auc": metrics.auc,
                          "train_examples_per_s": stats.examples_per_second, "steps": stats.steps})
@@ -291,7 +301,8 @@ def _ne_runs(ctx: Context) -> dict[str, Any]:
     truth = json.loads((Path(ds.uri) / "truth.json").read_text())
     return {"runs": runs, "bayes_ne_eval_day": truth["bayes_ne"].get(ds.dates[-1]),
             "setup": (f"rankitect Trainer, registry DLRM (baseline MLPs, E={ds.schema.embedding_dim}), Adam "
-                      f"(SparseAdam on the tables for 'sparse') lr {s.ne_lr} cosine, batch {s.batch:,}, "
+                      f"lr {s.ne_lr} cosine on the dense layers, rowwise Adagrad lr {TrainConfig().embedding_lr} "
+                      f"on fused tables ('dense tables': Adam on them), batch {s.batch:,}, "
                       f"{s.ne_epochs} epochs over days 1-{s.days - 1} ({s.rows_per_day * (s.days - 1):,} rows) "
                       f"of synthetic data at default difficulty (8 fields x 20 ids, planted interactions), "
                       f"NE on day {s.days}")}
@@ -350,25 +361,29 @@ def _copy_times(ctx: Context, pinned: list[Batch]) -> dict[str, Any]:
     return out
 
 
-# (label, optimizer, sparse_embeddings) of the extra training contestants of section d
-TABLE_UPDATES = (("sparse adam", "adam", True), ("adagrad", "adagrad", False), ("sparse adagrad", "adagrad", True))
+# (label, embedding_optimizer) of the extra training contestants of section d (dense layers: Adam)
+TABLE_UPDATES = (("fused rowwise adagrad", "rowwise_adagrad"), ("fused sgd", "sgd"), ("fused adam", "adam"))
 
 
 def section_loader(ctx: Context) -> dict[str, Any]:
     dev, host, schema = ctx.device, ctx.host_batches, ctx.dataset.schema
     out: dict[str, Any] = {"loader_rows_per_s": _loader_rates(ctx)}
+    dense_cfg = TrainConfig(lr=1e-3, embedding_optimizer="dense", device=str(dev))
     torch.manual_seed(0)
-    model = build_model(dlrm(schema), schema, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = training_model(dlrm(schema), schema, dense_cfg)
+    opt = model_optimizer(model, dense_cfg, dev)
 
     def over(batches) -> Callable[[], int]:  # noqa: ANN001  (a fresh generator every pass)
         return lambda: train_pass(model, batches(), opt, dev)()
 
     runs = {"batches already on the device": train_pass(model, ctx.device_batches, opt, dev)}
-    for name, optimizer, sparse in TABLE_UPDATES:
+    for name, tables in TABLE_UPDATES:
+        if tables == "adam" and not ctx.cuda:
+            continue  # fbgemm's Adam runs on CUDA only
+        cfg = TrainConfig(lr=1e-3, embedding_optimizer=tables, device=str(dev))
         torch.manual_seed(0)
-        other = build_model(dlrm(schema), schema, dev)
-        other_opt = model_optimizer(other, TrainConfig(lr=1e-3, optimizer=optimizer, sparse_embeddings=sparse))
+        other = training_model(dlrm(schema), schema, cfg)
+        other_opt = model_optimizer(other, cfg, dev)
         runs[f"batches on the device, {name}"] = train_pass(other, ctx.device_batches, other_opt, dev)
     if ctx.cuda:
         pinned = [b.pin_memory() for b in host]
@@ -380,8 +395,8 @@ def section_loader(ctx: Context) -> dict[str, Any]:
         out["copies"] = {"skipped": "pinned memory and CUDA streams need a CUDA device"}
     out["training_examples_per_s"] = rates(runs, ctx.sizes.rounds, dev)
     out["trainer_end_to_end_examples_per_s"] = {}
-    for label, optimizer, sparse in (("adam", "adam", False), ("sparse adagrad", "adagrad", True)):
-        trainer_, stats, last_epoch = trainer_run(ctx.dataset, ctx, 0, "fp32", sparse, 2, 1e-3, optimizer)
+    for label, tables in (("dense tables", "dense"), ("fused rowwise adagrad", "rowwise_adagrad")):
+        trainer_, stats, last_epoch = trainer_run(ctx.dataset, ctx, 0, "fp32", tables, 2, 1e-3)
         out["trainer_end_to_end_examples_per_s"][label] = {"whole run": stats.examples_per_second,
                                                           "second epoch": last_epoch}
         del trainer_
@@ -389,8 +404,9 @@ def section_loader(ctx: Context) -> dict[str, Any]:
     out["setup"] = (f"loader: BatchLoader over days 1-{ctx.sizes.days - 1}, batch {ctx.sizes.batch:,}, "
                     f"shuffled, one reader thread, {os.cpu_count()} CPUs; training: registry DLRM "
                     f"(baseline MLPs, E={schema.embedding_dim}), Adam, fp32, {len(host)} batches; "
-                    f"'overlapped' is rankitect.data.loader.to_device as the Trainer uses it; 'sparse': "
-                    f"TrainConfig.sparse_embeddings (SparseAdam on the tables); Trainer end to end: one "
+                    f"'overlapped' is rankitect.data.loader.to_device as the Trainer uses it; the reference "
+                    f"model keeps its tables as dense parameters of Adam; 'fused': embedding_optimizer in "
+                    f"the tables' backward; Trainer end to end: one "
                     f"epoch of the Trainer over days 1-{ctx.sizes.days - 1} (loader thread, pinned batches, "
                     f"overlapped copies), 2 epochs, lr 1e-3; 'second epoch': its examples/s by the wall "
                     f"clock, start-up and warm-up left out")
@@ -398,7 +414,7 @@ def section_loader(ctx: Context) -> dict[str, Any]:
 
 
 SECTIONS = {"dlrm": section_dlrm, "supernet": section_supernet, "flops": section_flops,
-            "loader": section_loader}
+            "loader": section_loader, "fused": section_fused}
 
 
 def host_to_device(batches: list[Batch], device: torch.device) -> list[Batch]:

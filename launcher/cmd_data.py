@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -30,29 +31,64 @@ def _common(p: argparse.ArgumentParser, hashing: bool = True) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--embedding-dim", type=int, default=16, help="default embedding dim E (16)")
     if hashing:
-        p.add_argument("--hash-size", type=int, default=1_000_000,
-                       help="ids per sparse column after hashing (default 1000000)")
+        p.add_argument("--hash-size", type=_min_int(2), default=1_000_000, metavar="H",
+                       help="ids per sparse column after hashing: the cap of its table's rows; a model's "
+                            "table gets rows from the column's distinct ids, at most H (default 1000000)")
         p.add_argument("--on-bad-rows", choices=ON_BAD_ROWS, default="error",
                        help="stop at the first bad row (error) or skip and count them (skip)")
 
 
 def _add_synth(dsub: argparse._SubParsersAction) -> None:
     from rankitect.data.synth import SynthConfig
+    from rankitect.data.synth_profiles import CRITEO_DEFAULT_CAP, PROFILES
 
     d = SynthConfig()
     p = dsub.add_parser("synth", help="synthetic CTR data with planted interactions and truth.json")
     _common(p, hashing=False)
-    p.add_argument("--days", type=int, default=d.days)
-    p.add_argument("--rows-per-day", type=int, default=d.rows_per_day)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--start-date", default=d.start_date)
-    p.add_argument("--num-sparse", type=int, default=d.num_sparse, help="sparse fields")
-    p.add_argument("--cardinality", type=int, default=d.cardinality, help="ids per sparse field")
-    p.add_argument("--num-dense", type=int, default=d.num_dense, help="dense fields")
-    p.add_argument("--num-pairs", type=int, default=d.num_pairs, help="planted dot-product pairs")
-    p.add_argument("--noise", type=float, default=d.noise, help="std of the unseen logit noise")
-    p.add_argument("--drift", type=float, default=d.drift, help="day-to-day drift")
+    p.add_argument("--profile", choices=PROFILES, default=d.profile,
+                   help="column layout: 'default' (--num-sparse fields of one --cardinality, "
+                        "--num-dense, a list column) or 'criteo' (Criteo 1TB: 26 sparse columns "
+                        "with its per-column cardinalities, 13 dense, no list column) "
+                        "(default: %(default)s)")
+    p.add_argument("--max-cardinality", type=_min_int(2), default=d.max_cardinality, metavar="N",
+                   help="cap every sparse column at N ids (memory follows the capped "
+                        f"cardinalities) (default: {CRITEO_DEFAULT_CAP} for --profile criteo, "
+                        "no cap for --profile default)")
+    p.add_argument("--days", type=int, default=d.days, help="date partitions (default: %(default)s)")
+    p.add_argument("--rows-per-day", type=int, default=d.rows_per_day,
+                   help="rows per date (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="same seed, same data and truth (default: %(default)s)")
+    p.add_argument("--start-date", default=d.start_date,
+                   help="date of the first day, YYYY-MM-DD (default: %(default)s)")
+    p.add_argument("--num-sparse", type=int, default=d.num_sparse,
+                   help="sparse fields; --profile default only (default: %(default)s)")
+    p.add_argument("--cardinality", type=int, default=d.cardinality,
+                   help="ids per sparse field; --profile default only (default: %(default)s)")
+    p.add_argument("--num-dense", type=int, default=d.num_dense,
+                   help="dense fields; --profile default only (default: %(default)s)")
+    p.add_argument("--num-pairs", type=int, default=d.num_pairs,
+                   help="planted dot-product pairs of sparse fields (default: %(default)s)")
+    p.add_argument("--noise", type=float, default=d.noise,
+                   help="std of the unseen logit noise (default: %(default)s)")
+    p.add_argument("--drift", type=float, default=d.drift,
+                   help="day-to-day drift of the base rate and latent vectors (default: %(default)s)")
     p.set_defaults(run=_run_synth)
+
+
+def _min_int(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (argparse then names the flag and the value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _add_criteo(dsub: argparse._SubParsersAction) -> None:
@@ -117,7 +153,8 @@ def _run_synth(args: argparse.Namespace) -> int:
                       start_date=args.start_date, num_sparse=args.num_sparse,
                       cardinality=args.cardinality, num_dense=args.num_dense,
                       num_pairs=args.num_pairs, noise=args.noise, drift=args.drift,
-                      embedding_dim=args.embedding_dim)
+                      embedding_dim=args.embedding_dim, profile=args.profile,
+                      max_cardinality=args.max_cardinality)
     bar = _RowProgress(cfg.days * cfg.rows_per_day)
     try:
         schema, truth = generate(args.out, cfg, force=args.force, progress=bar)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from rankitect.train.config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
+from rankitect.train.config import EMBEDDING_OPTIMIZERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +31,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bf16: forward pass under bfloat16 autocast (mixed precision on CUDA; on "
                         "CPU it runs, usually slower than fp32); weights stay float32")
-    p.add_argument("--sparse-embeddings", action="store_true",
-                   help="row-sparse embedding updates (SparseAdam for adam): only the rows a batch "
-                        "uses are updated; much faster for big tables on a GPU")
+    p.add_argument("--embedding-optimizer", choices=EMBEDDING_OPTIMIZERS, default=d.embedding_optimizer,
+                   help=f"the embedding tables' optimizer, applied in the backward pass to the rows a "
+                        f"batch touched (adam, rowwise_adam: CUDA only); dense: the tables are ordinary "
+                        f"parameters of --optimizer (default {d.embedding_optimizer})")
+    p.add_argument("--embedding-lr", type=float, default=d.embedding_lr,
+                   help=f"learning rate of the embedding tables (default {d.embedding_lr}; --lr is the "
+                        f"dense parameters')")
+    p.add_argument("--table-rows", type=int, default=None,
+                   help="rows of every sparse column's table (at most its hash_size); default: the "
+                        "architecture's embedding.rows, else sized from the column's distinct ids")
     p.add_argument("--embedding-dim", type=int, default=None,
                    help="default embedding dim E for this run (the schema's otherwise); an "
                         "architecture that sets its own dim keeps it")
@@ -46,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rankitect.blocks.table_rows import MIN_ROWS
     from rankitect.data.dataset import Dataset
     from rankitect.errors import ConfigError
     from rankitect.train.run import train_run
@@ -53,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, seed=args.seed,
-                         device=args.device, precision=args.precision, sparse_embeddings=args.sparse_embeddings,
+                         device=args.device, precision=args.precision,
+                         embedding_optimizer=args.embedding_optimizer, embedding_lr=args.embedding_lr,
                          checkpoint_every=args.checkpoint_every,
                          shuffle_buffer=max(TrainConfig().shuffle_buffer, args.batch_size))
     config.check()
@@ -64,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         schema = dataclasses.replace(dataset.schema, embedding_dim=args.embedding_dim)
         dataset = dataclasses.replace(dataset, schema=schema)
     arch = resolve_architecture(args.arch, dataset.schema)
+    if args.table_rows is not None:
+        if args.table_rows < MIN_ROWS:
+            raise ConfigError(f"--table-rows must be >= {MIN_ROWS}, got {args.table_rows}")
+        arch = dataclasses.replace(arch, embedding={**arch.embedding, "rows": args.table_rows})
     train_dates = dataset.select_dates(args.train_dates, "--train-dates")
     eval_dates = dataset.select_dates(args.eval_dates, "--eval-dates")
     metrics = train_run(dataset, arch, train_dates, eval_dates, config, args.out,

@@ -1,4 +1,4 @@
-"""The model builder: (architecture, schema) -> a torch module over a torchrec EmbeddingBagCollection."""
+"""The model builder: (architecture, schema) -> a torch module over the embedding tables and blocks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.arch.validate import ValidatedArchitecture, embedding_block, validate
 from rankitect.blocks import get_block
+from rankitect.blocks.fused_tables import TableOptimizer
 from rankitect.schema import Schema
 
 
@@ -16,10 +17,13 @@ class RankingModel(nn.Module):
     """forward(dense (B, D) raw float columns, sparse KJT of the schema's keys) -> logits (B,).
 
     Dense inputs are normalized with the schema's mean / std inside the model, so the model
-    takes columns exactly as the dataset stores them.
+    takes columns exactly as the dataset stores them. With `table_optimizer` the embedding
+    tables are fused (trained inside the backward pass by that optimizer, see
+    rankitect.blocks.fused_tables); without, they are ordinary parameters.
     """
 
-    def __init__(self, validated: ValidatedArchitecture, device: torch.device | None = None) -> None:
+    def __init__(self, validated: ValidatedArchitecture, device: torch.device | None = None,
+                 table_optimizer: TableOptimizer | None = None) -> None:
         super().__init__()
         schema = validated.schema
         self.validated = validated
@@ -27,7 +31,7 @@ class RankingModel(nn.Module):
                                                         dtype=torch.float32, device=device))
         self.register_buffer("dense_inv_std", torch.tensor([1.0 / c.std for c in schema.dense],
                                                            dtype=torch.float32, device=device))
-        self.embedding = (embedding_block().build_for(schema, validated.embedding_params, device)
+        self.embedding = (embedding_block().build_for(schema, validated.embedding_params, device, table_optimizer)
                           if validated.uses_sparse else None)
         self.blocks = nn.ModuleDict({
             n.id: get_block(n.block).build(list(n.input_shapes), n.params) for n in validated.nodes})
@@ -54,6 +58,9 @@ class RankingModel(nn.Module):
         return values[self.output].squeeze(1)
 
 
-def build_model(arch: Architecture, schema: Schema, device: torch.device | str | None = None) -> RankingModel:
-    """Validate `arch` for `schema` (ArchitectureError naming node and field) and build it."""
-    return RankingModel(validate(arch, schema), torch.device(device) if device is not None else None)
+def build_model(arch: Architecture, schema: Schema, device: torch.device | str | None = None,
+                table_optimizer: TableOptimizer | None = None) -> RankingModel:
+    """Validate `arch` for `schema` (ArchitectureError naming node and field) and build it on
+    `device`; with `table_optimizer`, on fused embedding tables trained by it."""
+    return RankingModel(validate(arch, schema), torch.device(device) if device is not None else None,
+                        table_optimizer)

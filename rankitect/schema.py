@@ -38,6 +38,9 @@ class SparseColumn:
 
     `hashing` says how a raw value became an id: "identity" (the raw value is already the id)
     or "fnv1a64" (see rankitect.data.hashing). `avg_len` is the mean number of ids per row.
+    `distinct` is the number of distinct non-missing ids the import saw (exact up to 65,536,
+    a sketch's estimate above: rankitect.data.distinct); None for datasets written before it
+    was counted. A model's table for the column gets its rows from it (rankitect.tables).
     """
 
     name: str
@@ -45,6 +48,7 @@ class SparseColumn:
     multi: bool = False
     hashing: str = "fnv1a64"
     avg_len: float = 1.0
+    distinct: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,10 @@ class Schema:
             if s.hash_size < 2:
                 raise DataError(f"{where}: sparse column {s.name!r}: hash_size must be >= 2, "
                                 f"got {s.hash_size}")
+            if s.distinct is not None and (not isinstance(s.distinct, int) or isinstance(s.distinct, bool)
+                                           or s.distinct < 0):
+                raise DataError(f"{where}: sparse column {s.name!r}: distinct must be an integer >= 0, "
+                                f"got {s.distinct!r}")
             if s.hashing not in HASHINGS:
                 raise DataError(f"{where}: sparse column {s.name!r}: hashing {s.hashing!r} "
                                 f"is not one of {HASHINGS}")

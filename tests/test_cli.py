@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -46,19 +46,41 @@ def test_train_writes_metrics(data, tmp_path, capsys) -> None:
     assert metrics["eval_dates"] == ["2024-01-03"]
 
 
-def test_ctrl_c_then_resume_matches_a_straight_run(data, tmp_path, capsys) -> None:
+# `rankitect train ...` whose every step passes the test gate (rankitect.searchers.test_gate) as
+# "step N", through the Trainer's on_step: a test holds training at the step it chooses.
+TRAIN_THROUGH_THE_GATE = """
+import sys
+from launcher.cli import main
+from rankitect.searchers.test_gate import wait_at_gate
+from rankitect.train.trainer import Trainer
+
+plain_init = Trainer.__init__
+
+def init_through_the_gate(self, *args, **kwargs):
+    kwargs.setdefault("on_step", lambda step, loss: wait_at_gate(f"step {step}"))
+    plain_init(self, *args, **kwargs)
+
+Trainer.__init__ = init_through_the_gate
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_then_resume_matches_a_straight_run(data, tmp_path, capsys, trial_gate) -> None:
+    """Ctrl-C while training is held in step 12 (the checkpoint of step 10 is on disk): the
+    step ends, a checkpoint of step 12 is saved, exit 130; --resume ends as a straight run."""
     args = _train_args(data, tmp_path / "cut", "--epochs", "3", "--batch-size", "32",
                        "--checkpoint-every", "10")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "rankitect"), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    checkpoint = tmp_path / "cut" / "checkpoint.pt"
-    deadline = time.monotonic() + 60
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    trial_gate.hold(first=12, last=12, what="step")
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_THROUGH_THE_GATE, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **trial_gate.env})
+    trial_gate.wait_started("step 12", proc=proc)
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    proc.send_signal(signal.SIGINT)  # handled (a request to stop after the step) before the release is seen
+    trial_gate.release()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "resume with --resume" in err and "Traceback" not in err
+    assert "training interrupted at step 12; resume with --resume (checkpoint of step 12" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "cut" / "metrics.json").exists()
     assert main([*args, "--resume"]) == 0
     straight = tmp_path / "straight"

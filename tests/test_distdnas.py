@@ -128,30 +128,27 @@ def test_bad_options_exit_2(data, tmp_path, capsys, searcher, message) -> None:
     assert message in err and "Traceback" not in err
 
 
-def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged(ray_cluster, tmp_path) -> None:
-    """SIGKILL of the worker process training shard 1 (after its first epoch): the pool starts
-    a fresh actor, the shard resumes from its epoch checkpoint, and the search picks what an
-    undisturbed run with the same seed picks."""
+def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged(ray_cluster, tmp_path,
+                                                                                 trial_gate) -> None:
+    """SIGKILL of the worker process training shard 0, held by the test gate right after its
+    first epoch's checkpoint: the pool starts a fresh actor, the shard resumes from that
+    checkpoint, and the search picks what an undisturbed run with the same seed picks."""
     import os
     import signal
 
-    from tests.test_search import _driver, _wait_for, _write_config
+    from tests.test_search import _driver, _write_config
 
     data = tiny_synth(tmp_path / "ds", days=4, rows_per_day=6000)
     searcher = {**SEARCHER, "lambdas": [0.0]}
     calm = search(_config(data, searcher), tmp_path / "calm", progress=False)
     out = tmp_path / "faulty"
+    point = "lambda_0_shard_0-epoch 1"
+    trial_gate.hold(first=1, last=1, what="lambda_0_shard_0-epoch")
     proc = _driver(_write_config(tmp_path, _config(data, searcher)), out, ray_cluster)
-    progress = out / "planning" / "lambda_0_shard_0.progress.json"
-
-    def first_epoch_done() -> bool:
-        try:
-            return json.loads(progress.read_text())["step"] >= 24
-        except (OSError, ValueError):
-            return proc.poll() is not None
-
-    _wait_for(first_epoch_done)
-    os.kill(json.loads(progress.read_text())["pid"], signal.SIGKILL)
+    trial_gate.wait_started(point, proc=proc)
+    os.kill(trial_gate.pid(point), signal.SIGKILL)
+    trial_gate.wait_stopped(point)
+    trial_gate.release()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     faulty = json.loads((out / "result.json").read_text())

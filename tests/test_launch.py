@@ -28,10 +28,11 @@ from tests.helpers import tiny_synth
 
 
 @pytest.fixture(scope="module")
-def head() -> Iterator[str]:
-    """The dashboard URL of a Ray head started for this module (2 CPUs, Jobs API on)."""
+def head(gate_dir) -> Iterator[str]:
+    """The dashboard URL of a Ray head started for this module (2 CPUs, Jobs API on). Its
+    jobs inherit its environment, the test gate's variable included (`trial_gate` holds them)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rkray-", dir="/tmp"))
-    env = ray_env(temp_dir)
+    env = ray_env(temp_dir, gate_dir)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the jobs' `python`
     dashboard_port = free_port()
     ports = [f"--port={free_port()}", *moved_ports(keep=("dashboard-port",))]  # every fixed default moved
@@ -103,17 +104,17 @@ def test_launch_runs_the_search_on_the_cluster_and_follows_its_log(head, data, t
     assert "already SUCCEEDED" in capsys.readouterr().err
 
 
-def test_ctrl_c_detaches_then_stop_and_follow_the_running_job(head, data, tmp_path, capsys) -> None:
+def test_ctrl_c_detaches_then_stop_and_follow_the_running_job(head, data, tmp_path, capsys, trial_gate) -> None:
+    """Ctrl-C once trial 0 is told and trials 1 and 2 are held: the job keeps running until
+    stopped; stopped, it saves exactly trial 0 and its held workers end."""
     config = _config(tmp_path, str(data), budget={"trials": 50})
     client, run = _client(head), tmp_path / "run"
     jobs_before = {job.submission_id for job in client.list_jobs()}
+    trial_gate.hold(first=1)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "rankitect"), "launch", "--cluster", head,
                              "--config", str(config), "--working-dir", str(ROOT), "--out", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(run.glob("trials/*/outcome.json")):  # the search is under way before Ctrl-C
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    trial_gate.wait_started("trial 1", "trial 2", proc=proc)  # trial 2 is asked once trial 0 is told
     [job_id] = [job.submission_id for job in client.list_jobs() if job.submission_id not in jobs_before]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -128,7 +129,8 @@ def test_ctrl_c_detaches_then_stop_and_follow_the_running_job(head, data, tmp_pa
     while not (run / "result.json").is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
     result = yaml.safe_load((run / "result.json").read_text())
-    assert 1 <= len(result["trials"]) < 50
+    assert [t["number"] for t in result["trials"]] == [0]
+    trial_gate.wait_stopped("trial 1", "trial 2")
     assert main(["launch", "--cluster", head, "--follow", job_id]) == 1  # followed to its end: not a success
     captured = capsys.readouterr()
     assert "search interrupted; run the same command again to continue" in captured.out
@@ -139,16 +141,19 @@ def test_ctrl_c_detaches_then_stop_and_follow_the_running_job(head, data, tmp_pa
     assert "'no-such-job': no such job" in capsys.readouterr().err
 
 
-def test_no_follow_prints_the_job_id_and_returns(head, data, tmp_path, capsys) -> None:
+def test_no_follow_prints_the_job_id_and_returns(head, data, tmp_path, capsys, trial_gate) -> None:
     config = _config(tmp_path, str(data))
+    trial_gate.hold()  # no trial ends: the job is still running when stopped
     assert main(["launch", "--cluster", head, "--config", str(config), "--working-dir", str(ROOT),
                  "--out", str(tmp_path / "run"), "--no-follow"]) == 0
     captured = capsys.readouterr()
     job_id = captured.out.strip()
     assert f"--follow {job_id}" in captured.err and f"--stop {job_id}" in captured.err
     assert _client(head).get_job_status(job_id).value in ("PENDING", "RUNNING")
-    assert main(["launch", "--cluster", head, "--stop", job_id]) == 0  # stopped before it starts, or while
+    trial_gate.wait_started("trial 0", "trial 1")
+    assert main(["launch", "--cluster", head, "--stop", job_id]) == 0
     assert f"job {job_id} STOPPED" in capsys.readouterr().err
+    trial_gate.wait_stopped("trial 0", "trial 1")
 
 
 @pytest.mark.parametrize("overrides, message", [

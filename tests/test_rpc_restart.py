@@ -47,8 +47,11 @@ def drivers_of(run_dir: Path) -> list[int]:
     return pids
 
 
-def test_sigkill_and_restart_continue_the_job(ray_cluster, tmp_path) -> None:
+def test_sigkill_and_restart_continue_the_job(ray_cluster, tmp_path, trial_gate) -> None:
+    """The server is killed once trial 0 is told, with trials 1 and 2 held (nothing else can
+    end meanwhile); the restarted server runs the job to its end, trial 0 kept."""
     data = tiny_synth(tmp_path / "ds", days=3, rows_per_day=1200)
+    trial_gate.hold(first=1)
     proc, address = start_server(tmp_path, ray_cluster, "serve1.log")
     seen: list[spb.JobEvent] = []
     try:
@@ -58,15 +61,19 @@ def test_sigkill_and_restart_continue_the_job(ray_cluster, tmp_path) -> None:
                 seen.append(event)
                 if event.WhichOneof("kind") == "trial":
                     break
+            trial_gate.wait_started("trial 1", "trial 2")
             before_kill = {t.number: t.metrics.ne for t in client.get_result(job.job_id).trials}
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert list(before_kill) == [0]
     run_dir = tmp_path / "runs" / job.job_id
     deadline = time.monotonic() + 60
     while drivers_of(run_dir) and time.monotonic() < deadline:  # the driver got SIGINT as its parent died
         time.sleep(0.5)
     assert drivers_of(run_dir) == []
+    trial_gate.wait_stopped("trial 1", "trial 2")  # and its held workers went with it
+    trial_gate.release()
 
     proc, address = start_server(tmp_path, ray_cluster, "serve2.log")
     try:

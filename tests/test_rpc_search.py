@@ -265,17 +265,28 @@ def test_full_queue_is_resource_exhausted(ray_cluster, root) -> None:
         assert list(client.list_jobs()) == []
 
 
-def test_cancel_mid_search_keeps_trials_and_resume_finishes(alice, root, server) -> None:
+def test_cancel_mid_search_keeps_trials_and_resume_finishes(alice, root, server, trial_gate) -> None:
+    """Cancelled once trial 0 is told, with trials 1 and 2 held: trial 0 is kept, the held
+    workers end with the driver, and the resumed job trains the other 7."""
+    trial_gate.hold(first=1)
     job, _ = alice.submit_search(search_config(root / "ds", trials=8, baselines=[]))
     assert state(alice.get_job(job.job_id)) in ("QUEUED", "RUNNING")
     cancelled: list[spb.Job] = []
-    events = first_trial_then(alice, job.job_id, lambda: cancelled.append(alice.cancel_job(job.job_id)))
+
+    def cancel() -> None:
+        trial_gate.wait_started("trial 1", "trial 2")  # told trial 0 asked trial 2: nothing else can finish
+        cancelled.append(alice.cancel_job(job.job_id))
+
+    events = first_trial_then(alice, job.job_id, cancel)
     assert state(cancelled[0]) == "CANCELLING"
     assert state(alice.cancel_job(job.job_id)) in ("CANCELLING", "CANCELLED")  # again: no error
     assert [state(e.state) for e in events if e.WhichOneof("kind") == "state"][-2:] == ["CANCELLING", "CANCELLED"]
+    assert [e.trial.trial.number for e in events if e.WhichOneof("kind") == "trial"] == [0]
     kept = {t.number: t.metrics.ne for t in alice.get_result(job.job_id).trials}
-    assert 1 <= len(kept) < 8
+    assert list(kept) == [0]
+    trial_gate.wait_stopped("trial 1", "trial 2")
 
+    trial_gate.release()
     resumed = alice.resume_job(job.job_id)
     assert state(resumed) == "QUEUED"
     rest = events_until_end(alice, job.job_id, from_event=events[-1].number + 1)
@@ -285,16 +296,21 @@ def test_cancel_mid_search_keeps_trials_and_resume_finishes(alice, root, server)
     assert state(final) == "SUCCEEDED" and final.attempts == 2
     trials = {t.number: t.metrics.ne for t in alice.get_result(job.job_id).trials}
     assert sorted(trials) == list(range(8))
-    assert {n: trials[n] for n in kept} == kept  # the trials done before the cancel were not retrained
+    assert {n: trials[n] for n in kept} == kept  # the trial done before the cancel was not retrained
     # The whole history, watched from the start, ends only at the job's real end.
     everything = events_until_end(alice, job.job_id)
     assert [e.number for e in everything] == list(range(1, final.last_event + 1))
 
 
-def test_a_queued_job_cancels_at_once(alice, root) -> None:
+def test_a_queued_job_cancels_at_once(alice, root, trial_gate) -> None:
+    """The first job holds the only slot (--max-jobs 1) with its trials held, so the second
+    stays queued until it is cancelled."""
+    trial_gate.hold()
     running, _ = alice.submit_search(search_config(root / "ds", trials=6, baselines=[]))
     queued, _ = alice.submit_search(search_config(root / "ds", trials=2, baselines=[], seed=5))
     try:
+        trial_gate.wait_started("trial 0", "trial 1")
+        assert state(alice.get_job(running.job_id)) == "RUNNING"
         job = alice.cancel_job(queued.job_id)
         assert state(job) == "CANCELLED" and job.attempts == 0
         error = refused(alice.get_result, queued.job_id)
@@ -308,6 +324,8 @@ def test_a_queued_job_cancels_at_once(alice, root) -> None:
     finally:
         alice.cancel_job(running.job_id)
         events_until_end(alice, running.job_id)
+    assert state(alice.get_job(running.job_id)) == "CANCELLED"
+    trial_gate.wait_stopped("trial 0", "trial 1")
 
 
 def test_cli_clients(finished, server, root, tmp_path, capsys) -> None:

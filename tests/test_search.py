@@ -184,57 +184,80 @@ def _wait_for(condition, seconds: float = 120) -> None:
         time.sleep(0.1)
 
 
-def test_sigkill_of_the_driver_then_the_same_command_continues(ray_cluster, data, tmp_path, capsys) -> None:
-    config = make_config(data, "random", trials=5, baselines=[], train={"epochs": 2, "batch_size": 64})
+def _outcomes(out: Path) -> dict[str, str]:
+    """trials/NNNN -> outcome.json text, for every trial whose worker finished."""
+    return {p.parent.name: p.read_text() for p in (out / "trials").glob("*/outcome.json")}
+
+
+def test_sigkill_of_the_driver_then_the_same_command_continues(ray_cluster, data, tmp_path, trial_gate) -> None:
+    """Killed with trial 2 held: trials 0 and 1 are told, trial 3 finished but waits untold
+    behind trial 2. Both finished trials are kept; trial 2 runs again, trial 4 for the first time."""
+    config = make_config(data, "random", trials=5, baselines=[])
     path = _write_config(tmp_path, config)
     out = tmp_path / "run"
+    trial_gate.hold(first=2, last=2)
     proc = _driver(path, out, ray_cluster)
-    _wait_for(lambda: _complete_trials(out) >= 2 or proc.poll() is not None)
+    trial_gate.wait_started("trial 2", proc=proc, also=lambda: (out / "trials" / "0003" / "outcome.json").is_file()
+                            and _complete_trials(out) == 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    # Trials whose worker finished (told or not) are kept; the rest run again.
-    finished_before = {p.parent.name: p.read_text() for p in (out / "trials").glob("*/outcome.json")}
-    assert finished_before and _complete_trials(out) < 5
+    trial_gate.wait_stopped("trial 2")  # the driver's end took its held worker with it
+    finished_before = _outcomes(out)
+    assert sorted(finished_before) == ["0000", "0001", "0003"] and _complete_trials(out) == 2
+    trial_gate.release()
     assert main(["search", "--config", str(path), "--out", str(out), "--address", ray_cluster]) == 0
     result = json.loads((out / "result.json").read_text())
     assert [t["number"] for t in result["trials"]] == [0, 1, 2, 3, 4]
     assert all(t["status"] == "complete" for t in result["trials"])
-    for name, text in finished_before.items():  # finished trials were kept, not trained again
+    for name, text in finished_before.items():  # finished trials were kept (told or not), not trained again
         assert (out / "trials" / name / "outcome.json").read_text() == text
 
 
-def test_a_worker_killed_mid_trial_is_retried_under_the_same_number(ray_cluster, data, tmp_path) -> None:
-    config = make_config(data, "random", trials=2, baselines=[], train={"epochs": 3, "batch_size": 32},
+def test_a_worker_killed_mid_trial_is_retried_under_the_same_number(ray_cluster, data, tmp_path, trial_gate) -> None:
+    config = make_config(data, "random", trials=2, baselines=[], train={"epochs": 1, "batch_size": 256},
                          searcher={"concurrency": 1})
     path = _write_config(tmp_path, config)
     out = tmp_path / "run"
+    trial_gate.hold(first=0, last=0)
     proc = _driver(path, out, ray_cluster)
-    marker = out / "trials" / "0000" / "worker.json"
-    _wait_for(lambda: marker.exists() and marker.read_text().strip() != "")
-    os.kill(json.loads(marker.read_text())["pid"], signal.SIGKILL)
+    trial_gate.wait_started("trial 0", proc=proc)
+    killed = trial_gate.pid("trial 0")
+    os.kill(killed, signal.SIGKILL)
+    trial_gate.wait_stopped("trial 0")
+    trial_gate.release()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     result = json.loads((out / "result.json").read_text())
     first = result["trials"][0]
     assert first["number"] == 0 and first["status"] == "complete" and first["attempts"] == 2
+    assert json.loads((out / "trials" / "0000" / "worker.json").read_text())["pid"] != killed  # the retry's
     assert [t["number"] for t in result["trials"]] == [0, 1]
 
 
-def test_ctrl_c_stops_and_the_report_command_reads_the_run(ray_cluster, data, tmp_path, capsys) -> None:
-    config = make_config(data, "random", trials=4, baselines=["lr"], train={"epochs": 2, "batch_size": 64})
+def test_ctrl_c_stops_and_the_report_command_reads_the_run(ray_cluster, data, tmp_path, capsys, trial_gate) -> None:
+    """Ctrl-C with trial 0 told and trials 1 and 2 held: exit 130, the run holds trial 0 and
+    the baseline, `report` reads it, and the same command finishes it."""
+    config = make_config(data, "random", trials=4, baselines=["lr"], train={"epochs": 1, "batch_size": 256})
     path = _write_config(tmp_path, config)
     out = tmp_path / "run"
+    trial_gate.hold(first=1)
     proc = _driver(path, out, ray_cluster)
-    _wait_for(lambda: _complete_trials(out) >= 1 or proc.poll() is not None)
+    trial_gate.wait_started("trial 1", "trial 2", proc=proc, also=lambda: _complete_trials(out) == 1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command again to continue" in err
     assert "Traceback" not in err
+    trial_gate.wait_stopped("trial 1", "trial 2")  # held trials do not outlive the interrupted driver
+    saved = json.loads((out / "result.json").read_text())
+    assert [t["number"] for t in saved["trials"]] == [0] and list(saved["baselines"]) == ["lr"]  # lr freed a slot
+    kept = _outcomes(out)
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "valid NE" in text and "front #" in text
+    trial_gate.release()
     assert main(["search", "--config", str(path), "--out", str(out), "--address", ray_cluster]) == 0
-    assert len(json.loads((out / "result.json").read_text())["trials"]) == 4
+    assert [t["number"] for t in json.loads((out / "result.json").read_text())["trials"]] == [0, 1, 2, 3]
+    assert _outcomes(out)["0000"] == kept["0000"]  # told before the Ctrl-C: not trained again
 
 
 def test_an_architecture_json_is_a_baseline(ray_cluster, data, tmp_path) -> None:

@@ -40,9 +40,10 @@ def test_defaults_fill_in(data) -> None:
     assert cfg.objectives == ("ne", "flops") and cfg.directions == ["minimize", "minimize"]
     assert cfg.baselines == ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
     assert cfg.data.test_dates == "last:1" and cfg.budget.trials == 20 and cfg.seed == 0
-    assert not cfg.train.train_config(0).sparse_embeddings
-    sparse = SearchConfig.from_dict(_config(data, train__sparse_embeddings=True))
-    assert sparse.train.train_config(3).sparse_embeddings and sparse.train.train_config(3).seed == 3
+    assert cfg.train.train_config(0).embedding_optimizer == "rowwise_adagrad"
+    sgd = SearchConfig.from_dict(_config(data, train__embedding_optimizer="sgd", train__embedding_lr=0.2))
+    run = sgd.train.train_config(3)
+    assert (run.embedding_optimizer, run.embedding_lr, run.seed) == ("sgd", 0.2, 3)
 
 
 @pytest.mark.parametrize(
@@ -59,9 +60,11 @@ def test_defaults_fill_in(data) -> None:
         ({"final__seeds": 1}, "final.seeds: must be 0 (off) or >= 2"),
         ({"seed": 1.5}, "seed: must be int"),
         ({"baselines": "dlrm"}, "baselines: must be a list"),
-        ({"train__sparse_embeddings": "yes"}, "train.sparse_embeddings: must be bool, got 'yes'"),
-        ({"train__sparse_embeddings": True, "train__weight_decay": 0.01},
-         "train.weight_decay: must be 0 with train.sparse_embeddings"),
+        ({"train__sparse_embeddings": True}, "train.sparse_embeddings: unknown key"),
+        ({"train__embedding_optimizer": "lamb"}, "train.embedding_optimizer: must be one of"),
+        ({"train__embedding_optimizer": "adam"}, "train.embedding_optimizer: must be one of rowwise_adagrad, "
+                                                 "adagrad, sgd, dense on train.device='cpu'"),
+        ({"train__embedding_lr": 0}, "train.embedding_lr: must be > 0, got 0"),
     ],
 )
 def test_shape_errors_name_the_key(data, raw_change, message: str) -> None:

@@ -164,7 +164,8 @@ def schema_to_proto(schema: Schema) -> apb.Schema:
     for c in schema.dense:
         msg.dense.add(name=c.name, mean=c.mean, std=c.std, transform=c.transform, fill=c.fill)
     for s in schema.sparse:
-        msg.sparse.add(name=s.name, hash_size=s.hash_size, multi=s.multi, hashing=s.hashing, avg_len=s.avg_len)
+        msg.sparse.add(name=s.name, hash_size=s.hash_size, multi=s.multi, hashing=s.hashing, avg_len=s.avg_len,
+                       distinct=s.distinct)
     return msg
 
 
@@ -208,9 +209,11 @@ def schema_from_proto(msg: apb.Schema, field: str = "schema") -> Schema:
         avg_len = finite(s.avg_len, f"{where}.avg_len") if s.HasField("avg_len") else 1.0
         if avg_len < 0:
             raise invalid_argument(f"{where}.avg_len", f"must be >= 0, got {avg_len!r}")
+        if s.HasField("distinct") and s.distinct < 0:
+            raise invalid_argument(f"{where}.distinct", f"must be >= 0, got {s.distinct}")
         sparse.append(SparseColumn(name=name(s.name, f"{where}.name"), hash_size=s.hash_size, multi=s.multi,
                                    hashing=one_of(s.hashing, HASHINGS, "fnv1a64", f"{where}.hashing"),
-                                   avg_len=avg_len))
+                                   avg_len=avg_len, distinct=s.distinct if s.HasField("distinct") else None))
     if msg.embedding_dim < 0:
         raise invalid_argument(f"{field}.embedding_dim", f"must be >= 1 (0: the default 16), got {msg.embedding_dim}")
     schema = Schema(label=msg.label or "label", dense=tuple(dense), sparse=tuple(sparse),

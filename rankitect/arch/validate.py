@@ -13,6 +13,7 @@ from rankitect.arch.graph import GRAPH_INPUTS, INPUT_DENSE, INPUT_SPARSE, Archit
 from rankitect.blocks import ShapeError, get_block
 from rankitect.blocks.embedding import EMBEDDING, Embedding
 from rankitect.blocks.spec import Shape
+from rankitect.blocks.table_rows import check_rows
 from rankitect.errors import ArchitectureError
 from rankitect.schema import Schema
 
@@ -54,6 +55,7 @@ def validate(arch: Architecture, schema: Schema) -> ValidatedArchitecture:
     emb_block = get_block(EMBEDDING)
     emb_params, emb_problems = emb_block.spec.resolve(arch.embedding)
     problems += [("embedding", f"embedding.{f.removeprefix('params.')}", m) for f, m in emb_problems]
+    problems += [("embedding", "embedding.rows", m) for m in check_rows(emb_params.get("rows"), schema)]
     emb_dim = emb_params.get("dim") or schema.embedding_dim
 
     resolved, problems_nodes = _check_nodes(arch)

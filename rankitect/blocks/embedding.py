@@ -1,8 +1,8 @@
 """The embedding lookup: raw sparse ids (KeyedJaggedTensor) -> (B, F, E), one table per column.
 
 It is the architecture's `embedding` entry rather than a DAG node: its output is the DAG's
-`sparse` input. Its cost depends on the schema (hash sizes, ids per row), so it has
-schema-taking methods next to the usual ones.
+`sparse` input. Its cost depends on the schema (hash sizes, distinct ids, ids per row), so it
+has schema-taking methods next to the usual ones. Table sizes: rankitect.blocks.table_rows.
 """
 
 from __future__ import annotations
@@ -16,27 +16,105 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.blocks.base import Block, ShapeError
+from rankitect.blocks.fused_tables import FusedTables, TableOptimizer
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, HyperParam, Shape
+from rankitect.blocks.table_rows import AUTO, MIN_ROWS, table_rows
 from rankitect.schema import Schema
 
 EMBEDDING = "embedding"
+MAX_ROWS = 1 << 40
+
+
+class IdRemap(nn.Module):
+    """ids in [0, hash_size) -> rows in [0, rows) of each feature's table (see table_rows):
+    `0 if id == 0 else 1 + (id - 1) % (rows - 1)`, which leaves ids below `rows` as they are.
+
+    forward(values int64 [N], per_feature int64 [F]: how many of `values` each feature holds,
+    feature-major) -> int64 [N]. `active` is False when every table has hash_size rows.
+    """
+
+    def __init__(self, hash_sizes: list[int], rows: list[int]) -> None:
+        super().__init__()
+        self.active = any(r < h for r, h in zip(rows, hash_sizes))
+        self.register_buffer("moduli", torch.tensor([r - 1 for r in rows], dtype=torch.int64), persistent=False)
+
+    def forward(self, values: torch.Tensor, per_feature: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return values
+        moduli = torch.repeat_interleave(self.moduli, per_feature, output_size=values.shape[0])
+        return torch.where(values > 0, torch.remainder(values - 1, moduli) + 1, values)
 
 
 class EmbeddingModule(nn.Module):
-    """KJT with the schema's sparse keys -> (B, F, E), rows in schema order."""
+    """KJT with the schema's sparse keys -> (B, F, E), rows in schema order.
 
-    def __init__(self, schema: Schema, dim: int, pooling: str,
-                 device: torch.device | None = None) -> None:
+    `rows` gives each column's table size (default: `table_rows(schema)`). With `optimizer`
+    the tables are FusedTables, trained inside the backward pass by that optimizer; without,
+    torchrec's EmbeddingBagCollection, whose tables are ordinary parameters. Both sit at
+    `self.ebc` with the same state_dict keys, and compute the same outputs from the same weights.
+    """
+
+    def __init__(self, schema: Schema, dim: int, pooling: str, device: torch.device | None = None,
+                 rows: tuple[int, ...] | None = None, optimizer: TableOptimizer | None = None) -> None:
         super().__init__()
-        self.num_features, self.dim = schema.num_sparse, dim
-        pool = PoolingType.SUM if pooling == "sum" else PoolingType.MEAN
-        tables = [EmbeddingBagConfig(name=f"t_{c.name}", embedding_dim=dim,
-                                     num_embeddings=c.hash_size, feature_names=[c.name],
-                                     pooling=pool) for c in schema.sparse]
-        self.ebc = EmbeddingBagCollection(tables=tables, device=device)
+        self.num_features, self.dim, self.pooling = schema.num_sparse, dim, pooling
+        self.keys = schema.sparse_names
+        self.frozen = False  # lookups without grad (rankitect.train.optimizers.tables_frozen)
+        self.rows = tuple(rows) if rows is not None else table_rows(schema)
+        self.remap = IdRemap([c.hash_size for c in schema.sparse], list(self.rows))
+        if device is not None:
+            self.remap.to(device)
+        self.ebc: EmbeddingBagCollection | FusedTables
+        if optimizer is not None:
+            self.ebc = FusedTables(self.table_names, list(self.rows), dim, pooling, optimizer, device)
+        else:
+            self.ebc = EmbeddingBagCollection(tables=self._configs(), device=device)
+
+    @property
+    def table_names(self) -> list[str]:
+        return [f"t_{k}" for k in self.keys]
+
+    @property
+    def fused(self) -> bool:
+        return isinstance(self.ebc, FusedTables)
+
+    def _configs(self) -> list[EmbeddingBagConfig]:
+        pool = PoolingType.SUM if self.pooling == "sum" else PoolingType.MEAN
+        return [EmbeddingBagConfig(name=t, embedding_dim=self.dim, num_embeddings=r, feature_names=[k],
+                                   pooling=pool) for t, k, r in zip(self.table_names, self.keys, self.rows)]
+
+    def fuse(self, optimizer: TableOptimizer) -> None:
+        """Turn plain tables into FusedTables trained by `optimizer`, keeping their weights (for
+        a moment both copies exist: build with `optimizer` to avoid that)."""
+        if self.fused:
+            raise ValueError("the tables are fused already")
+        weights = {n: bag.weight.detach() for n, bag in self.ebc.embedding_bags.items()}
+        device = next(iter(weights.values())).device if weights else None
+        fused = FusedTables(self.table_names, list(self.rows), self.dim, self.pooling, optimizer, device)
+        with torch.no_grad():
+            for name, bag in fused.embedding_bags.items():
+                bag.weight.copy_(weights[name])
+        self.ebc = fused
+
+    def lookup_ids(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Table rows of feature-major ids: values int64 [N], lengths [F * B] -> rows [N]."""
+        return self.remap(values, lengths.view(self.num_features, -1).sum(1))
 
     def forward(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        if self.frozen and torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._lookup(sparse)
+        return self._lookup(sparse)
+
+    def _lookup(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        values, lengths = sparse.values(), sparse.lengths()
+        ids = self.lookup_ids(values, lengths)
+        if isinstance(self.ebc, FusedTables):
+            offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
+            return self.ebc(ids, offsets.to(ids.dtype)).view(-1, self.num_features, self.dim)
+        if ids is not values:
+            sparse = KeyedJaggedTensor(keys=sparse.keys(), values=ids, lengths=lengths, stride=sparse.stride())
         return self.ebc(sparse).values().view(-1, self.num_features, self.dim)
 
 
@@ -54,6 +132,9 @@ class Embedding(Block):
             HyperParam("dim", "int", 0, "E; 0 takes the schema's embedding_dim", low=0, high=1024),
             HyperParam("pooling", "choice", "sum", "pooling over the ids of a row",
                        choices=("sum", "mean")),
+            HyperParam("rows", "table_rows", AUTO, "rows of each column's table: \"auto\" (from the "
+                       "column's distinct ids, capped at its hash_size), one number for every column, "
+                       "or {column: rows}; at most the column's hash_size", low=MIN_ROWS, high=MAX_ROWS),
         ),
         min_inputs=0,
         max_inputs=0,
@@ -92,8 +173,10 @@ class Embedding(Block):
         return total
 
     def num_params_for(self, schema: Schema, p: dict[str, Any]) -> int:
-        return sum(c.hash_size for c in schema.sparse) * resolved_dim(schema, p)
+        return sum(table_rows(schema, p["rows"])) * resolved_dim(schema, p)
 
-    def build_for(self, schema: Schema, p: dict[str, Any],
-                  device: torch.device | None = None) -> EmbeddingModule:
-        return EmbeddingModule(schema, resolved_dim(schema, p), p["pooling"], device)
+    def build_for(self, schema: Schema, p: dict[str, Any], device: torch.device | None = None,
+                  optimizer: TableOptimizer | None = None) -> EmbeddingModule:
+        """The lookup module; with `optimizer`, on fused tables trained by it."""
+        return EmbeddingModule(schema, resolved_dim(schema, p), p["pooling"], device,
+                               rows=table_rows(schema, p["rows"]), optimizer=optimizer)

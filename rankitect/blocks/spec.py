@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Shape = tuple[int, ...]
-PARAM_KINDS = ("int", "float", "bool", "choice", "int_list")
+PARAM_KINDS = ("int", "float", "bool", "choice", "int_list", "table_rows")
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class HyperParam:
     """One hyper-parameter: its kind, default, and allowed range.
 
     kinds: "int" and "float" (inclusive `low`..`high`), "bool", "choice" (one of `choices`),
-    "int_list" (`min_len`..`max_len` ints, each in `low`..`high`).
+    "int_list" (`min_len`..`max_len` ints, each in `low`..`high`), "table_rows" ("auto", an
+    int in `low`..`high`, or a mapping of column name to "auto" or such an int).
     """
 
     name: str
@@ -55,6 +56,8 @@ class HyperParam:
             for v in value:
                 self._check_range(int(v))
             return tuple(int(v) for v in value)
+        if self.kind == "table_rows":
+            return self._check_table_rows(value)
         if self.kind == "int":
             if not _is_int(value):
                 raise ValueError(f"must be an integer, got {value!r}")
@@ -62,6 +65,23 @@ class HyperParam:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value!r}")
         return self._check_range(float(value))
+
+    def _check_table_rows(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for column, rows in value.items():
+                try:
+                    if isinstance(rows, dict):
+                        raise ValueError(f"must be \"auto\" or an integer, got {rows!r}")
+                    out[str(column)] = self._check_table_rows(rows)
+                except ValueError as exc:
+                    raise ValueError(f"column {column!r}: {exc}") from None
+            return out
+        if value == "auto":
+            return value
+        if not _is_int(value):
+            raise ValueError(f"must be \"auto\", an integer or {{column: rows}}, got {value!r}")
+        return self._check_range(int(value))
 
     def _check_range(self, value: float) -> Any:
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):

@@ -7,7 +7,9 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rankitect.blocks.table_rows import default_rows
 from rankitect.data.dataset import Dataset
+from rankitect.schema import SparseColumn
 
 
 def inspect_dataset(dataset: Dataset) -> dict[str, Any]:
@@ -42,7 +44,10 @@ def format_inspection(info: dict[str, Any]) -> list[str]:
     out.append(f"sparse columns ({len(schema['sparse'])}):")
     for c in schema["sparse"]:
         kind = f"list (avg {c['avg_len']:.2f} ids)" if c["multi"] else "single id"
-        out.append(f"  {c['name']:<16} hash_size={c['hash_size']:<9} hashing={c['hashing']:<8} {kind}")
+        distinct = "?" if c.get("distinct") is None else c["distinct"]
+        rows = default_rows(SparseColumn(**c))
+        out.append(f"  {c['name']:<16} hash_size={c['hash_size']:<9} distinct={distinct:<9} table rows={rows:<9} "
+                   f"hashing={c['hashing']:<8} {kind}")
     if schema.get("preprocessing"):
         out.append("preprocessing: " + "; ".join(f"{k}: {v}" for k, v in schema["preprocessing"].items()))
     out.append(f"{'date':<12} {'rows':>10} {'positives':>10} {'rate':>8}")

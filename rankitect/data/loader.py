@@ -35,12 +35,14 @@ READ_AHEAD = 2  # record batches decoded ahead of the shuffle (with prefetch > 0
 
 @dataclass(frozen=True)
 class _Chunk:
-    """Rows in columnar numpy form. Multi-id columns keep (values, offsets[n + 1])."""
+    """Rows in columnar numpy form. The single-id columns sit side by side in one (n, S) block,
+    so that a shuffle gathers each row's ids in one contiguous read (and one numpy call), and a
+    batch's feature-major ids are one transposing copy; list columns keep (values, offsets)."""
 
     labels: np.ndarray  # (n,) float32
     dense: np.ndarray  # (n, D) float32
-    ids: tuple[np.ndarray, ...]  # per sparse column: (n,) int64, or the flat values if multi
-    offsets: tuple[np.ndarray | None, ...]  # per sparse column: None, or (n + 1,) int64
+    single: np.ndarray  # (n, S) int64: the single-id columns, in schema order
+    multi: tuple[tuple[np.ndarray, np.ndarray], ...]  # per list column: (values, offsets (n + 1,) int64)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -49,97 +51,96 @@ class _Chunk:
 def _chunk_from_arrow(rb: pa.RecordBatch, schema: Schema, path: str) -> _Chunk:
     labels = rb.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
     n = rb.num_rows
-    if schema.num_dense:
-        dense = np.empty((n, schema.num_dense), np.float32)
-        for j, col in enumerate(schema.dense):
-            dense[:, j] = rb.column(col.name).to_numpy(zero_copy_only=False)
-    else:
-        dense = np.zeros((n, 0), np.float32)
-    ids, offsets = [], []
-    for col in schema.sparse:
+    dense = np.empty((n, schema.num_dense), np.float32)
+    for j, col in enumerate(schema.dense):
+        dense[:, j] = rb.column(col.name).to_numpy(zero_copy_only=False)
+    singles = [c for c in schema.sparse if not c.multi]
+    single = np.empty((n, len(singles)), np.int64)
+    for j, col in enumerate(singles):
         arr = rb.column(col.name)
-        if col.multi:
-            if arr.null_count:
-                arr = pc.fill_null(arr, pa.scalar([], arr.type))
-            values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-            off = np.zeros(n + 1, np.int64)
-            np.cumsum(lengths, out=off[1:])
-        else:
-            values = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-            off = None
-        if values.size and (values.min() < 0 or values.max() >= col.hash_size):
-            bad = int(values.max()) if values.max() >= col.hash_size else int(values.min())
-            raise DataError(f"{path}: column {col.name!r} holds id {bad}, outside "
-                            f"[0, {col.hash_size}) (its hash_size in schema.json)")
-        ids.append(values)
-        offsets.append(off)
-    return _Chunk(labels, dense, tuple(ids), tuple(offsets))
+        if arr.null_count:
+            arr = pc.fill_null(arr, 0)
+        bounds = pc.min_max(arr)
+        _check_ids(np.array([bounds["min"].as_py() or 0, bounds["max"].as_py() or 0]), col.hash_size, col.name, path)
+        single[:, j] = arr.to_numpy(zero_copy_only=False)
+    multi = []
+    for col in (c for c in schema.sparse if c.multi):
+        arr = rb.column(col.name)
+        if arr.null_count:
+            arr = pc.fill_null(arr, pa.scalar([], arr.type))
+        values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        off = np.zeros(n + 1, np.int64)
+        np.cumsum(pc.list_value_length(arr).to_numpy(zero_copy_only=False), out=off[1:])
+        _check_ids(values, col.hash_size, col.name, path)
+        multi.append((values, off))
+    return _Chunk(labels, dense, single, tuple(multi))
+
+
+def _check_ids(values: np.ndarray, hash_size: int, column: str, path: str) -> None:
+    if values.size and (values.min() < 0 or values.max() >= hash_size):
+        bad = int(values.max()) if values.max() >= hash_size else int(values.min())
+        raise DataError(f"{path}: column {column!r} holds id {bad}, outside "
+                        f"[0, {hash_size}) (its hash_size in schema.json)")
 
 
 def _concat(chunks: list[_Chunk]) -> _Chunk:
     if len(chunks) == 1:
         return chunks[0]
-    ids, offsets = [], []
-    for j in range(len(chunks[0].ids)):
-        ids.append(np.concatenate([c.ids[j] for c in chunks]))
-        if chunks[0].offsets[j] is None:
-            offsets.append(None)
-        else:
-            lengths = np.concatenate([np.diff(c.offsets[j]) for c in chunks])
-            off = np.zeros(lengths.size + 1, np.int64)
-            np.cumsum(lengths, out=off[1:])
-            offsets.append(off)
-    return _Chunk(np.concatenate([c.labels for c in chunks]),
-                  np.concatenate([c.dense for c in chunks]), tuple(ids), tuple(offsets))
+    multi = []
+    for j in range(len(chunks[0].multi)):
+        lengths = np.concatenate([np.diff(c.multi[j][1]) for c in chunks])
+        off = np.zeros(lengths.size + 1, np.int64)
+        np.cumsum(lengths, out=off[1:])
+        multi.append((np.concatenate([c.multi[j][0] for c in chunks]), off))
+    return _Chunk(np.concatenate([c.labels for c in chunks]), np.concatenate([c.dense for c in chunks]),
+                  np.concatenate([c.single for c in chunks]), tuple(multi))
 
 
 def _take(chunk: _Chunk, idx: np.ndarray) -> _Chunk:
     """The rows `idx` of `chunk` (np.take: faster than fancy indexing for these gathers)."""
-    ids, offsets = [], []
-    for values, off in zip(chunk.ids, chunk.offsets):
-        if off is None:
-            ids.append(np.take(values, idx))
-            offsets.append(None)
-            continue
+    multi = []
+    for values, off in chunk.multi:
         starts, lengths = off[idx], off[idx + 1] - off[idx]
         new_off = np.zeros(idx.size + 1, np.int64)
         np.cumsum(lengths, out=new_off[1:])
         gather = np.repeat(starts - new_off[:-1], lengths) + np.arange(new_off[-1])
-        ids.append(values[gather])
-        offsets.append(new_off)
-    return _Chunk(np.take(chunk.labels, idx), np.take(chunk.dense, idx, axis=0), tuple(ids), tuple(offsets))
+        multi.append((values[gather], new_off))
+    return _Chunk(np.take(chunk.labels, idx), np.take(chunk.dense, idx, axis=0),
+                  np.take(chunk.single, idx, axis=0), tuple(multi))
 
 
 def _slice(chunk: _Chunk, start: int, stop: int) -> _Chunk:
-    ids, offsets = [], []
-    for values, off in zip(chunk.ids, chunk.offsets):
-        if off is None:
-            ids.append(values[start:stop])
-            offsets.append(None)
-        else:
-            ids.append(values[off[start]:off[stop]])
-            offsets.append(off[start:stop + 1] - off[start])
-    return _Chunk(chunk.labels[start:stop], chunk.dense[start:stop], tuple(ids), tuple(offsets))
+    multi = tuple((values[off[start]:off[stop]], off[start:stop + 1] - off[start]) for values, off in chunk.multi)
+    return _Chunk(chunk.labels[start:stop], chunk.dense[start:stop], chunk.single[start:stop], multi)
 
 
-def _to_batch(chunk: _Chunk, keys: list[str]) -> Batch:
+def _to_batch(chunk: _Chunk, schema: Schema) -> Batch:
+    """A Batch of `chunk`: ids feature-major in schema order (KeyedJaggedTensor's layout)."""
     n = len(chunk)
-    lengths = [np.ones(n, np.int32) if off is None else np.diff(off).astype(np.int32)
-               for off in chunk.offsets]
-    values = np.concatenate(chunk.ids) if chunk.ids else np.zeros(0, np.int64)
+    if not chunk.multi:  # every column one id per row: one transposing copy, lengths all 1
+        values = chunk.single.T.ravel()
+        lengths = np.ones(values.size, np.int32)
+        length_per_key = [n] * chunk.single.shape[1]
+    else:
+        parts, lens, length_per_key = [], [], []
+        singles, lists = iter(range(chunk.single.shape[1])), iter(chunk.multi)
+        for col in schema.sparse:
+            if col.multi:
+                ids, off = next(lists)
+                parts.append(ids)
+                lens.append(np.diff(off).astype(np.int32))
+                length_per_key.append(int(off[-1]))
+            else:
+                parts.append(chunk.single[:, next(singles)])
+                lens.append(np.ones(n, np.int32))
+                length_per_key.append(n)
+        values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        lengths = np.concatenate(lens) if lens else np.zeros(0, np.int32)
     # The ids per key, known here for free: given to the KJT, torchrec's embedding lookup need
     # not compute them from the lengths (a .tolist(), i.e. a device sync per step on CUDA).
-    length_per_key = [n if off is None else int(off[-1]) for off in chunk.offsets]
-    sparse = KeyedJaggedTensor(
-        keys=keys,
-        values=torch.from_numpy(values),
-        lengths=torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)),
-        stride=n,
-        length_per_key=length_per_key,
-    )
-    return Batch(dense=torch.from_numpy(chunk.dense), sparse=sparse,
-                 labels=torch.from_numpy(chunk.labels))
+    sparse = KeyedJaggedTensor(keys=schema.sparse_names, values=torch.from_numpy(values),
+                               lengths=torch.from_numpy(lengths), stride=n, length_per_key=length_per_key)
+    return Batch(dense=torch.from_numpy(chunk.dense), sparse=sparse, labels=torch.from_numpy(chunk.labels))
 
 
 class BatchLoader:
@@ -219,17 +220,22 @@ class BatchLoader:
             yield from self._emit(_concat(pending), rng, final=True)
 
     def _emit(self, buf: _Chunk, rng: np.random.Generator | None, final: bool):
-        """Yield full batches of `buf` (shuffled first); return the rows left over."""
-        if rng is not None:
-            buf = _take(buf, rng.permutation(len(buf)))
+        """Yield full batches of `buf` (shuffled: batch k holds rows perm[k*B:(k+1)*B] of a
+        permutation, gathered batch by batch, so no permuted copy of the buffer is made and no
+        batch waits for one); return the rows left over."""
         n, b = len(buf), self.batch_size
+        perm = rng.permutation(n) if rng is not None else None
+
+        def rows(start: int, end: int) -> _Chunk:
+            return _slice(buf, start, end) if perm is None else _take(buf, perm[start:end])
+
         stop = n if final else n - n % b
         for start in range(0, stop, b):
             end = min(start + b, n)
             if end - start < b and self.drop_last:
                 break
-            yield _to_batch(_slice(buf, start, end), self.keys)
-        return _slice(buf, stop, n)
+            yield _to_batch(rows(start, end), self.schema)
+        return rows(stop, n)
 
 
 _DONE = object()

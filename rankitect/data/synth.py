@@ -10,6 +10,9 @@ latent vectors interact by dot product, and (i, j) the planted dense cross. Drif
 base rate and the latent vectors a little every day. The Bayes-optimal prediction given the
 observed columns is p = E_eps[sigmoid(logit)], computed by Gauss-Hermite quadrature; the
 Bayes log-loss of a day is the log-loss of p on that day's realized labels.
+
+Which columns are written, and how many ids each has, is the config's `profile`
+(`rankitect.data.synth_profiles`): the default layout, or the Criteo 1TB shape.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from rankitect.data.synth_profiles import ZipfSampler, check_profile, layout, permutation, zipf_probs
 from rankitect.data.writer import ColumnPlan, DatasetWriter
 from rankitect.errors import ConfigError
 from rankitect.metrics import binary_entropy, logloss
@@ -37,7 +41,14 @@ _QUAD_WEIGHTS = _QUAD_WEIGHTS / _QUAD_WEIGHTS.sum()
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Difficulty knobs. The defaults separate a linear model from one with interactions."""
+    """Difficulty knobs. The defaults separate a linear model from one with interactions.
+
+    `profile` picks the column layout (see `rankitect.data.synth_profiles`): "default" uses
+    `num_sparse`, `cardinality`, `num_dense` and the `tags` knobs; "criteo" fixes 26 sparse
+    columns with Criteo's cardinalities and 13 dense columns, and has no list column.
+    `max_cardinality` caps every sparse column's ids; None: 1,000,000 for "criteo", no cap for
+    "default" (whose `cardinality` is already the user's choice).
+    """
 
     days: int = 4
     rows_per_day: int = 50_000
@@ -60,13 +71,18 @@ class SynthConfig:
     missing_rate: float = 0.02
     embedding_dim: int = 16
     chunk_rows: int = 100_000
+    profile: str = "default"
+    max_cardinality: int | None = None
 
     def check(self) -> None:
+        """ConfigError naming the first field that is out of range."""
+        check_profile(self)
+        num_fields = len(layout(self).sparse_names)
         rules = [
             ("days", self.days >= 1), ("rows_per_day", self.rows_per_day >= 10),
             ("num_sparse", self.num_sparse >= 2), ("cardinality", self.cardinality >= 2),
             ("num_dense", self.num_dense >= 0), ("latent_dim", self.latent_dim >= 1),
-            ("num_pairs", 0 <= self.num_pairs <= self.num_sparse * (self.num_sparse - 1) // 2),
+            ("num_pairs", 0 <= self.num_pairs <= num_fields * (num_fields - 1) // 2),
             ("noise", self.noise >= 0), ("drift", self.drift >= 0),
             ("base_ctr", 0 < self.base_ctr < 1), ("zipf", self.zipf >= 0),
             ("tag_cardinality", self.tag_cardinality >= 2), ("tag_mean_len", self.tag_mean_len >= 0),
@@ -88,26 +104,36 @@ class _World:
     def __init__(self, cfg: SynthConfig) -> None:
         rng = np.random.default_rng([cfg.seed, 0])
         self.cfg = cfg
-        f, c, k = cfg.num_sparse, cfg.cardinality, cfg.latent_dim
-        self.sparse_names = [f"C{i + 1}" for i in range(f)]
-        self.dense_names = [f"I{i + 1}" for i in range(cfg.num_dense)]
-        ranks = np.arange(1, c + 1, dtype=np.float64)
-        self.id_prob = ranks ** -cfg.zipf / np.sum(ranks ** -cfg.zipf)
-        self.perm = np.stack([rng.permutation(c) for _ in range(f)])  # popular ids differ by field
-        self.bias = rng.normal(0, cfg.bias_std, size=(f, c + 1))
-        self.bias[:, 0] = 0.0  # id 0: missing
+        self.layout = lay = layout(cfg)
+        self.sparse_names, self.dense_names = list(lay.sparse_names), list(lay.dense_names)
+        self.cards, k, f = lay.cardinalities, cfg.latent_dim, len(lay.cardinalities)
+        self.zipf = ZipfSampler(cfg.zipf)
+        self.perm = [permutation(rng, c) for c in self.cards]  # popular ids differ by field
+        self.bias = [_zero_first(rng.normal(0, cfg.bias_std, size=c + 1), lay.float_dtype)
+                     for c in self.cards]  # id 0: missing
         all_pairs = [(a, b) for a in range(f) for b in range(a + 1, f)]
         chosen = rng.choice(len(all_pairs), size=cfg.num_pairs, replace=False)
         self.pairs = [all_pairs[i] for i in sorted(chosen)]
-        # Entries N(0, s^2) give a k-dim dot product of std s^2 * sqrt(k).
+        # Entries N(0, s^2) give a k-dim dot product of std s^2 * sqrt(k). Latent vectors are
+        # kept for the paired fields only; the original layout draws them for every field.
         s = math.sqrt(cfg.pair_strength / math.sqrt(k)) if cfg.pair_strength > 0 else 0.0
-        self.latent = rng.normal(0, s, size=(f, c + 1, k))
-        self.latent[:, 0] = 0.0
-        self.latent_step = rng.normal(0, s, size=(f, c + 1, k))
-        self.dense_mean = rng.uniform(0, 5, size=cfg.num_dense)
-        self.dense_scale = rng.uniform(0.5, 3, size=cfg.num_dense)
-        self.dense_w = rng.normal(0, 0.3, size=cfg.num_dense)
-        self.cross = (0, 1) if cfg.num_dense >= 2 and cfg.cross_strength > 0 else None
+        paired = sorted({j for pair in self.pairs for j in pair})
+        drawn = range(f) if lay.original else paired
+        self.latent: dict[int, np.ndarray] = {}
+        self.latent_step: dict[int, np.ndarray] = {}
+        for j in drawn:
+            v = _zero_first(rng.normal(0, s, size=(self.cards[j] + 1, k)), lay.float_dtype)
+            if j in paired:
+                self.latent[j] = v
+        for j in drawn:
+            v = rng.normal(0, s, size=(self.cards[j] + 1, k)).astype(lay.float_dtype, copy=False)
+            if j in paired:
+                self.latent_step[j] = v
+        d = len(self.dense_names)
+        self.dense_mean = rng.uniform(0, 5, size=d)
+        self.dense_scale = rng.uniform(0.5, 3, size=d)
+        self.dense_w = rng.normal(0, 0.3, size=d)
+        self.cross = (0, 1) if d >= 2 and cfg.cross_strength > 0 else None
         self.tag_bias = rng.normal(0, 0.5, size=cfg.tag_cardinality + 1)
         self.tag_bias[0] = 0.0
         self.base_walk = np.cumsum(rng.normal(0, cfg.drift, size=cfg.days))
@@ -132,27 +158,23 @@ class _World:
 
     def draw(self, day: int, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Observed columns of `n` rows of `day` plus their `logit` (noise-free) and terms."""
-        cfg = self.cfg
+        cfg, f = self.cfg, len(self.cards)
         out: dict[str, np.ndarray] = {}
-        ids = np.empty((cfg.num_sparse, n), np.int64)
-        for j in range(cfg.num_sparse):
-            ids[j] = self.perm[j][rng.choice(cfg.cardinality, size=n, p=self.id_prob)] + 1
+        ids = np.empty((f, n), np.int64)
+        for j in range(f):
+            ids[j] = self.perm[j][self.zipf.draw(rng, self.cards[j], n)] + 1
             ids[j][rng.random(n) < cfg.missing_rate] = 0
             out[self.sparse_names[j]] = ids[j]
-        raw = rng.normal(self.dense_mean, self.dense_scale, size=(n, cfg.num_dense))
+        raw = rng.normal(self.dense_mean, self.dense_scale, size=(n, len(self.dense_names)))
         z = (raw - self.dense_mean) / self.dense_scale
         for j, name in enumerate(self.dense_names):
             out[name] = raw[:, j].astype(np.float32)
-        lengths = rng.poisson(cfg.tag_mean_len, size=n).clip(0, 3 * int(cfg.tag_mean_len) + 1)
-        tags = rng.choice(cfg.tag_cardinality, size=int(lengths.sum()), p=_zipf(cfg.tag_cardinality, cfg.zipf)) + 1
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        out[TAGS + ":values"], out[TAGS + ":offsets"] = tags, offsets
+        tag_term = self._draw_tags(n, rng, out) if self.layout.tags else np.zeros(n)
 
-        first = self.bias[np.arange(cfg.num_sparse)[:, None], ids].sum(0) + z @ self.dense_w
-        tag_sum = np.bincount(np.repeat(np.arange(n), lengths), weights=self.tag_bias[tags], minlength=n)
-        tag_term = tag_sum / np.maximum(lengths, 1)
-        latent = self.latent + cfg.drift * day * self.latent_step
-        pair_terms = [np.einsum("nk,nk->n", latent[a][ids[a]], latent[b][ids[b]]) for a, b in self.pairs]
+        first = np.stack([self.bias[j][ids[j]] for j in range(f)]).astype(np.float64, copy=False).sum(0)
+        first = first + z @ self.dense_w
+        pair_terms = [np.einsum("nk,nk->n", self._latent(a, ids[a], day), self._latent(b, ids[b], day))
+                      for a, b in self.pairs]
         cross = cfg.cross_strength * z[:, self.cross[0]] * z[:, self.cross[1]] if self.cross else np.zeros(n)
         out["pair_terms"] = np.stack(pair_terms) if pair_terms else np.zeros((0, n))
         out["cross_term"] = cross
@@ -160,10 +182,27 @@ class _World:
                         + (np.sum(pair_terms, axis=0) if pair_terms else 0.0))
         return out
 
+    def _draw_tags(self, n: int, rng: np.random.Generator, out: dict[str, np.ndarray]) -> np.ndarray:
+        """Draw the `tags` list column into `out`; returns its logit term (mean tag bias)."""
+        cfg = self.cfg
+        lengths = rng.poisson(cfg.tag_mean_len, size=n).clip(0, 3 * int(cfg.tag_mean_len) + 1)
+        tags = rng.choice(cfg.tag_cardinality, size=int(lengths.sum()), p=zipf_probs(cfg.tag_cardinality, cfg.zipf)) + 1
+        out[TAGS + ":values"], out[TAGS + ":offsets"] = tags, np.concatenate([[0], np.cumsum(lengths)])
+        tag_sum = np.bincount(np.repeat(np.arange(n), lengths), weights=self.tag_bias[tags], minlength=n)
+        return tag_sum / np.maximum(lengths, 1)
 
-def _zipf(n: int, a: float) -> np.ndarray:
-    w = np.arange(1, n + 1, dtype=np.float64) ** -a
-    return w / w.sum()
+    def _latent(self, field: int, ids: np.ndarray, day: int) -> np.ndarray:
+        """(n, k) float64 latent vectors of `ids` of a paired `field` on `day` (drifted)."""
+        v = self.latent[field][ids].astype(np.float64, copy=False)
+        step = self.latent_step[field][ids].astype(np.float64, copy=False)
+        return v + self.cfg.drift * day * step
+
+
+def _zero_first(values: np.ndarray, dtype: type) -> np.ndarray:
+    """`values` as `dtype` with row 0 (id 0: missing) set to zero."""
+    values = values.astype(dtype, copy=False)
+    values[0] = 0.0
+    return values
 
 
 def _marginal_prob(logit: np.ndarray, noise: float) -> np.ndarray:
@@ -176,9 +215,9 @@ def _marginal_prob(logit: np.ndarray, noise: float) -> np.ndarray:
 
 def _plan(world: _World, cfg: SynthConfig) -> ColumnPlan:
     dense = tuple(DenseColumn(name=n) for n in world.dense_names)
-    sparse = tuple(SparseColumn(name=n, hash_size=cfg.cardinality + 1, hashing="identity")
-                   for n in world.sparse_names)
-    if cfg.tag_mean_len > 0:
+    sparse = tuple(SparseColumn(name=n, hash_size=c + 1, hashing="identity")
+                   for n, c in zip(world.sparse_names, world.cards))
+    if world.layout.tags:
         sparse += (SparseColumn(name=TAGS, hash_size=cfg.tag_cardinality + 1, multi=True,
                                 hashing="identity"),)
     return ColumnPlan(label="label", dense=dense, sparse=sparse, embedding_dim=cfg.embedding_dim,
@@ -269,7 +308,7 @@ def _table(world: _World, rows: dict[str, np.ndarray], labels: np.ndarray) -> pa
         cols[name] = pa.array(rows[name], pa.float32())
     for name in world.sparse_names:
         cols[name] = pa.array(rows[name], pa.int64())
-    if world.cfg.tag_mean_len > 0:
+    if world.layout.tags:
         cols[TAGS] = pa.ListArray.from_arrays(pa.array(rows[TAGS + ":offsets"], pa.int32()),
                                               pa.array(rows[TAGS + ":values"], pa.int64()))
     return pa.table(cols)
@@ -305,13 +344,28 @@ def _interactions(world: _World, term_std: dict[str, float]) -> list[dict]:
     return interactions
 
 
+def _generator(world: _World, cfg: SynthConfig) -> dict:
+    """truth.json's "generator": the config, which `SynthConfig(**generator)` reproduces. The
+    original layout records exactly the fields it always did (byte-identical truth.json);
+    the criteo profile records the layout fields it fixes, and no single cardinality."""
+    record = asdict(cfg)
+    if world.layout.original:
+        del record["profile"], record["max_cardinality"]
+    elif cfg.profile == "criteo":
+        del record["cardinality"]
+        record.update(num_sparse=len(world.sparse_names), num_dense=len(world.dense_names),
+                      tag_mean_len=0.0)
+    return record
+
+
 def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
            term_std: dict[str, float]) -> dict:
+    extra = {} if world.layout.original else {"cardinalities": dict(zip(world.sparse_names, world.cards))}
     return {
-        "generator": asdict(cfg),
+        "generator": _generator(world, cfg),
         "interactions": _interactions(world, term_std),
         "first_order": {"fields": world.sparse_names + world.dense_names
-                        + ([TAGS] if cfg.tag_mean_len > 0 else []),
+                        + ([TAGS] if world.layout.tags else []),
                         "blocks": ["fc", "mlp"]},
         "noise_std": cfg.noise,
         "logit_std": term_std.get("logit", 0.0),
@@ -321,4 +375,5 @@ def _truth(world: _World, cfg: SynthConfig, days: dict[str, dict[str, float]],
         "positive_rate": {d: v["positive_rate"] for d, v in days.items()},
         "definition": "Bayes log-loss: log-loss of the true p = E[sigmoid(logit + eps) | observed "
                       "columns] on the day's realized labels; NE = that / H(mean label of the day)",
+        **extra,
     }

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rankitect.data.distinct import DistinctCounter
 from rankitect.errors import DataError
 from rankitect.schema import SCHEMA_FILE, DateStats, DenseColumn, Schema, SparseColumn
 
@@ -93,6 +94,7 @@ class DatasetWriter:
         self._dense_sum = np.zeros(n_dense, np.float64)
         self._dense_sumsq = np.zeros(n_dense, np.float64)
         self._list_ids = {c.name: 0 for c in plan.sparse if c.multi}
+        self._distinct = {c.name: DistinctCounter() for c in plan.sparse}
         self.schema: Schema | None = None
 
     # -- writing -------------------------------------------------------------------------
@@ -121,6 +123,12 @@ class DatasetWriter:
             self._dense_sumsq[i] += np.square(values).sum()
         for name in self._list_ids:
             self._list_ids[name] += int(pc.sum(pc.list_value_length(table.column(name))).as_py() or 0)
+        for col in self.plan.sparse:
+            ids = table.column(col.name)
+            if col.multi:
+                ids = pc.list_flatten(ids)
+            ids = ids.to_numpy()
+            self._distinct[col.name].update(ids[ids > 0])  # 0 is "missing", not an id
 
     def _flush(self, date: str) -> None:
         parts = self._pending.pop(date, [])
@@ -179,7 +187,8 @@ class DatasetWriter:
         std = np.where(var > 1e-12, np.sqrt(var), 1.0)
         dense = tuple(replace(c, mean=float(m), std=float(s))
                       for c, m, s in zip(self.plan.dense, mean, std))
-        sparse = tuple(replace(c, avg_len=(self._list_ids[c.name] / total) if c.multi else 1.0)
+        sparse = tuple(replace(c, avg_len=(self._list_ids[c.name] / total) if c.multi else 1.0,
+                               distinct=self._distinct[c.name].count())
                        for c in self.plan.sparse)
         dates = {d: DateStats(rows=self._date_rows[d], positives=self._date_pos[d])
                  for d in sorted(self._date_rows)}

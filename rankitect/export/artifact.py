@@ -14,6 +14,7 @@ failure (an incomplete run, a block torch.export cannot trace) leaves nothing be
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -92,6 +93,7 @@ def export_run(run: Path, out: Path, *, int8: bool = False, force: bool = False,
     check_target(out, force)
     dataset = open_dataset(run_folder, data)
     model, schema = load_model(run_folder, dataset.schema)
+    run_folder = dataclasses.replace(run_folder, arch=model.architecture)  # table rows as trained
     if int8 and model.embedding is None:
         raise ExportError(f"--int8: architecture {run_folder.arch.name!r} has no embedding tables to "
                           f"quantize")

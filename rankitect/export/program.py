@@ -46,6 +46,7 @@ class FusedLookup(nn.Module):
     def __init__(self, embedding: EmbeddingModule) -> None:
         super().__init__()
         bags = list(embedding.ebc.embedding_bags.values())  # in schema order, as the KJT keys
+        self.remap = embedding.remap
         self.register_buffer("weight", torch.cat([bag.weight.detach() for bag in bags]))
         sizes = torch.tensor([0] + [bag.weight.shape[0] for bag in bags[:-1]], dtype=torch.int64)
         self.register_buffer("row_offsets", torch.cumsum(sizes, dim=0))
@@ -54,7 +55,8 @@ class FusedLookup(nn.Module):
 
     def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         per_feature = lengths.sum(dim=1)  # (F,)
-        ids = values + torch.repeat_interleave(self.row_offsets, per_feature, output_size=values.shape[0])
+        ids = self.remap(values, per_feature) + torch.repeat_interleave(self.row_offsets, per_feature,
+                                                                        output_size=values.shape[0])
         offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
         pooled = F.embedding_bag(ids, self.weight, offsets, mode=self.mode, include_last_offset=True)
         return pooled.view(self.num_features, -1, self.dim).transpose(0, 1)  # (B, F, E)
@@ -69,6 +71,7 @@ class QuantLookup(nn.Module):
     def __init__(self, embedding: EmbeddingModule) -> None:
         super().__init__()
         self.tbe = embedding.ebc._emb_modules[0]
+        self.remap = embedding.remap
         self.num_features, self.dim = embedding.num_features, embedding.dim
 
     @staticmethod
@@ -78,6 +81,7 @@ class QuantLookup(nn.Module):
                 and list(qebc._feature_names) == list(keys) and not qebc._is_weighted)
 
     def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        values = self.remap(values, lengths.sum(dim=1))
         offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
         if values.device.type != "cpu":  # fbgemm's CUDA kernels take int32 ids and offsets
             values, offsets = values.int(), offsets.int()

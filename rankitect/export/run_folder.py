@@ -24,6 +24,7 @@ from rankitect.train.run import ARCH_FILE, CONFIG_FILE, METRICS_FILE
 BEST_DIR = "best"
 SEARCH_MARKERS = ("result.json", "study.db", BEST_DIR)
 REQUIRED_FILES = (ARCH_FILE, CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE)
+NOT_KEPT_FILE = "checkpoint_not_kept.json"  # left by a search that removed the checkpoint (retention.py)
 _EMBEDDING_WEIGHT = "embedding.ebc.embedding_bags."
 
 
@@ -54,6 +55,14 @@ def open_run(run: Path) -> RunFolder:
         if not folder.is_dir():
             raise ExportError(f"{run} is a search run without {BEST_DIR}/: no trial has completed yet")
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if CHECKPOINT_FILE in missing and (folder / NOT_KEPT_FILE).is_file():
+        note = _json(folder / NOT_KEPT_FILE)
+        setting = f"budget.keep_checkpoints={note.get('keep_checkpoints', '?')}"
+        raise ExportError(f"{folder} has no {CHECKPOINT_FILE}: the search did not keep it ({setting} keeps "
+                          f"{note.get('kept', 'fewer checkpoints')}). Export the search run "
+                          f"{note.get('search', '')} (its best/), retrain this architecture with `rankitect "
+                          f"train --arch {folder / ARCH_FILE} ...`, or set budget.keep_checkpoints: all (or "
+                          f"top_k with budget.keep_top_k) in the search config to keep trials' checkpoints")
     if missing:
         if len(missing) == len(REQUIRED_FILES) and kind == "train":
             raise ExportError(f"{run} is not a run folder: it has none of {', '.join(REQUIRED_FILES)}")
@@ -103,7 +112,8 @@ def load_model(run: RunFolder, schema: Schema) -> tuple[RankingModel, Schema]:
     """The trained model in eval mode, and the schema it was built for.
 
     A run trained with `--embedding-dim` has a default dim other than the dataset's; it is read
-    off the checkpoint's embedding tables.
+    off the checkpoint's embedding tables, and so are their rows (a dataset given with --data
+    may count other distinct ids than the one the run trained on).
     """
     path = run.folder / CHECKPOINT_FILE
     try:
@@ -117,7 +127,12 @@ def load_model(run: RunFolder, schema: Schema) -> tuple[RankingModel, Schema]:
     dims = {t.shape[1] for k, t in weights.items() if k.startswith(_EMBEDDING_WEIGHT) and t.dim() == 2}
     if not run.arch.embedding.get("dim") and len(dims) == 1:
         schema = dataclasses.replace(schema, embedding_dim=int(dims.pop()))
-    model = build_model(run.arch, schema)
+    arch = run.arch
+    rows = {k[len(_EMBEDDING_WEIGHT):].split(".")[0].removeprefix("t_"): int(t.shape[0])
+            for k, t in weights.items() if k.startswith(_EMBEDDING_WEIGHT) and t.dim() == 2}
+    if rows and set(rows) <= set(schema.sparse_names):
+        arch = dataclasses.replace(arch, embedding={**arch.embedding, "rows": rows})
+    model = build_model(arch, schema)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

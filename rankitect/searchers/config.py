@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.errors import ConfigError
 from rankitect.space import coerce
-from rankitect.train.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from rankitect.train.config import EMBEDDING_OPTIMIZERS, LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 # objective -> (direction, where the value comes from)
 OBJECTIVES: dict[str, str] = {"ne": "minimize", "logloss": "minimize", "auc": "maximize",
                               "flops": "minimize", "params": "minimize", "latency": "minimize"}
 DEFAULT_BASELINES = ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
+KEEP_CHECKPOINTS = ("best", "top_k", "all")  # budget.keep_checkpoints (see searchers/retention.py)
+DEFAULT_KEEP_TOP_K = 3
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,24 @@ class BudgetSection:
     seconds: float | None = None  # no new trial starts after this; running ones finish
     max_flops: int | None = None  # candidates over it are rejected before training
     max_retries: int = 2  # re-runs of a trial whose worker died
+    keep_checkpoints: str = "best"  # whose checkpoint.pt stays: the best trial's, the top_k's, or all
+    keep_top_k: int | None = None  # with keep_checkpoints: top_k, how many (DEFAULT_KEEP_TOP_K)
 
     def check(self) -> None:
         _require(self.trials >= 1, "budget.trials", self.trials, ">= 1")
         _require(self.seconds is None or self.seconds > 0, "budget.seconds", self.seconds, "> 0")
         _require(self.max_flops is None or self.max_flops >= 1, "budget.max_flops", self.max_flops, ">= 1")
         _require(self.max_retries >= 0, "budget.max_retries", self.max_retries, ">= 0")
+        _require(self.keep_checkpoints in KEEP_CHECKPOINTS, "budget.keep_checkpoints", self.keep_checkpoints,
+                 f"one of {KEEP_CHECKPOINTS}")
+        _require(self.keep_top_k is None or self.keep_top_k >= 1, "budget.keep_top_k", self.keep_top_k, ">= 1")
+        _require(self.keep_top_k is None or self.keep_checkpoints == "top_k", "budget.keep_top_k",
+                 self.keep_top_k, f"set only with budget.keep_checkpoints: top_k (it is {self.keep_checkpoints!r})")
+
+    @property
+    def top_k(self) -> int:
+        """How many trials keep their checkpoint under keep_checkpoints: top_k."""
+        return DEFAULT_KEEP_TOP_K if self.keep_top_k is None else self.keep_top_k
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,8 @@ class TrainSection:
     device: str = "cpu"
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.0
-    sparse_embeddings: bool = False  # row-sparse embedding updates (TrainConfig.sparse_embeddings)
+    embedding_optimizer: str = "rowwise_adagrad"  # the tables' (TrainConfig.embedding_optimizer)
+    embedding_lr: float = 0.05
 
     def check(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
@@ -76,15 +92,21 @@ class TrainSection:
         _require(self.device in ("cpu", "cuda", "auto"), "train.device", self.device, "cpu, cuda or auto")
         _require(self.cpus_per_trial >= 1, "train.cpus_per_trial", self.cpus_per_trial, ">= 1")
         _require(self.gpus_per_trial >= 0, "train.gpus_per_trial", self.gpus_per_trial, ">= 0")
-        _require(not (self.sparse_embeddings and self.weight_decay > 0), "train.weight_decay", self.weight_decay,
-                 "0 with train.sparse_embeddings (sparse table updates take no weight decay)")
+        _require(self.embedding_optimizer in EMBEDDING_OPTIMIZERS, "train.embedding_optimizer",
+                 self.embedding_optimizer, f"one of {EMBEDDING_OPTIMIZERS}")
+        _require(self.embedding_optimizer not in CUDA_ONLY_OPTIMIZERS or self.device == "cuda",
+                 "train.embedding_optimizer", self.embedding_optimizer,
+                 f"one of rowwise_adagrad, adagrad, sgd, dense on train.device={self.device!r} (fbgemm runs "
+                 f"{' and '.join(CUDA_ONLY_OPTIMIZERS)} on CUDA only)")
+        _require(self.embedding_lr > 0 and math.isfinite(self.embedding_lr), "train.embedding_lr",
+                 self.embedding_lr, "> 0")
 
     def train_config(self, seed: int) -> TrainConfig:
         """Settings of one training run (checkpoints only at epoch ends)."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            optimizer=self.optimizer, lr_schedule=self.lr_schedule,
                            weight_decay=self.weight_decay, seed=seed, device=self.device,
-                           sparse_embeddings=self.sparse_embeddings,
+                           embedding_optimizer=self.embedding_optimizer, embedding_lr=self.embedding_lr,
                            shuffle_buffer=max(TrainConfig().shuffle_buffer, self.batch_size),
                            checkpoint_every=0)
 

@@ -44,12 +44,14 @@ from rankitect.searchers.supernet_train import (
     JobProgress,
     open_space,
     read_json,
-    set_lr,
+    scale_lr,
     train_steps,
     write_json,
 )
+from rankitect.searchers.test_gate import wait_at_gate
 from rankitect.space import SearchSpace
-from rankitect.train.config import TrainConfig, make_optimizer
+from rankitect.train.config import TrainConfig
+from rankitect.train.optimizers import model_optimizer, tables_frozen
 
 MODES = ("alternating", "joint")
 
@@ -109,7 +111,7 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     torch.manual_seed(seed)
     net = space.mixed_supernet(opts.normalize)
     reference = float(cost_of(space.decode(space.largest()), dataset.schema).flops)
-    weights = make_optimizer(list(net.weight_parameters()), train)
+    weights = model_optimizer(net, train, torch.device("cpu"), exclude=list(net.arch_parameters()))
     arch = torch.optim.Adam(list(net.arch_parameters()), lr=opts.arch_lr, betas=(0.5, 0.999))
     period = max(2, round(1 / opts.arch_fraction))
     losses: list[float] = []
@@ -127,21 +129,25 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
         arch_step = not warm and (opts.mode == "joint" or step.index % period == 0)
         weight_step = opts.mode == "joint" or warm or step.index % period != 0
         batch = step.batch
-        loss = F.binary_cross_entropy_with_logits(net(batch.dense, batch.sparse, tau, opts.gumbel), batch.labels)
+        with tables_frozen(net, not weight_step):  # fused tables update in any backward through them
+            loss = F.binary_cross_entropy_with_logits(net(batch.dense, batch.sparse, tau, opts.gumbel),
+                                                      batch.labels)
         losses.append(loss.item())
         if arch_step:
             loss = loss + lam * net.expected_flops(tau) / reference
+        scale_lr(weights, step.lr_factor)
         weights.zero_grad(set_to_none=True)
         arch.zero_grad(set_to_none=True)
         loss.backward()
         if weight_step:
-            set_lr(weights, train.lr * step.lr_factor)
             weights.step()
         if arch_step:
             arch.step()
         if step.ends_epoch:  # saved before the progress that reports the epoch done
             checkpoint.save(step.epoch + 1, parts, torch_rng=torch.get_rng_state(), losses=losses)
         progress.update(step.index + 1, step.total, force=step.ends_epoch)
+        if step.ends_epoch:
+            wait_at_gate(f"{Path(out_file).stem}-epoch {step.epoch + 1}")  # a test's hold point
     choices = net.derive(opts.threshold)
     with torch.no_grad():
         expected = float(net.expected_flops(1.0))

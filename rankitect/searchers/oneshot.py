@@ -47,12 +47,13 @@ from rankitect.searchers.supernet_train import (
     JobProgress,
     open_space,
     read_json,
-    set_lr,
+    scale_lr,
     train_steps,
     write_json,
 )
 from rankitect.space import Choices, SearchSpace
-from rankitect.train.config import TrainConfig, make_optimizer
+from rankitect.train.config import TrainConfig
+from rankitect.train.optimizers import model_optimizer
 
 SAMPLING = ("sandwich", "uniform")
 SEARCH = ("evolution", "random", "tpe")
@@ -127,7 +128,7 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
     dataset, space = open_space(data_path, space_name, space_options)
     torch.manual_seed(seed)
     net = space.supernet()
-    optimizer = make_optimizer(net.parameters(), train)
+    optimizer = model_optimizer(net, train, torch.device("cpu"))
     rng = random.Random(seed)
     losses: list[float] = []
     checkpoint = EpochCheckpoint(Path(out_file).with_suffix(".ckpt"))
@@ -145,9 +146,9 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
         paths = sampled_paths(space, opts, step.index, step.total, rng)
         loss = sum(F.binary_cross_entropy_with_logits(net.interact(batch.dense, embedded, p), batch.labels)
                    for p in paths) / len(paths)
+        scale_lr(optimizer, step.lr_factor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        set_lr(optimizer, train.lr * step.lr_factor)
         optimizer.step()
         losses.append(loss.item())
         if step.ends_epoch:  # saved before the progress that reports the epoch done

@@ -9,6 +9,12 @@ The planning phase writes its outcome to RUN/planning/plan.json (proposals and a
 result.json); a search run again with the same config reuses it. Each searcher keeps its own
 intermediate files (supernet checkpoints, per-lambda results) under RUN/planning/ so that an
 interrupted planning phase redoes only what did not finish.
+
+What stays there once the phase is done (`budget.keep_checkpoints` does not apply to it): a
+job's epoch checkpoint (*.ckpt, with optimizer state) is removed when the job finishes; DNAS and
+DistDNAS keep only JSON results; one-shot keeps its trained supernet (supernet.pt) and proxy its
+warmed-up one (warm_supernet_<steps>.pt): one file per search, not per trial, which a larger
+`budget.trials` (a new plan key) searches again without training it again.
 """
 
 from __future__ import annotations

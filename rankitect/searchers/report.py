@@ -35,6 +35,7 @@ def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) ->
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("complete", "failed", "pruned")}
     lines.append(f"trials: {len(trials)} ({counts['complete']} complete, {counts['failed']} failed, "
                  f"{counts['pruned']} pruned); Pareto front: {len(result.get('pareto', []))}")
+    lines += checkpoint_lines(result)
     if truth and best is not None:
         test_dates = best.get("test_metrics", {}).get("eval_dates", [])
         bayes = [truth["bayes_ne"][d] for d in test_dates if d in truth.get("bayes_ne", {})]
@@ -44,6 +45,25 @@ def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) ->
         lines.append(f"final {name}: test NE {summary['test_ne_mean']:.4f} +- {summary['test_ne_std'] or 0:.4f} "
                      f"over {summary['seeds']} seeds")
     return lines + planning_lines(result.get("planning") or {})
+
+
+def checkpoint_lines(result: dict[str, Any]) -> list[str]:
+    """Which trials kept their checkpoint (budget.keep_checkpoints), and front members that did
+    not: those cannot be exported, only retrained from their arch.json."""
+    trials = [t for t in result.get("trials", []) if "checkpoint" in t and not t.get("rejected")]
+    if not trials:  # a result.json from before checkpoints were tracked
+        return []
+    policy = result.get("checkpoints", {}).get("keep_checkpoints", "?")
+    kept = [f"#{t['number']}" for t in trials if t["checkpoint"]]
+    lines = [f"checkpoints: kept for {', '.join(kept) or 'no trial'}, not kept for "
+             f"{len(trials) - len(kept)} trials (budget.keep_checkpoints={policy})"
+             + ("; best/ holds the best's" if result.get("best") else "")]
+    gone = [f"#{t['number']}" for t in result.get("pareto", []) if t.get("checkpoint") is False]
+    if gone:
+        lines.append(f"front {', '.join(gone)}: checkpoint not kept (budget.keep_checkpoints={policy}); "
+                     f"retrain with `rankitect train --arch RUN/trials/NNNN/arch.json`, or search with "
+                     f"budget.keep_checkpoints: all")
+    return lines
 
 
 def planning_lines(planning: dict[str, Any]) -> list[str]:

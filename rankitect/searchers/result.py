@@ -1,7 +1,9 @@
 """The search result: trials from the study, the NE-vs-FLOPs front, the best trial, baselines.
 
 `result.json` is a view of the study (trial outcomes are stored as user attributes) plus the
-baselines file, so it can be rebuilt at any time, also for a search still running.
+baselines file, so it can be rebuilt at any time, also for a search still running. Each trial
+and baseline says whether its folder still holds its checkpoint (`checkpoint`: true/false, see
+`budget.keep_checkpoints` in retention.py), and `checkpoints` names the policy applied.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import optuna
 from optuna.trial import TrialState
 
 from rankitect.searchers.rank_stats import kendall_tau, spearman
+from rankitect.train.checkpoint import CHECKPOINT_FILE
 
 RESULT_FILE = "result.json"
 BASELINES_FILE = "baselines.json"
+TRIALS_DIR = "trials"
+BASELINES_DIR = "baselines"
 _STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
 
 
@@ -31,9 +36,12 @@ class SearchResult:
     baselines: dict[str, dict[str, Any]]
     final: dict[str, Any] = field(default_factory=dict)
     planning: dict[str, Any] = field(default_factory=dict)  # one-shot, DNAS or proxy searchers
+    checkpoints: dict[str, Any] = field(default_factory=dict)  # the budget.keep_checkpoints policy applied
 
     def to_dict(self) -> dict[str, Any]:
         out = {"trials": self.trials, "pareto": self.pareto, "best": self.best, "baselines": self.baselines}
+        if self.checkpoints:
+            out["checkpoints"] = self.checkpoints
         if self.final:
             out["final"] = self.final
         if self.planning:
@@ -101,10 +109,27 @@ def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda t: (t["metrics"]["flops_per_example"], t["number"]))
 
 
+def ranked_trials(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Complete trials with a validation NE, best first: lowest NE, lowest number on ties. The
+    one rule for `best` (RUN/best/) and for which checkpoints `budget.keep_checkpoints` keeps."""
+    complete = [t for t in trials if t["status"] == "complete" and _finite(t["metrics"].get("ne"))]
+    return sorted(complete, key=lambda t: (t["metrics"]["ne"], t["number"]))
+
+
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The complete trial with the lowest validation NE (lowest number on ties)."""
-    complete = [t for t in trials if t["status"] == "complete" and _finite(t["metrics"].get("ne"))]
-    return min(complete, key=lambda t: (t["metrics"]["ne"], t["number"])) if complete else None
+    ranked = ranked_trials(trials)
+    return ranked[0] if ranked else None
+
+
+def trial_folder(run_dir: Path, number: int) -> Path:
+    """RUN/trials/<number>: where trial `number` trains (laid out like a `rankitect train` run)."""
+    return run_dir / TRIALS_DIR / f"{number:04d}"
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` (a trial's or a baseline's) still holds its checkpoint.pt."""
+    return (folder / CHECKPOINT_FILE).is_file()
 
 
 def _finite(value: Any) -> bool:
@@ -144,9 +169,13 @@ def collect(run_dir: Path, study: optuna.Study, with_planning: bool = True) -> S
 
     trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
     trials.sort(key=lambda t: t["number"])
+    for trial in trials:  # kept or not: budget.keep_checkpoints (searchers/retention.py)
+        trial["checkpoint"] = not trial.get("rejected") and has_checkpoint(trial_folder(run_dir, trial["number"]))
+    baselines = {name: {**entry, "checkpoint": has_checkpoint(run_dir / BASELINES_DIR / name)}
+                 for name, entry in load_baselines(run_dir).items()}
     planning = read_plan_summary(run_dir) if with_planning else {}
     score_key = planning.get("score_key")
     if score_key:
         planning = {**planning, "agreement": proxy_agreement(trials, score_key)}
     return SearchResult(run_dir=run_dir, trials=trials, pareto=pareto_front(trials), best=best_trial(trials),
-                        baselines=load_baselines(run_dir), planning=planning)
+                        baselines=baselines, planning=planning)

@@ -9,7 +9,8 @@ at each ask, and hence every choice it makes, does not depend on timing.
 The run folder holds everything needed to continue: the study (trials and their outcomes),
 baselines.json, config.json. Running the same command again (after Ctrl-C, a SIGKILL, or with
 a larger budget) continues: finished trials are kept, interrupted ones run again under their
-numbers.
+numbers. RUN/best/ follows the best trial as trials are told, and only the checkpoints that
+`budget.keep_checkpoints` names stay on disk (rankitect/searchers/retention.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from rankitect.searchers.planned import PlannedSearcher, PlanningContext
 from rankitect.searchers.pruning import PastTrial, PruningSnapshot
 from rankitect.searchers.ray_pool import TrialPool, cluster_slots, ray_session
 from rankitect.searchers.report import write_pareto_plot
-from rankitect.searchers.result import SearchResult, collect, json_safe, load_baselines, save_baselines
+from rankitect.searchers.result import (
+    BASELINES_DIR,
+    SearchResult,
+    collect,
+    json_safe,
+    load_baselines,
+    save_baselines,
+)
+from rankitect.searchers.retention import CheckpointRetention
 from rankitect.searchers.trial import TrialOutcome, TrialSpec, read_outcome
 from rankitect.space import SearchSpace, get_space, make_space, resolve_architecture, space_names
 from rankitect.train.run import ARCH_FILE
@@ -126,6 +135,7 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
     plan = plan_search(cfg, Path(out))
     storage = cfg.searcher.options.get("storage") or f"sqlite:///{(plan.run_dir / STUDY_FILE).resolve()}"
     prepare_run_dir(plan, force)
+    retention = CheckpointRetention(plan.run_dir, cfg.budget)
     searcher = make_searcher(cfg.searcher.name, cfg.searcher.options, plan.space, cfg.directions, cfg.seed,
                              storage)
     try:
@@ -138,19 +148,21 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
                     events.phase("planning", f"{searcher.name}: planning phase on {pool.size} workers")
                     searcher.prepare(planning_context(plan, pool, show, events))
                 events.phase("trials", f"training trials on {pool.size} workers")
-                _Driver(plan, searcher, pool, show, events).run()
+                _Driver(plan, searcher, pool, show, events, retention).run()
                 result = collect(plan.run_dir, searcher.study)
                 if cfg.final.seeds >= 2:
                     events.phase("final", f"retraining the best and the baselines with {cfg.final.seeds} seeds")
-                    result.final = _final_seeds(plan, result, pool)
+                    result.final = _final_seeds(plan, result, pool, retention)
             finally:
                 pool.shutdown()
     except KeyboardInterrupt:
         # Wherever Ctrl-C lands (Ray calls included), what was told is in the study already.
-        collect(plan.run_dir, searcher.study).save()
+        interrupted = collect(plan.run_dir, searcher.study)
+        retention.describe(interrupted)
+        interrupted.save()
         raise SearchInterrupted(f"search interrupted; run the same command again to continue "
                                 f"({plan.run_dir})") from None
-    _publish_best(plan.run_dir, result)
+    retention.apply(result)  # RUN/best/ and the checkpoints kept, before result.json says so
     result.save()
     write_pareto_plot(result, plan.run_dir / "pareto.png")
     return result
@@ -165,9 +177,10 @@ class _Driver:
     """
 
     def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, progress: bool,
-                 events: SearchEvents = NO_EVENTS) -> None:
+                 events: SearchEvents = NO_EVENTS, retention: CheckpointRetention | None = None) -> None:
         self.plan, self.cfg, self.searcher, self.pool = plan, plan.config, searcher, pool
         self.events = events
+        self.retention = retention or CheckpointRetention(plan.run_dir, plan.config.budget)
         self.shown_best: int | None = None
         self.shown_front: list[int] = []
         self.trial_limit = searcher.trial_limit(self.cfg.budget.trials)
@@ -194,6 +207,9 @@ class _Driver:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            # An earlier driver may have died before applying the policy to what it told.
+            self.retention.apply(collect(self.plan.run_dir, self.searcher.study, with_planning=False))
+            self.retention.discard_baselines(sorted(self.baselines))
             self.queue = [c for c in self.queue if not self._adopt(c)]
             self._flush()
             while True:
@@ -239,7 +255,7 @@ class _Driver:
             name = self.baseline_queue.pop(0)
             self.pool.submit(("baseline", name), trial_spec(self.plan, f"baseline {name}",
                                                             self.plan.baselines[name], self.cfg.seed,
-                                                            f"baselines/{name}"))
+                                                            f"{BASELINES_DIR}/{name}"))
         while self.pool.free > 0 and self.queue:
             self._submit(self.queue.pop(0))
 
@@ -293,6 +309,7 @@ class _Driver:
                                    "metrics": outcome.metrics, "test_metrics": outcome.test_metrics,
                                    "seconds": outcome.seconds, **({"error": outcome.error} if outcome.error else {})}
             save_baselines(self.plan.run_dir, self.baselines)
+            self.retention.discard_baselines([key])  # a failed one runs again from scratch
             self.events.baseline(key, self.baselines[key])
             return
         candidate = self.in_flight.pop(key)
@@ -334,6 +351,7 @@ class _Driver:
     def _show_progress(self, told: int | None) -> None:
         """The bar's best NE and front size; events for the told trial and what it changed."""
         result = collect(self.plan.run_dir, self.searcher.study, with_planning=False)
+        self.retention.apply(result)  # the told trial is in the study: best/ first, then removals
         best = result.best["metrics"]["ne"] if result.best else float("nan")
         self.bar.set_postfix(best_ne=f"{best:.4f}", front=len(result.pareto))
         if told is None:
@@ -375,17 +393,10 @@ def _objective(name: str, metrics: Mapping[str, Any]) -> float:
     return float(metrics[key])
 
 
-def _publish_best(run_dir: Path, result: SearchResult) -> None:
-    """RUN/best: a copy of the best trial's folder, laid out like a `rankitect train` run."""
-    best_dir = run_dir / "best"
-    if best_dir.exists():
-        shutil.rmtree(best_dir)
-    if result.best is not None:
-        shutil.copytree(run_dir / "trials" / f"{result.best['number']:04d}", best_dir)
-
-
-def _final_seeds(plan: Plan, result: SearchResult, pool: TrialPool) -> dict[str, Any]:
-    """Retrain the best architecture and the baselines with several seeds: mean and std."""
+def _final_seeds(plan: Plan, result: SearchResult, pool: TrialPool,
+                 retention: CheckpointRetention) -> dict[str, Any]:
+    """Retrain the best architecture and the baselines with several seeds: mean and std (their
+    checkpoints are kept only under budget.keep_checkpoints: all)."""
     cfg = plan.config
     archs = dict(plan.baselines)
     if result.best is not None:
@@ -399,8 +410,9 @@ def _final_seeds(plan: Plan, result: SearchResult, pool: TrialPool) -> dict[str,
             spec = trial_spec(plan, f"final {name} seed {k}", archs[name], cfg.seed + 10_000 + k,
                               f"final/{name}/seed{k}")
             pool.submit((name, k), spec)
-        for (name, _), outcome, _ in pool.wait(timeout=0.5):
+        for (name, k), outcome, _ in pool.wait(timeout=0.5):
             outcomes[name].append(outcome)
+            retention.discard(plan.run_dir / "final" / name / f"seed{k}")
     summary = {}
     for name, runs in outcomes.items():
         done = [o for o in runs if o.status == "complete"]

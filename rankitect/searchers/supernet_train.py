@@ -68,9 +68,11 @@ def train_steps(dataset: Dataset, dates: tuple[str, ...] | list[str], cfg: Train
             yield Step(index, total, lr_factor(cfg.lr_schedule, index, total), batch, epoch, ends)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def scale_lr(optimizer: Any, factor: float) -> None:
+    """Every param group's lr at `factor` x its base_lr (rankitect.train.optimizers). Call it
+    before the zero_grad and backward of a step: fused tables take their rate there."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["base_lr"] * factor
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from rankitect.cost import cost_of
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader
 from rankitect.errors import UserError
-from rankitect.model import build_model
 from rankitect.searchers.pruning import EpochPruner, PruningSnapshot
+from rankitect.searchers.test_gate import wait_at_gate
 from rankitect.train.config import TrainConfig
 from rankitect.train.run import ARCH_FILE, CONFIG_FILE, METRICS_FILE
-from rankitect.train.trainer import Trainer, evaluate
+from rankitect.train.trainer import Trainer, evaluate, training_model
 
 _DATASETS: dict[str, Dataset] = {}  # opened once per worker process
 
@@ -84,6 +84,7 @@ def measure_latency(model: torch.nn.Module, batch: Any, repeats: int = 5) -> flo
 
 def run_trial(spec: TrialSpec) -> TrialOutcome:
     """Train and score `spec`; never raises for a problem of the trial itself (status failed)."""
+    wait_at_gate(spec.name)  # a test hook (test_gate.py): returns at once unless a test armed it
     started = time.perf_counter()
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def _train_and_score(spec: TrialSpec, out: Path, outcome: TrialOutcome) -> None:
         {"data": spec.data_path, "train_dates": list(spec.train_dates), "eval_dates": list(spec.valid_dates),
          "test_dates": list(spec.test_dates), **spec.train.to_dict()}, indent=2) + "\n")
     torch.manual_seed(spec.train.seed)
-    model = build_model(arch, dataset.schema)
+    model = training_model(arch, dataset.schema, spec.train)
     pruner = EpochPruner(spec.pruning) if spec.pruning is not None else None
     valid = list(spec.valid_dates)
 

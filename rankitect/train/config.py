@@ -8,9 +8,13 @@ from typing import Any
 
 import torch
 
+from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+# The table optimizers of fused tables (rankitect.blocks.fused_tables), and "dense": the tables
+# as ordinary parameters of `optimizer`.
+EMBEDDING_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam", "rowwise_adam", "dense")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("fp32", "bf16")
 
@@ -34,9 +38,13 @@ class TrainConfig:
     # in software (runs anywhere, usually slower than fp32 without AMX / AVX512-BF16): use it
     # there to check a bf16 run, not for speed. Evaluation always runs in float32.
     precision: str = "fp32"
-    # Row-sparse gradients for the embedding tables, updated by an optimizer of their own
-    # (rankitect.train.optimizers): SparseAdam for adam. No weight decay on the tables then.
-    sparse_embeddings: bool = False
+    # The embedding tables' optimizer, applied inside the backward pass to the rows a batch
+    # touched (fused tables, rankitect.blocks.fused_tables; "adam" and "rowwise_adam" on CUDA
+    # only), at its own learning rate under the same schedule; or "dense": the tables are
+    # ordinary parameters of `optimizer` (every row updated every step). `optimizer`, `lr` and
+    # `weight_decay` are the dense parameters'.
+    embedding_optimizer: str = "rowwise_adagrad"
+    embedding_lr: float = 0.05
 
     def check(self) -> "TrainConfig":
         """Self, or ConfigError naming the field and the value."""
@@ -48,19 +56,22 @@ class TrainConfig:
             "optimizer": self.optimizer in OPTIMIZERS,
             "lr_schedule": self.lr_schedule in LR_SCHEDULES,
             "precision": self.precision in PRECISIONS,
+            "embedding_optimizer": self.embedding_optimizer in EMBEDDING_OPTIMIZERS,
+            "embedding_lr": self.embedding_lr > 0 and math.isfinite(self.embedding_lr),
         }
-        if self.sparse_embeddings and self.weight_decay > 0:
-            raise ConfigError(f"weight_decay={self.weight_decay!r} cannot be used with sparse_embeddings=True "
-                              f"(sparse table updates take no weight decay)")
         for name, ok in rules.items():
             if not ok:
                 extra = {"optimizer": f" (one of {OPTIMIZERS})",
+                         "embedding_optimizer": f" (one of {EMBEDDING_OPTIMIZERS})",
                          "lr_schedule": f" (one of {LR_SCHEDULES})",
                          "precision": f" (one of {PRECISIONS})"}.get(name, "")
                 if name == "shuffle_buffer":
                     extra = f" (must be >= batch_size={self.batch_size})"
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range{extra}")
-        resolve_device(self.device)
+        device = resolve_device(self.device)
+        if self.embedding_optimizer in CUDA_ONLY_OPTIMIZERS and device.type != "cuda":
+            raise ConfigError(f"embedding_optimizer={self.embedding_optimizer!r} runs on CUDA only (fbgemm has "
+                              f"no CPU kernel for it); on {self.device} use rowwise_adagrad, adagrad or sgd")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,11 +99,15 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """`cfg.optimizer` over `params`; on CUDA, Adam and SGD in torch's fused form (one kernel
+    for all parameters: fewer launches per step, the same arithmetic)."""
+    params = list(params)
+    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:

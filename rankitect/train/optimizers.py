@@ -1,36 +1,63 @@
-"""The optimizer of a training run, with the option of row-sparse embedding updates.
+"""The optimizer of a training run: dense parameters by `optimizer`, tables by `embedding_optimizer`.
 
-Plain (`sparse_embeddings` off): one optimizer over every parameter; an embedding table's
-gradient is dense (every row, zeros for the rows the batch did not look up), and the update
-touches the whole table each step. With `sparse_embeddings`, every `nn.EmbeddingBag` of the
-model (torchrec's EmbeddingBagCollection is made of them) returns row-sparse gradients and
-the tables get an optimizer of their own that updates only the rows a batch used: Adam ->
-torch.optim.SparseAdam (lazy Adam: a row's moments move only when it is seen), Adagrad and
-SGD -> the same optimizer, which takes sparse gradients. Dense parameters keep the chosen
-optimizer. Measured on an H200 (benchmarks/bench_gpu.py; 26 tables x 100k rows, batch 8192):
-with SGD a training step is 1.5-1.6x faster than with dense gradients, but torch's SparseAdam
-and sparse Adagrad run many small kernels per table and are slower than their dense forms
-(0.47x and 0.67x of dense Adam), so the setting pays with SGD and is off by default. Its NE
-matched dense Adam's there (0.72611 both, mean of 2 seeds).
+With fused tables (the default, `embedding_optimizer` one of rankitect.blocks.fused_tables'
+TABLE_OPTIMIZERS) the tables update themselves inside the backward pass, touching only the rows
+a batch looked up; `TablesOptimizer` is their face towards the Trainer: it carries their
+learning rate (pushed into the kernel at `zero_grad`, before the backward that uses it, as
+torchrec's fused optimizers do) and their state for checkpoints. With `embedding_optimizer:
+dense` the tables are ordinary parameters of the dense optimizer: every row moves at every
+step (Adam), which costs what the tables hold, not what a batch touches.
+
+Every param group carries `base_lr`, the rate the lr schedule scales.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from rankitect.blocks.embedding import EmbeddingModule
+from rankitect.blocks.fused_tables import FusedTables, TableOptimizer, fused_tables_unavailable
+from rankitect.errors import ConfigError
 from rankitect.train.config import TrainConfig, make_optimizer
+
+_WARNED: set[str] = set()
+
+
+class TablesOptimizer:
+    """The learning rate and state of fused tables behind torch.optim.Optimizer's interface."""
+
+    def __init__(self, tables: FusedTables) -> None:
+        self.tables = tables
+        lr = tables.optimizer.lr
+        self.param_groups: list[dict[str, Any]] = [{"params": [], "lr": lr, "base_lr": lr}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.tables.set_lr(self.param_groups[0]["lr"])
+
+    def step(self) -> None:
+        self.tables.set_lr(self.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr": self.param_groups[0]["lr"], **self.tables.optimizer_state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tables.load_optimizer_state_dict(state)
+        self.param_groups[0]["lr"] = state["lr"]
+        self.tables.set_lr(state["lr"])
 
 
 class SplitOptimizer:
-    """`dense` over the dense parameters and `tables` over the embedding tables, behind the part
-    of torch.optim.Optimizer's interface the Trainer uses (step, zero_grad, param_groups,
-    state_dict / load_state_dict)."""
+    """`parts` (name -> an optimizer) behind the part of torch.optim.Optimizer's interface the
+    Trainer uses (step, zero_grad, param_groups, state_dict / load_state_dict)."""
 
-    def __init__(self, dense: torch.optim.Optimizer | None, tables: torch.optim.Optimizer) -> None:
-        self.parts = {"tables": tables} if dense is None else {"dense": dense, "tables": tables}
+    def __init__(self, parts: dict[str, Any]) -> None:
+        self.parts = parts
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -54,21 +81,65 @@ class SplitOptimizer:
             part.load_state_dict(state[name])
 
 
-def embedding_tables(model: nn.Module) -> list[nn.EmbeddingBag]:
-    return [m for m in model.modules() if isinstance(m, nn.EmbeddingBag)]
+def table_optimizer(cfg: TrainConfig, device: torch.device) -> TableOptimizer | None:
+    """The fused tables' optimizer of `cfg` on `device`, or None for tables trained as dense
+    parameters: asked for (`embedding_optimizer: dense`), or on a device where fbgemm has no
+    kernels for fused tables (its CPU-only build on a CUDA machine), with one warning."""
+    if cfg.embedding_optimizer == "dense":
+        return None
+    why = fused_tables_unavailable(device)
+    if why is not None:
+        if why not in _WARNED:
+            _WARNED.add(why)
+            warnings.warn(f"fused embedding tables are not available on {device} ({why}); the tables "
+                          f"train as dense parameters with optimizer={cfg.optimizer!r} instead, which "
+                          f"updates every row at every step", RuntimeWarning, stacklevel=2)
+        return None
+    try:
+        return TableOptimizer(cfg.embedding_optimizer, cfg.embedding_lr).check(device)
+    except ValueError as exc:
+        raise ConfigError(f"embedding_optimizer={cfg.embedding_optimizer!r}: {exc}") from None
 
 
-def model_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | SplitOptimizer:
-    """The optimizer of `model` under `cfg` (see the module doc). With sparse_embeddings it sets
-    `sparse=True` on the model's embedding bags (only their backward changes)."""
-    bags = embedding_tables(model)
-    if not cfg.sparse_embeddings or not bags:
-        return make_optimizer(model.parameters(), cfg)
-    for bag in bags:
-        bag.sparse = True
-    tables = [bag.weight for bag in bags]
-    table_ids = {id(t) for t in tables}
-    dense = [p for p in model.parameters() if id(p) not in table_ids]
-    # weight_decay is 0 with sparse tables (TrainConfig.check), so adagrad and sgd are make_optimizer's
-    table_opt = torch.optim.SparseAdam(tables, lr=cfg.lr) if cfg.optimizer == "adam" else make_optimizer(tables, cfg)
-    return SplitOptimizer(make_optimizer(dense, cfg) if dense else None, table_opt)
+@contextlib.contextmanager
+def tables_frozen(model: nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Inside, `model`'s embedding lookups run without grad when `frozen`: a backward then
+    neither updates fused tables (which update in any backward through them) nor computes
+    gradients for plain ones. For steps that train other parameters only."""
+    embeddings = [m for m in model.modules() if isinstance(m, EmbeddingModule)] if frozen else []
+    for embedding in embeddings:
+        embedding.frozen = True
+    try:
+        yield
+    finally:
+        for embedding in embeddings:
+            embedding.frozen = False
+
+
+def fused_tables_of(model: nn.Module) -> list[FusedTables]:
+    return [m for m in model.modules() if isinstance(m, FusedTables)]
+
+
+def model_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                    exclude: list[nn.Parameter] | None = None) -> SplitOptimizer:
+    """The optimizer of `model` under `cfg`, over its parameters but `exclude` (e.g. a DNAS
+    supernet's architecture logits). A model whose tables are plain while `cfg` asks for fused
+    ones has them fused here (build it with the table optimizer to avoid holding the tables
+    twice for a moment); a model already fused must be so with `cfg`'s optimizer."""
+    wanted = table_optimizer(cfg, device)
+    for embedding in (m for m in model.modules() if isinstance(m, EmbeddingModule)):
+        if wanted is not None and not embedding.fused:
+            embedding.fuse(wanted)
+        elif embedding.fused and (wanted is None or embedding.ebc.optimizer != wanted):
+            raise ValueError(f"the model's tables are fused with {embedding.ebc.optimizer}, the training "
+                             f"config asks for {wanted or 'dense tables'}")
+    parts: dict[str, Any] = {}
+    excluded = {id(p) for p in exclude or ()}
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in excluded]
+    if dense:
+        parts["dense"] = make_optimizer(dense, cfg)
+        for group in parts["dense"].param_groups:
+            group["base_lr"] = cfg.lr
+    for i, tables in enumerate(fused_tables_of(model)):
+        parts["tables" if i == 0 else f"tables{i}"] = TablesOptimizer(tables)
+    return SplitOptimizer(parts)

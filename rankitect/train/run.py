@@ -13,9 +13,8 @@ from rankitect.arch.graph import Architecture
 from rankitect.cost import cost_of
 from rankitect.data.dataset import Dataset
 from rankitect.errors import UserError
-from rankitect.model import build_model
 from rankitect.train.config import TrainConfig
-from rankitect.train.trainer import Trainer, evaluate
+from rankitect.train.trainer import Trainer, evaluate, training_model
 
 METRICS_FILE = "metrics.json"
 ARCH_FILE = "arch.json"
@@ -54,7 +53,7 @@ def train_run(dataset: Dataset, arch: Architecture, train_dates: list[str], eval
                   **config.to_dict()}
     (out / CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
     torch.manual_seed(config.seed)
-    model = build_model(arch, dataset.schema)
+    model = training_model(arch, dataset.schema, config)
     trainer = Trainer(model, dataset, train_dates, config, run_dir=out, progress=progress)
     stats = trainer.fit(resume=resume)
     overall, by_date = evaluate(trainer.model, dataset, eval_dates, config.eval_batch_size, trainer.device)

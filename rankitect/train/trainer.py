@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rankitect.arch.graph import Architecture
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader, to_device
 from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
-from rankitect.model import RankingModel
+from rankitect.model import RankingModel, build_model
+from rankitect.schema import Schema
 from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
 from rankitect.train.config import (
     TrainConfig,
@@ -28,9 +30,10 @@ from rankitect.train.config import (
     resolve_device,
 )
 from rankitect.train.interrupt import DeferredInterrupt
-from rankitect.train.optimizers import model_optimizer
+from rankitect.train.optimizers import model_optimizer, table_optimizer
 
 LOSS_SYNC_EVERY = 20  # on CUDA, steps between reads of the loss (each read waits for the GPU)
+CUDA_PREFETCH = 16  # pinned batches ready ahead on CUDA: a step takes a few ms, a buffer refill more
 
 
 class TrainingDiverged(UserError):
@@ -85,6 +88,13 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, dates: list[str], batch_s
     return evaluate_logits(np.concatenate(all_logits), np.concatenate(all_labels)), by_date
 
 
+def training_model(arch: Architecture, schema: Schema, config: TrainConfig) -> RankingModel:
+    """`arch` built for training under `config`: on its device, with the tables fused with its
+    embedding optimizer (unless that is "dense" or the device cannot run fused tables)."""
+    device = resolve_device(config.device)
+    return build_model(arch, schema, device, table_optimizer(config, device))
+
+
 class Trainer:
     """Trains `model` on `train_dates` of `dataset` with `config`.
 
@@ -110,9 +120,10 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         cuda = self.device.type == "cuda"
-        self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True,
-                                  seed=config.seed, buffer_rows=config.shuffle_buffer, pin_memory=cuda)
-        self.optimizer = model_optimizer(self.model, config)
+        self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True, seed=config.seed,
+                                  buffer_rows=config.shuffle_buffer, pin_memory=cuda,
+                                  prefetch=CUDA_PREFETCH if cuda else 4)
+        self.optimizer = model_optimizer(self.model, config, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
@@ -158,15 +169,22 @@ class Trainer:
         state = load_checkpoint(path)
         if state["arch"] != self.model.architecture.to_dict():
             raise UserError(f"--resume: {path} was trained with another architecture")
-        # a checkpoint older than a TrainConfig field trained with that field's default
-        saved = {k: v for k, v in {**TrainConfig().to_dict(), **state["config"]}.items() if k != "epochs"}
-        now = {k: v for k, v in self.config.to_dict().items() if k != "epochs"}
+        # a checkpoint older than a TrainConfig field trained with that field's default, but
+        # one older than fused tables trained them as dense parameters
+        older = {"embedding_optimizer": "dense"} if "embedding_optimizer" not in state["config"] else {}
+        free = ("epochs",)  # more epochs extend a run
+        saved = {k: v for k, v in {**TrainConfig().to_dict(), **older, **state["config"]}.items() if k not in free}
+        now = {k: v for k, v in self.config.to_dict().items() if k not in free}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
             raise UserError("--resume: settings differ from the checkpoint's: "
                             + ", ".join(f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in diff))
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise UserError(f"--resume: {path} holds optimizer state this version cannot continue ({exc}); "
+                            f"start over with --force") from None
         for key in ("epoch", "step_in_epoch", "global_step", "examples", "seconds",
                     "epoch_loss_sum", "epoch_rows"):
             setattr(self, f"_{key}", state[key])
@@ -270,7 +288,7 @@ class Trainer:
         total = len(self.loader) * self.config.epochs
         factor = lr_factor(self.config.lr_schedule, self._global_step, total)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * factor
+            group["lr"] = group["base_lr"] * factor
 
     def _step(self, batch: Any) -> torch.Tensor:
         """One optimizer step; the loss (detached, still on the device)."""

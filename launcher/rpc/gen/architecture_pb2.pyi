@@ -84,18 +84,20 @@ class DenseColumn(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., transform: _Optional[str] = ..., fill: _Optional[float] = ...) -> None: ...
 
 class SparseColumn(_message.Message):
-    __slots__ = ("name", "hash_size", "multi", "hashing", "avg_len")
+    __slots__ = ("name", "hash_size", "multi", "hashing", "avg_len", "distinct")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HASH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MULTI_FIELD_NUMBER: _ClassVar[int]
     HASHING_FIELD_NUMBER: _ClassVar[int]
     AVG_LEN_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
     name: str
     hash_size: int
     multi: bool
     hashing: str
     avg_len: float
-    def __init__(self, name: _Optional[str] = ..., hash_size: _Optional[int] = ..., multi: _Optional[bool] = ..., hashing: _Optional[str] = ..., avg_len: _Optional[float] = ...) -> None: ...
+    distinct: int
+    def __init__(self, name: _Optional[str] = ..., hash_size: _Optional[int] = ..., multi: _Optional[bool] = ..., hashing: _Optional[str] = ..., avg_len: _Optional[float] = ..., distinct: _Optional[int] = ...) -> None: ...
 
 class Schema(_message.Message):
     __slots__ = ("label", "dense", "sparse", "embedding_dim", "date_column")

@@ -18,12 +18,14 @@ class ParamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARAM_KIND_BOOL: _ClassVar[ParamKind]
     PARAM_KIND_CHOICE: _ClassVar[ParamKind]
     PARAM_KIND_INT_LIST: _ClassVar[ParamKind]
+    PARAM_KIND_TABLE_ROWS: _ClassVar[ParamKind]
 PARAM_KIND_UNSPECIFIED: ParamKind
 PARAM_KIND_INT: ParamKind
 PARAM_KIND_FLOAT: ParamKind
 PARAM_KIND_BOOL: ParamKind
 PARAM_KIND_CHOICE: ParamKind
 PARAM_KIND_INT_LIST: ParamKind
+PARAM_KIND_TABLE_ROWS: ParamKind
 
 class HyperParam(_message.Message):
     __slots__ = ("name", "kind", "default_value", "doc", "low", "high", "choices", "min_len", "max_len")

@@ -1,0 +1,189 @@
+"""Embedding tables sized to the data, updated at what a batch touches: every figure in one run.
+
+(a) step time of 26 tables (E=16, batch 2048) at 10k, 1M and 10M rows per table: the fused
+    lookup against torchrec's FusedEmbeddingBagCollection (target >= 0.95), dense Adam for
+    reference at 10k and 1M;
+(b) the registry DLRM on fused tables over torchrec's DLRM on FusedEmbeddingBagCollection
+    (target >= 0.95 examples/s);
+(c) the Criteo profile (synthetic, 26 columns with Criteo 1TB's cardinalities capped at 1M):
+    examples/s, peak RSS and NE of fused rowwise Adagrad against dense Adam, learning rates swept
+    on the validation day and the best of each retrained with more seeds (test NE on the last day);
+(d) ../shared/data/adult.parquet imported with defaults: embedding parameters, a `rankitect
+    train` run's examples/s and disk, a 12-trial TPE search's wall time and disk;
+(e) the same table with `--table-rows 1000000`: examples/s over its default tables' (>= 0.7);
+(f) NE against table rows per distinct id (the default rows rule), on the Criteo profile and adult.
+
+    python -m benchmarks.bench_tables [--sections abcdef] [--sizes 10000,1000000,10000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import print_table
+from benchmarks.tables_real import (
+    adult_search,
+    criteo_profile,
+    criteo_quality,
+    disk_bytes,
+    import_adult,
+    rows_sweep,
+    summarize,
+    train,
+)
+from benchmarks.tables_speed import dlrm_speed, table_step
+from rankitect.blocks.table_rows import ROWS_PER_ID
+
+ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult.parquet"
+MIB = 1 << 20
+
+
+def section_a(sizes: list[int], rounds: int) -> None:
+    rows = []
+    for size in sizes:
+        r = table_step(size, dense_adam=size <= 1_000_000, rounds=rounds)
+        ratio = r["rankitect fused"] / r["torchrec fused"]
+        rows.append([f"{size:,}", r["rankitect fused"], r["rankitect fused, ids remapped"], r["torchrec fused"],
+                     r.get("dense Adam", "(does not fit)"), f"{ratio:.3f}",
+                     f"{r['rankitect fused, ids remapped'] / r['torchrec fused']:.3f}"])
+    print_table("(a) 26 tables x E=16, batch 2048, one step = lookup + backward (+ update): examples/s",
+                ["rows/table", "rankitect fused", "… ids remapped", "torchrec fused", "dense Adam",
+                 "ratio", "ratio remapped"], rows)
+    print("ratio = rankitect fused / torchrec FusedEmbeddingBagCollection (target >= 0.95 at every size)")
+
+
+def section_b(work: Path, rounds: int, quick: bool) -> None:
+    r = dlrm_speed(work, rows=2_000 if quick else 100_000, data_rows=8_192 if quick else 60_000, rounds=rounds)
+    print_table(f"(b) DLRM training, rowwise Adagrad tables + Adam dense ({r['sizes']})", ["model", "examples/s"],
+                [["rankitect registry DLRM (fused tables)", r["rankitect"]],
+                 ["torchrec DLRM on FusedEmbeddingBagCollection", r["torchrec"]]])
+    print(f"ratio rankitect / torchrec = {r['ratio']:.3f}  (target >= 0.95)")
+
+
+def section_c(work: Path, quick: bool) -> None:
+    data = criteo_profile(work, rows_per_day=3_000 if quick else 100_000, cap=1_000 if quick else 1_000_000)
+    schema = json.loads((data / "schema.json").read_text())
+    sweep = [("fused rowwise_adagrad", "rowwise_adagrad", lr, 1e-3) for lr in ((0.05,) if quick else (0.01, 0.03, 0.1, 0.3))]
+    sweep += [("dense adam", "dense", 0.05, lr) for lr in ((1e-3,) if quick else (1e-3, 3e-3))]
+    runs = [(f"{label} lr {t if opt != 'dense' else d:g}", opt, t, d) for label, opt, t, d in sweep]
+    epochs, batch = 1, 1024
+    first = criteo_quality(data, work, runs, [0], epochs, batch)
+    best = {}
+    for family in ("fused", "dense"):
+        mine = [r for r in first if r["run"].startswith(family)]
+        best[family] = min(mine, key=lambda r: r["valid_ne"])["run"]
+    more = [] if quick else criteo_quality(data, work, [r for r in runs if r[0] in best.values()], [1, 2], epochs, batch)
+    table = summarize(first + more)
+    caps = sorted(c["hash_size"] - 1 for c in schema["sparse"])
+    print_table(f"(c) Criteo profile, {len(schema['sparse'])} columns of {caps[0]:,}..{caps[-1]:,} ids, "
+                f"{sum(d['rows'] for d in schema['dates'].values()):,} rows in 4 days; registry DLRM, "
+                f"train days 1-2, {epochs} epoch, batch {batch}; lr chosen on day 3, test NE on day 4",
+                ["run", "seeds", "valid NE", "test NE", "test spread", "examples/s", "peak RSS MiB", "emb params"],
+                [[r["run"], r["seeds"], f"{r['valid_ne']:.5f}", f"{r['test_ne']:.5f}", f"{r['test_spread']:.5f}",
+                  r["examples_per_second"], r["peak_rss_mib"], r["embedding_params"]] for r in table])
+    f, d = (next(r for r in table if r["run"] == best[k]) for k in ("fused", "dense"))
+    print(f"chosen by validation NE: {best['fused']} and {best['dense']}")
+    print(f"fused / dense: examples/s {f['examples_per_second'] / d['examples_per_second']:.1f}x, peak RSS "
+          f"{f['peak_rss_mib'] / d['peak_rss_mib']:.3f}x, test NE {f['test_ne'] - d['test_ne']:+.5f} "
+          f"(seed spreads {f['test_spread']:.5f} / {d['test_spread']:.5f})")
+
+
+def section_de(work: Path, trials: int, repeats: int) -> None:
+    if not ADULT.is_file():
+        print(f"\n(d), (e) skipped: {ADULT} not found")
+        return
+    data, imported = import_adult(ADULT, work)
+    schema = json.loads((data / "schema.json").read_text())
+    common = ["--checkpoint-every", "0"]
+    default, big = [], []
+    for i in range(repeats):  # interleaved: the machine's noise falls on both
+        default.append(train(data, work / f"adult_default_{i}", common, "first:5", "2024-01-06"))
+        big.append(train(data, work / f"adult_1m_{i}", [*common, "--table-rows", "1000000"], "first:5", "2024-01-06"))
+    d0, b0 = default[0], big[0]
+    speed_d = statistics.median(m["examples_per_second"] for m in default)
+    speed_b = statistics.median(m["examples_per_second"] for m in big)
+    print_table(f"(d) adult.parquet imported with defaults ({len(schema['sparse'])} id columns, "
+                f"{sum(c['distinct'] for c in schema['sparse'])} distinct ids, hash_size "
+                f"{schema['sparse'][0]['hash_size']:,}; import {imported.seconds:.1f} s); registry DLRM, "
+                f"train 5 days, eval day 6, `rankitect train` defaults",
+                ["tables", "embedding params", "examples/s (median)", "train s", "NE day 6", "run folder MiB",
+                 "peak RSS MiB"],
+                [["default (from distinct ids)", d0["embedding_params"], speed_d, d0["train_seconds"], d0["ne"],
+                  d0["disk_bytes"] / MIB, d0["peak_rss_mib"]],
+                 ["--table-rows 1000000", b0["embedding_params"], speed_b, b0["train_seconds"], b0["ne"],
+                  b0["disk_bytes"] / MIB, b0["peak_rss_mib"]]])
+    print(f"(e) examples/s --table-rows 1000000 / default tables = {speed_b / speed_d:.3f}  (target >= 0.7; "
+          f"median of {repeats} interleaved runs each)")
+    started = time.perf_counter()
+    s = adult_search(data, work, trials)
+    print_table(f"(d) {trials}-trial TPE search of nasrec on adult (+ 5 baselines), local Ray, defaults",
+                ["wall s", "peak RSS MiB (driver)", "run folder MiB", "trial folders", "median trial KiB",
+                 "largest trial MiB", "checkpoint.pt files", "best valid NE", "best test NE"],
+                [[s["wall_seconds"], s["peak_rss_mib"], s["disk_bytes"] / MIB, s["trial_folders"],
+                  s["median_trial_bytes"] / 1024, s["largest_trial_bytes"] / MIB, s["checkpoints_kept"],
+                  s["best_valid_ne"], s["best_test_ne"]]])
+    print(f"search wall time measured here {time.perf_counter() - started:.0f} s; dataset on disk "
+          f"{disk_bytes(data) / MIB:.1f} MiB")
+
+
+def section_f(work: Path, quick: bool) -> None:
+    """NE against rows per distinct id, on the Criteo profile and on adult."""
+    per_id = [1, 4] if quick else [1, 2, 4, 16, 64]
+    seeds = [0] if quick else [0, 1, 2]
+    runs = []
+    criteo = criteo_profile(work, rows_per_day=3_000 if quick else 100_000, cap=1_000 if quick else 1_000_000)
+    days = sorted(json.loads((criteo / "schema.json").read_text())["dates"])
+    runs += [("Criteo profile", r) for r in rows_sweep(criteo, work, per_id, seeds, "first:2", days[2], days[3],
+                                                      ["--epochs", "1", "--batch-size", "1024", "--checkpoint-every", "0"])]
+    if ADULT.is_file():
+        adult, _ = import_adult(ADULT, work)
+        runs += [("adult", r) for r in rows_sweep(adult, work, per_id, seeds, "first:5", "2024-01-06", "2024-01-07",
+                                                  ["--checkpoint-every", "0"])]
+    rows = []
+    for data in dict.fromkeys(d for d, _ in runs):
+        for r in summarize([r for d, r in runs if d == data]):
+            rows.append([data, r["run"], r["seeds"], f"{r['valid_ne']:.5f}", f"{r['test_ne']:.5f}",
+                         f"{r['test_spread']:.5f}", r["embedding_params"], r["examples_per_second"]])
+    print_table("(f) NE against table rows per distinct id k (rows = min(hash_size, k x (distinct + 1))), "
+                "registry DLRM, fused rowwise Adagrad", ["data", "k", "seeds", "valid NE", "test NE", "test spread",
+                                                        "emb params", "examples/s"], rows)
+    print(f"default: k = {ROWS_PER_ID} (rankitect.blocks.table_rows.ROWS_PER_ID)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="abcdef", help="which sections to run (default abcdef)")
+    parser.add_argument("--sizes", default="10000,1000000,10000000", help="rows per table of (a)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed passes per contestant, median kept")
+    parser.add_argument("--trials", type=int, default=12, help="trials of the adult TPE search")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved train runs of (d) and (e)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the code")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="rk-bench-tables-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"work folder {work}")
+    sizes = [1_000, 20_000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    if "a" in args.sections:
+        section_a(sizes, 2 if args.quick else args.rounds)
+    if "b" in args.sections:
+        section_b(work, 2 if args.quick else args.rounds, args.quick)
+    if "c" in args.sections:
+        section_c(work, args.quick)
+    if "d" in args.sections or "e" in args.sections:
+        section_de(work, 2 if args.quick else args.trials, 1 if args.quick else args.repeats)
+    if "f" in args.sections:
+        section_f(work, args.quick)
+
+
+if __name__ == "__main__":
+    main()
