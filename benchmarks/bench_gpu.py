@@ -155,6 +155,18 @@ def _rows_loader(r: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _rows_trainer(r: dict[str, Any]) -> list[list[str]]:
+    out = []
+    t = r["trainer"]
+    for label, v in t.items():
+        if isinstance(v, dict):
+            out.append(["e fused", f"Trainer end to end, {label}, last of {t['epochs']} epochs of "
+                        f"{v['rows_per_epoch']:,} rows, ex/s", _n(v["last_epoch"]),
+                        f"batches on the device {_n(t['resident_examples_per_s'])}",
+                        f"{v['ratio_last_epoch']:.3f} (>= 0.9)" if v["ratio_last_epoch"] else "-"])
+    return out
+
+
 def _rows_fused(r: dict[str, Any]) -> list[list[str]]:
     out = [["e fused", f"check on the device: {k}, max abs difference", f"{v:.2g}", "0 (float rounding)", ""]
            for k, v in r["checks"].items()]
@@ -165,18 +177,11 @@ def _rows_fused(r: dict[str, Any]) -> list[list[str]]:
                     f"{c['ratio']:.3f} (>= 0.95)"])
         out.append(["e fused", "same, tables as dense parameters of Adam, ex/s", _n(c["rankitect dense Adam tables ex/s"]),
                     f"fused {_n(c['rankitect fused ex/s'])}", f"{c['fused_over_dense']:.2f}x"])
-    t = r["trainer"]
-    for label, v in t.items():
-        if not isinstance(v, dict):
-            continue
-        out.append(["e fused", f"Trainer end to end, {label}, last of {t['epochs']} epochs of {v['rows_per_epoch']:,} "
-                    f"rows, ex/s", _n(v["last_epoch"]), f"batches on the device {_n(t['resident_examples_per_s'])}",
-                    f"{v['ratio_last_epoch']:.3f} (>= 0.9)" if v["ratio_last_epoch"] else "-"])
-    return out
+    return out + _rows_trainer(r)
 
 
 _ROWS = {"dlrm": _rows_dlrm, "supernet": _rows_supernet, "flops": _rows_flops, "loader": _rows_loader,
-         "fused": _rows_fused}
+         "fused": _rows_fused, "trainer": _rows_trainer}
 
 
 def details(report: dict[str, Any]) -> list[list[str]]:

@@ -32,15 +32,15 @@ from benchmarks.common import print_table
 from benchmarks.tables_real import (
     adult_search,
     criteo_profile,
-    criteo_quality,
     disk_bytes,
     import_adult,
+    lr_quality,
     rows_sweep,
     summarize,
     train,
 )
 from benchmarks.tables_speed import dlrm_speed, table_step
-from rankitect.blocks.table_rows import ROWS_PER_ID
+from rankitect.blocks.table_rows import MAX_ROWS_PER_ID, ROWS_PER_ID, SMALL_TABLE_ROWS
 
 ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult.parquet"
 MIB = 1 << 20
@@ -68,32 +68,49 @@ def section_b(work: Path, rounds: int, quick: bool) -> None:
     print(f"ratio rankitect / torchrec = {r['ratio']:.3f}  (target >= 0.95)")
 
 
+CRITEO_TRAIN = ["--epochs", "1", "--batch-size", "1024"]
+ADULT_TRAIN = ["--epochs", "2", "--batch-size", "512"]  # a search trial's defaults (train section)
+SWEEP_DENSE_LR = 3e-3  # the dense layers' lr of (f): a search trial's default
+
+
+def _splits(work: Path, quick: bool) -> list[tuple[str, Path, list[str], str, str, str]]:
+    """(name, data, training flags, train dates, validation day, test day) of the Criteo profile
+    and, where ../shared/data has it, adult imported with defaults."""
+    criteo = criteo_profile(work, rows_per_day=3_000 if quick else 100_000, cap=1_000 if quick else 1_000_000)
+    days = sorted(json.loads((criteo / "schema.json").read_text())["dates"])
+    out = [("Criteo profile", criteo, CRITEO_TRAIN, "first:2", days[2], days[3])]
+    if ADULT.is_file():
+        adult, _ = import_adult(ADULT, work)
+        out.append(("adult", adult, ADULT_TRAIN, "first:5", "2024-01-06", "2024-01-07"))
+    return out
+
+
 def section_c(work: Path, quick: bool) -> None:
-    data = criteo_profile(work, rows_per_day=3_000 if quick else 100_000, cap=1_000 if quick else 1_000_000)
-    schema = json.loads((data / "schema.json").read_text())
-    sweep = [("fused rowwise_adagrad", "rowwise_adagrad", lr, 1e-3) for lr in ((0.05,) if quick else (0.01, 0.03, 0.1, 0.3))]
-    sweep += [("dense adam", "dense", 0.05, lr) for lr in ((1e-3,) if quick else (1e-3, 3e-3))]
-    runs = [(f"{label} lr {t if opt != 'dense' else d:g}", opt, t, d) for label, opt, t, d in sweep]
-    epochs, batch = 1, 1024
-    first = criteo_quality(data, work, runs, [0], epochs, batch)
-    best = {}
-    for family in ("fused", "dense"):
-        mine = [r for r in first if r["run"].startswith(family)]
-        best[family] = min(mine, key=lambda r: r["valid_ne"])["run"]
-    more = [] if quick else criteo_quality(data, work, [r for r in runs if r[0] in best.values()], [1, 2], epochs, batch)
-    table = summarize(first + more)
-    caps = sorted(c["hash_size"] - 1 for c in schema["sparse"])
-    print_table(f"(c) Criteo profile, {len(schema['sparse'])} columns of {caps[0]:,}..{caps[-1]:,} ids, "
-                f"{sum(d['rows'] for d in schema['dates'].values()):,} rows in 4 days; registry DLRM, "
-                f"train days 1-2, {epochs} epoch, batch {batch}; lr chosen on day 3, test NE on day 4",
-                ["run", "seeds", "valid NE", "test NE", "test spread", "examples/s", "peak RSS MiB", "emb params"],
-                [[r["run"], r["seeds"], f"{r['valid_ne']:.5f}", f"{r['test_ne']:.5f}", f"{r['test_spread']:.5f}",
-                  r["examples_per_second"], r["peak_rss_mib"], r["embedding_params"]] for r in table])
-    f, d = (next(r for r in table if r["run"] == best[k]) for k in ("fused", "dense"))
-    print(f"chosen by validation NE: {best['fused']} and {best['dense']}")
-    print(f"fused / dense: examples/s {f['examples_per_second'] / d['examples_per_second']:.1f}x, peak RSS "
-          f"{f['peak_rss_mib'] / d['peak_rss_mib']:.3f}x, test NE {f['test_ne'] - d['test_ne']:+.5f} "
-          f"(seed spreads {f['test_spread']:.5f} / {d['test_spread']:.5f})")
+    table_lrs = (0.1,) if quick else (0.01, 0.03, 0.05, 0.1, 0.3)
+    dense_lrs = (1e-3,) if quick else (1e-3, 3e-3, 1e-2)
+    runs = [(f"fused: tables rowwise_adagrad lr {t:g}, dense adam lr {d:g}", "rowwise_adagrad", t, d)
+            for t in table_lrs for d in dense_lrs[1:] or dense_lrs]
+    runs += [(f"dense adam lr {lr:g}", "dense", 0.1, lr) for lr in dense_lrs]
+    for name, data, flags, train_dates, valid, test in _splits(work, quick):
+        first = lr_quality(data, work, runs, [0], flags, train_dates, valid, test)
+        best = {family: min((r for r in first if r["run"].startswith(family)), key=lambda r: r["valid_ne"])["run"]
+                for family in ("fused", "dense")}
+        more = [] if quick else lr_quality(data, work, [r for r in runs if r[0] in best.values()], [1, 2, 3, 4],
+                                           flags, train_dates, valid, test)
+        table = summarize(first + more)
+        schema = json.loads((data / "schema.json").read_text())
+        print_table(f"(c) {name}: {len(schema['sparse'])} id columns, {sum(c['distinct'] for c in schema['sparse']):,} "
+                    f"distinct ids, {sum(d['rows'] for d in schema['dates'].values()):,} rows; registry DLRM "
+                    f"({' '.join(flags)}), train {train_dates}; "
+                    f"lr chosen on {valid} (seed 0), the chosen ones with 5 seeds; test NE on {test}",
+                    ["run", "seeds", "valid NE", "test NE", "test spread", "examples/s", "peak RSS MiB", "emb params"],
+                    [[r["run"], r["seeds"], f"{r['valid_ne']:.5f}", f"{r['test_ne']:.5f}", f"{r['test_spread']:.5f}",
+                      r["examples_per_second"], r["peak_rss_mib"], r["embedding_params"]] for r in table])
+        f, d = (next(r for r in table if r["run"] == best[k]) for k in ("fused", "dense"))
+        print(f"chosen by validation NE: {best['fused']} and {best['dense']}; fused / dense: examples/s "
+              f"{f['examples_per_second'] / d['examples_per_second']:.1f}x, peak RSS "
+              f"{f['peak_rss_mib'] / d['peak_rss_mib']:.3f}x, test NE {f['test_ne'] - d['test_ne']:+.5f} "
+              f"(seed spreads {f['test_spread']:.5f} / {d['test_spread']:.5f})")
 
 
 def section_de(work: Path, trials: int, repeats: int) -> None:
@@ -135,27 +152,26 @@ def section_de(work: Path, trials: int, repeats: int) -> None:
 
 
 def section_f(work: Path, quick: bool) -> None:
-    """NE against rows per distinct id, on the Criteo profile and on adult."""
-    per_id = [1, 4] if quick else [1, 2, 4, 16, 64]
-    seeds = [0] if quick else [0, 1, 2]
-    runs = []
-    criteo = criteo_profile(work, rows_per_day=3_000 if quick else 100_000, cap=1_000 if quick else 1_000_000)
-    days = sorted(json.loads((criteo / "schema.json").read_text())["dates"])
-    runs += [("Criteo profile", r) for r in rows_sweep(criteo, work, per_id, seeds, "first:2", days[2], days[3],
-                                                      ["--epochs", "1", "--batch-size", "1024", "--checkpoint-every", "0"])]
-    if ADULT.is_file():
-        adult, _ = import_adult(ADULT, work)
-        runs += [("adult", r) for r in rows_sweep(adult, work, per_id, seeds, "first:5", "2024-01-06", "2024-01-07",
-                                                  ["--checkpoint-every", "0"])]
+    """NE against rows per distinct id, on the Criteo profile and on adult; "hash_size": every
+    table at its column's hash_size (1M on adult: no collision beyond the import's hashing)."""
+    per_id = [1, 4] if quick else [1, 4, 16, 64]
+    seeds = [0] if quick else [0, 1, 2, 3, 4]
     rows = []
-    for data in dict.fromkeys(d for d, _ in runs):
-        for r in summarize([r for d, r in runs if d == data]):
-            rows.append([data, r["run"], r["seeds"], f"{r['valid_ne']:.5f}", f"{r['test_ne']:.5f}",
-                         f"{r['test_spread']:.5f}", r["embedding_params"], r["examples_per_second"]])
+    for name, data, flags, train_dates, valid, test in _splits(work, quick):
+        flags = [*flags, "--lr", str(SWEEP_DENSE_LR)]
+        runs = rows_sweep(data, work, [-1, *per_id], seeds, train_dates, valid, test, flags)
+        if name == "adult":
+            runs += rows_sweep(data, work, [0], seeds, train_dates, valid, test, flags)
+        for r in summarize(runs):
+            label = {"k=0": "hash_size", "k=-1": "default (auto)"}.get(r["run"], r["run"])
+            rows.append([name, label, r["seeds"], f"{r['valid_ne']:.5f}",
+                         f"{r['test_ne']:.5f}", f"{r['test_spread']:.5f}", r["embedding_params"],
+                         r["examples_per_second"]])
     print_table("(f) NE against table rows per distinct id k (rows = min(hash_size, k x (distinct + 1))), "
-                "registry DLRM, fused rowwise Adagrad", ["data", "k", "seeds", "valid NE", "test NE", "test spread",
+                f"registry DLRM, fused rowwise Adagrad at its default lr, dense Adam lr {SWEEP_DENSE_LR:g}", ["data", "k", "seeds", "valid NE", "test NE", "test spread",
                                                         "emb params", "examples/s"], rows)
-    print(f"default: k = {ROWS_PER_ID} (rankitect.blocks.table_rows.ROWS_PER_ID)")
+    print(f"default (auto): {ROWS_PER_ID} x (distinct + 1), small columns up to {MAX_ROWS_PER_ID} x while within "
+          f"{SMALL_TABLE_ROWS:,} rows (rankitect.blocks.table_rows)")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import tempfile
 import time
@@ -146,16 +147,21 @@ def section_fused(ctx: Any) -> dict[str, Any]:
     return out
 
 
-LOADER_AHEAD = (4, 16)  # batches the loader thread keeps ready (the Trainer's CUDA default: CUDA_PREFETCH)
+def section_trainer(ctx: Any) -> dict[str, Any]:
+    """Section e's Trainer measurement alone (`--sections trainer`)."""
+    return {"trainer": trainer_end_to_end(ctx)}
+
+
+LOADERS = {"reader thread": 0, "2 worker processes": 2, "4 worker processes (the default here)": 4}
 
 
 def trainer_end_to_end(ctx: Any, epochs: int = 2) -> dict[str, Any]:
     """The Trainer's examples/s over its last epoch by the wall clock (the epoch's start, i.e.
     the loader's first buffer, included; the run's start-up and warm-up left out) against the
     same model's steps over batches already on the device. Its own data: two days of
-    4 x ctx's rows per day, shaped as ctx.dataset (on the GPU an epoch then lasts about a second)."""
+    8 x ctx's rows per day, shaped as ctx.dataset (on the GPU an epoch then lasts about 3 s)."""
     s, dev = ctx.sizes, ctx.device
-    rows_per_day = 4 * s.rows_per_day
+    rows_per_day = 8 * s.rows_per_day
     work = Path(tempfile.mkdtemp(prefix="rk-trainer-"))
     cfg_data = SynthConfig(days=2, rows_per_day=rows_per_day, num_sparse=s.tables, num_dense=s.dense,
                            cardinality=s.hash_size - 1, tag_mean_len=0.0, embedding_dim=s.dim)
@@ -171,7 +177,7 @@ def trainer_end_to_end(ctx: Any, epochs: int = 2) -> dict[str, Any]:
     del resident_model
     ctx_free(dev)
     out: dict[str, Any] = {"resident_examples_per_s": resident, "epochs": epochs}
-    for ahead in LOADER_AHEAD:
+    for label, workers in LOADERS.items():
         ends: list[float] = []
 
         def epoch_ended(done: int) -> bool:
@@ -179,13 +185,13 @@ def trainer_end_to_end(ctx: Any, epochs: int = 2) -> dict[str, Any]:
             return False
 
         torch.manual_seed(0)
-        trainer = Trainer(training_model(arch, ds.schema, cfg), ds, ds.dates, cfg, progress=False,
+        run_cfg = dataclasses.replace(cfg, loader_workers=workers)
+        trainer = Trainer(training_model(arch, ds.schema, run_cfg), ds, ds.dates, run_cfg, progress=False,
                           on_epoch=epoch_ended)
-        trainer.loader.prefetch = ahead
         stats = trainer.fit()
         sync(dev)
         last = (stats.examples / epochs) / (time.perf_counter() - ends[-1]) if ends else None
-        out[f"loader thread, {ahead} batches ahead"] = {
+        out[label] = {
             "last_epoch": last, "whole_run": stats.examples_per_second,
             "ratio_last_epoch": last / resident if last else None, "rows_per_epoch": stats.examples // epochs}
         del trainer

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.bench_dlrm_speed import torchrec_dlrm, trainer
-from benchmarks.gpu_fused import section_fused
+from benchmarks.gpu_fused import section_fused, section_trainer
 from benchmarks.gpu_timing import (
     BASELINE_BOTTOM,
     BASELINE_TOP,
@@ -414,7 +414,7 @@ def section_loader(ctx: Context) -> dict[str, Any]:
 
 
 SECTIONS = {"dlrm": section_dlrm, "supernet": section_supernet, "flops": section_flops,
-            "loader": section_loader, "fused": section_fused}
+            "loader": section_loader, "fused": section_fused, "trainer": section_trainer}
 
 
 def host_to_device(batches: list[Batch], device: torch.device) -> list[Batch]:

@@ -74,20 +74,16 @@ def criteo_profile(work: Path, rows_per_day: int, cap: int) -> Path:
     return data
 
 
-def criteo_quality(data: Path, work: Path, runs: list[tuple[str, str, float, float]], seeds: list[int],
-                   epochs: int, batch: int) -> list[dict[str, Any]]:
+def lr_quality(data: Path, work: Path, runs: list[tuple[str, str, float, float]], seeds: list[int],
+               extra: list[str], train_dates: str, valid: str, test: str) -> list[dict[str, Any]]:
     """One `rankitect train` of the registry DLRM per (label, table optimizer, table lr, dense lr)
-    and seed: train days 1-2, validation NE on day 3 (what a lr is chosen on), test NE on day 4."""
-    days = json.loads((data / "schema.json").read_text())["dates"]
-    valid, test = sorted(days)[2], sorted(days)[3]
+    and seed: validation NE on `valid` (what a lr is chosen on), test NE on `test`."""
     out = []
     for label, table_opt, table_lr, dense_lr in runs:
         for seed in seeds:
-            m = train(data, work / "runs" / f"{label}-{seed}".replace(" ", "_"),
+            m = train(data, work / "runs" / f"{data.name}-{label}-{seed}".replace(" ", "_"),
                       ["--embedding-optimizer", table_opt, "--embedding-lr", str(table_lr), "--lr", str(dense_lr),
-                       "--epochs", str(epochs), "--batch-size", str(batch), "--seed", str(seed),
-                       "--checkpoint-every", "0"],
-                      "first:2", f"{valid},{test}")
+                       "--seed", str(seed), "--checkpoint-every", "0", *extra], train_dates, f"{valid},{test}")
             out.append({"run": label, "seed": seed, "valid_ne": m["by_date"][valid]["ne"],
                         "test_ne": m["by_date"][test]["ne"], "examples_per_second": m["examples_per_second"],
                         "peak_rss_mib": m["peak_rss_mib"], "steps": m["steps"],
@@ -152,10 +148,12 @@ def rows_sweep(data: Path, work: Path, per_id: list[int], seeds: list[int], trai
 
     schema = Dataset.open(str(data)).schema
     out = []
-    for k in per_id:
+    for k in per_id:  # k = 0: every table at its column's hash_size; k = -1: the default rule
         arch = baseline("dlrm", schema).to_dict()
-        arch["embedding"] = {**arch.get("embedding", {}),
-                             "rows": {c.name: max(2, min(c.hash_size, k * ((c.distinct or 0) + 1))) for c in schema.sparse}}
+        if k != -1:
+            arch["embedding"] = {**arch.get("embedding", {}), "rows": {
+                c.name: c.hash_size if k == 0 else max(2, min(c.hash_size, k * ((c.distinct or 0) + 1)))
+                for c in schema.sparse}}
         path = work / f"dlrm_rows_{k}.json"
         Architecture.from_dict(arch).save(path)
         for seed in seeds:

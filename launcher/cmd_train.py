@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedding-lr", type=float, default=d.embedding_lr,
                    help=f"learning rate of the embedding tables (default {d.embedding_lr}; --lr is the "
                         f"dense parameters')")
+    p.add_argument("--loader-workers", type=int, default=d.loader_workers,
+                   help="worker processes making the training batches (0: a thread of this process; "
+                        "-1: up to 4 on CUDA, none on CPU) (default -1)")
     p.add_argument("--table-rows", type=int, default=None,
                    help="rows of every sparse column's table (at most its hash_size); default: the "
                         "architecture's embedding.rows, else sized from the column's distinct ids")
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                          optimizer=args.optimizer, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, seed=args.seed,
                          device=args.device, precision=args.precision,
                          embedding_optimizer=args.embedding_optimizer, embedding_lr=args.embedding_lr,
+                         loader_workers=args.loader_workers,
                          checkpoint_every=args.checkpoint_every,
                          shuffle_buffer=max(TrainConfig().shuffle_buffer, args.batch_size))
     config.check()

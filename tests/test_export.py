@@ -312,16 +312,25 @@ def test_every_block_exports(name: str) -> None:
             assert torch.allclose(program(*args), module(*args), atol=1e-6), name
 
 
+def counted(schema):
+    """`schema` with distinct counts that give its tables fewer rows than its hash sizes: ids
+    are remapped into the tables (rankitect.blocks.embedding.IdRemap)."""
+    return dataclasses.replace(schema, sparse=tuple(dataclasses.replace(c, hash_size=5000, distinct=2)
+                                                    for c in schema.sparse))
+
+
+@pytest.mark.parametrize("remapped", [False, True])
 @pytest.mark.parametrize("pooling", ["sum", "mean"])
-def test_fused_lookup_is_the_tables_lookup(pooling: str) -> None:
+def test_fused_lookup_is_the_tables_lookup(pooling: str, remapped: bool) -> None:
     """The program's one-table lookup gives what the EmbeddingBagCollection gives: list features,
-    rows with no ids, both poolings, batch sizes 1 and 37."""
+    rows with no ids, both poolings, batch sizes 1 and 37, ids remapped into smaller tables."""
     from rankitect.blocks.embedding import EmbeddingModule
     from rankitect.export.program import FusedLookup
 
-    schema = toy_schema()
+    schema = counted(toy_schema()) if remapped else toy_schema()
     torch.manual_seed(0)
     embedding = EmbeddingModule(schema, 8, pooling).eval()
+    assert embedding.remap.active == remapped
     fused = FusedLookup(embedding)
     for batch in (1, 37):
         kjt = random_kjt(schema, batch, seed=batch, list_len=3)
@@ -335,13 +344,15 @@ def test_fused_lookup_is_the_tables_lookup(pooling: str) -> None:
             torch.testing.assert_close(fused(values, per_row), embedding(kjt), rtol=1e-6, atol=1e-6)
 
 
-def test_quant_lookup_is_the_quantized_tables_lookup() -> None:
+@pytest.mark.parametrize("remapped", [False, True])
+def test_quant_lookup_is_the_quantized_tables_lookup(remapped: bool) -> None:
     """int8 tables: fbgemm's table-batched kernel called directly gives what torchrec's
-    quantized collection gives from the KeyedJaggedTensor (list features, empty rows)."""
+    quantized collection gives from the KeyedJaggedTensor (list features, empty rows, ids
+    remapped into smaller tables)."""
     from rankitect.export.int8 import quantize
     from rankitect.export.program import QuantLookup
 
-    schema = toy_schema()
+    schema = counted(toy_schema()) if remapped else toy_schema()
     torch.manual_seed(0)
     quantized = quantize(build_model(baseline("dlrm", schema), schema).eval())
     module = ServingModule(quantized, schema.sparse_names)

@@ -16,7 +16,13 @@ from launcher.cli import main
 from rankitect.arch.graph import Architecture
 from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.blocks.fused_tables import FusedTables, TableOptimizer
-from rankitect.blocks.table_rows import ROWS_PER_ID, default_rows, table_rows
+from rankitect.blocks.table_rows import (
+    MAX_ROWS_PER_ID,
+    ROWS_PER_ID,
+    SMALL_TABLE_ROWS,
+    default_rows,
+    table_rows,
+)
 from rankitect.cost import cost_of
 from rankitect.data.avazu import import_avazu
 from rankitect.data.criteo import import_criteo
@@ -122,11 +128,17 @@ def test_schema_without_counts_still_loads_with_hash_size_rows(tmp_path: Path) -
 
 # -- rows ----------------------------------------------------------------------------------------
 def test_default_rows_follow_the_count_and_the_cap() -> None:
-    assert default_rows(SparseColumn("a", hash_size=1_000_000, distinct=110)) == ROWS_PER_ID * 111
-    assert default_rows(SparseColumn("a", hash_size=300, distinct=110)) == 300  # the cap
-    assert default_rows(SparseColumn("a", hash_size=1_000_000, distinct=0)) == max(2, ROWS_PER_ID)
-    assert default_rows(SparseColumn("a", hash_size=77)) == 77  # not counted
-    assert ROWS_PER_ID * (110 + 1) <= 64 * (110 + 1)
+    def rows(distinct: int | None, hash_size: int = 10**9) -> int:
+        return default_rows(SparseColumn("a", hash_size=hash_size, distinct=distinct))
+
+    assert rows(1) == MAX_ROWS_PER_ID * 2 and rows(110) == MAX_ROWS_PER_ID * 111  # small: 64x
+    assert rows(2000) == SMALL_TABLE_ROWS  # 64x would pass the small-table size: that size
+    assert rows(100_000) == ROWS_PER_ID * 100_001  # large: 4x
+    assert rows(0) == MAX_ROWS_PER_ID
+    assert rows(110, hash_size=300) == 300 and rows(100_000, hash_size=5000) == 5000  # the cap
+    assert rows(None, hash_size=77) == 77  # not counted: hash_size rows, as before
+    for distinct in (0, 1, 10, 1000, 5000, 20_000, 10**6):
+        assert ROWS_PER_ID * (distinct + 1) <= rows(distinct) <= 64 * (distinct + 1)
 
 
 def _counted_schema() -> Schema:
@@ -141,7 +153,9 @@ def test_embedding_rows_override_and_cost() -> None:
     arch = baseline("dlrm", schema)
     auto = cost_of(arch, schema)
     assert auto.embedding_params == sum(default_rows(c) for c in schema.sparse) * 8
-    for rows, expected in ((50, [50] * 4), ({"s1": 70}, [40, 70, 48, 52]), (10**9, [10_000] * 4)):
+    auto_rows = [default_rows(c) for c in schema.sparse]
+    for rows, expected in ((50, [50] * 4), ({"s1": 70}, [auto_rows[0], 70, *auto_rows[2:]]),
+                           (10**9, [10_000] * 4)):
         custom = Architecture.from_dict({**arch.to_dict(), "embedding": {"rows": rows}})
         model = build_model(custom, schema)
         assert [b.weight.shape[0] for b in model.embedding.ebc.embedding_bags.values()] == expected

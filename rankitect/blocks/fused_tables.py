@@ -117,7 +117,8 @@ class FusedTables(nn.Module):
         self.embedding_bags = nn.ModuleDict()
         with torch.no_grad():
             for name, r, padded in zip(names, rows, tbe.split_embedding_weights()):
-                padded.zero_()
+                if self.width != dim:
+                    padded[:, dim:].zero_()
                 weight = padded[:, :dim]
                 bound = math.sqrt(1.0 / r)
                 weight.uniform_(-bound, bound)

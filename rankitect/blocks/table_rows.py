@@ -6,10 +6,14 @@ table of `rows` < hash_size rows takes id `i` to row `0 if i == 0 else 1 + (i - 
 keeps its one rule (rankitect.data.hashing) and the model holds the rest.
 
 By default (`rows: auto`) a column the import counted gets ROWS_PER_ID x (distinct + 1) rows,
-capped at its hash_size: with n ids hashed into k(n + 1) rows, about 1 - exp(-1/k) of the ids
-share a row with another id (k = 4: 22%, mostly rare ids sharing with rare ids).
-benchmarks/bench_tables.py measures NE against k on real tables. A column not counted (a dataset
-written before counting) keeps hash_size rows, as it had.
+and a small column up to MAX_ROWS_PER_ID x (distinct + 1) as long as that stays within
+SMALL_TABLE_ROWS, always capped at its hash_size. With n ids hashed into R rows about n^2 / 2R
+pairs of ids share a row: in a large column these are mostly rare ids, which costs nothing
+measurable at 4x (benchmarks/bench_tables.py (f): NE against the multiplier on the Criteo
+profile and adult); in a small column any pair may be two of its few frequent values, so it gets
+up to 64x (2 ids: a 0.5% chance of sharing a row, against 9% at 4x), which costs at most
+SMALL_TABLE_ROWS rows. A column not counted (a dataset written before counting) keeps
+hash_size rows, as it had.
 
 An architecture's `embedding.rows` is "auto", one number for every column, or a mapping
 {column: rows} (columns left out: auto); a number above a column's hash_size gives hash_size.
@@ -23,6 +27,8 @@ from typing import Any
 from rankitect.schema import Schema, SparseColumn
 
 ROWS_PER_ID = 4
+MAX_ROWS_PER_ID = 64
+SMALL_TABLE_ROWS = 1 << 16  # 4 MB a table at E=16
 MIN_ROWS = 2  # row 0 for "missing" and at least one for ids
 AUTO = "auto"
 
@@ -31,7 +37,9 @@ def default_rows(col: SparseColumn) -> int:
     """Rows of `col`'s table when nothing else is asked for."""
     if col.distinct is None:
         return col.hash_size
-    return max(MIN_ROWS, min(col.hash_size, ROWS_PER_ID * (col.distinct + 1)))
+    ids = col.distinct + 1
+    rows = max(ROWS_PER_ID * ids, min(MAX_ROWS_PER_ID * ids, SMALL_TABLE_ROWS))
+    return max(MIN_ROWS, min(col.hash_size, rows))
 
 
 def table_rows(schema: Schema, rows: Any = AUTO) -> tuple[int, ...]:

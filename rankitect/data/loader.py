@@ -35,13 +35,14 @@ READ_AHEAD = 2  # record batches decoded ahead of the shuffle (with prefetch > 0
 
 @dataclass(frozen=True)
 class _Chunk:
-    """Rows in columnar numpy form. The single-id columns sit side by side in one (n, S) block,
-    so that a shuffle gathers each row's ids in one contiguous read (and one numpy call), and a
-    batch's feature-major ids are one transposing copy; list columns keep (values, offsets)."""
+    """Rows in columnar numpy form. The single-id columns are the rows of one (S, n) block: a
+    batch's rows are one gather along its second axis (one numpy call for every column), which
+    gives the feature-major ids of a KeyedJaggedTensor as they are; list columns keep (values,
+    offsets)."""
 
     labels: np.ndarray  # (n,) float32
     dense: np.ndarray  # (n, D) float32
-    single: np.ndarray  # (n, S) int64: the single-id columns, in schema order
+    single: np.ndarray  # (S, n) int64: the single-id columns, in schema order
     multi: tuple[tuple[np.ndarray, np.ndarray], ...]  # per list column: (values, offsets (n + 1,) int64)
 
     def __len__(self) -> int:
@@ -55,14 +56,14 @@ def _chunk_from_arrow(rb: pa.RecordBatch, schema: Schema, path: str) -> _Chunk:
     for j, col in enumerate(schema.dense):
         dense[:, j] = rb.column(col.name).to_numpy(zero_copy_only=False)
     singles = [c for c in schema.sparse if not c.multi]
-    single = np.empty((n, len(singles)), np.int64)
+    single = np.empty((len(singles), n), np.int64)
     for j, col in enumerate(singles):
         arr = rb.column(col.name)
         if arr.null_count:
             arr = pc.fill_null(arr, 0)
         bounds = pc.min_max(arr)
         _check_ids(np.array([bounds["min"].as_py() or 0, bounds["max"].as_py() or 0]), col.hash_size, col.name, path)
-        single[:, j] = arr.to_numpy(zero_copy_only=False)
+        single[j] = arr.to_numpy(zero_copy_only=False)
     multi = []
     for col in (c for c in schema.sparse if c.multi):
         arr = rb.column(col.name)
@@ -93,7 +94,7 @@ def _concat(chunks: list[_Chunk]) -> _Chunk:
         np.cumsum(lengths, out=off[1:])
         multi.append((np.concatenate([c.multi[j][0] for c in chunks]), off))
     return _Chunk(np.concatenate([c.labels for c in chunks]), np.concatenate([c.dense for c in chunks]),
-                  np.concatenate([c.single for c in chunks]), tuple(multi))
+                  np.concatenate([c.single for c in chunks], axis=1), tuple(multi))
 
 
 def _take(chunk: _Chunk, idx: np.ndarray) -> _Chunk:
@@ -106,24 +107,24 @@ def _take(chunk: _Chunk, idx: np.ndarray) -> _Chunk:
         gather = np.repeat(starts - new_off[:-1], lengths) + np.arange(new_off[-1])
         multi.append((values[gather], new_off))
     return _Chunk(np.take(chunk.labels, idx), np.take(chunk.dense, idx, axis=0),
-                  np.take(chunk.single, idx, axis=0), tuple(multi))
+                  np.take(chunk.single, idx, axis=1), tuple(multi))
 
 
 def _slice(chunk: _Chunk, start: int, stop: int) -> _Chunk:
     multi = tuple((values[off[start]:off[stop]], off[start:stop + 1] - off[start]) for values, off in chunk.multi)
-    return _Chunk(chunk.labels[start:stop], chunk.dense[start:stop], chunk.single[start:stop], multi)
+    return _Chunk(chunk.labels[start:stop], chunk.dense[start:stop], chunk.single[:, start:stop], multi)
 
 
 def _to_batch(chunk: _Chunk, schema: Schema) -> Batch:
     """A Batch of `chunk`: ids feature-major in schema order (KeyedJaggedTensor's layout)."""
     n = len(chunk)
-    if not chunk.multi:  # every column one id per row: one transposing copy, lengths all 1
-        values = chunk.single.T.ravel()
+    if not chunk.multi:  # every column one id per row: the block is the ids, lengths all 1
+        values = chunk.single.ravel()
         lengths = np.ones(values.size, np.int32)
-        length_per_key = [n] * chunk.single.shape[1]
+        length_per_key = [n] * chunk.single.shape[0]
     else:
         parts, lens, length_per_key = [], [], []
-        singles, lists = iter(range(chunk.single.shape[1])), iter(chunk.multi)
+        singles, lists = iter(chunk.single), iter(chunk.multi)
         for col in schema.sparse:
             if col.multi:
                 ids, off = next(lists)
@@ -131,7 +132,7 @@ def _to_batch(chunk: _Chunk, schema: Schema) -> Batch:
                 lens.append(np.diff(off).astype(np.int32))
                 length_per_key.append(int(off[-1]))
             else:
-                parts.append(chunk.single[:, next(singles)])
+                parts.append(next(singles))
                 lens.append(np.ones(n, np.int32))
                 length_per_key.append(n)
         values = np.concatenate(parts) if parts else np.zeros(0, np.int64)

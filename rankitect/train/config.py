@@ -45,6 +45,11 @@ class TrainConfig:
     # `weight_decay` are the dense parameters'.
     embedding_optimizer: str = "rowwise_adagrad"
     embedding_lr: float = 0.05
+    # Training batches made by this many worker processes into pinned shared memory
+    # (rankitect.data.loader_workers), or 0: by a thread of the training process. -1: up to 4
+    # on CUDA (a fast GPU step leaves a loader thread too little of the interpreter), 0 on CPU.
+    # The batches' order depends on it (one shuffle per worker), so a resumed run keeps it.
+    loader_workers: int = -1
 
     def check(self) -> "TrainConfig":
         """Self, or ConfigError naming the field and the value."""
@@ -58,6 +63,7 @@ class TrainConfig:
             "precision": self.precision in PRECISIONS,
             "embedding_optimizer": self.embedding_optimizer in EMBEDDING_OPTIMIZERS,
             "embedding_lr": self.embedding_lr > 0 and math.isfinite(self.embedding_lr),
+            "loader_workers": self.loader_workers >= -1,
         }
         for name, ok in rules.items():
             if not ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from rankitect.arch.graph import Architecture
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader, to_device
+from rankitect.data.loader_workers import WorkerLoader, default_workers
 from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
 from rankitect.model import RankingModel, build_model
@@ -32,8 +33,8 @@ from rankitect.train.config import (
 from rankitect.train.interrupt import DeferredInterrupt
 from rankitect.train.optimizers import model_optimizer, table_optimizer
 
-LOSS_SYNC_EVERY = 20  # on CUDA, steps between reads of the loss (each read waits for the GPU)
-CUDA_PREFETCH = 16  # pinned batches ready ahead on CUDA: a step takes a few ms, a buffer refill more
+LOSS_SYNC_EVERY = 100  # on CUDA, steps between reads of the loss (each read drains the GPU's queue)
+CUDA_PREFETCH = 16  # batches ready ahead per loader worker on CUDA (slots of its pinned ring)
 
 
 class TrainingDiverged(UserError):
@@ -120,9 +121,11 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         cuda = self.device.type == "cuda"
+        workers = default_workers(config.loader_workers, self.device)
         self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True, seed=config.seed,
-                                  buffer_rows=config.shuffle_buffer, pin_memory=cuda,
-                                  prefetch=CUDA_PREFETCH if cuda else 4)
+                                  buffer_rows=config.shuffle_buffer, pin_memory=cuda and not workers)
+        self._workers_count = workers
+        self._workers: WorkerLoader | None = None
         self.optimizer = model_optimizer(self.model, config, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -193,6 +196,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainStats:
         if resume:
             self._restore()
+        if self._workers_count:
+            self._workers = WorkerLoader(self.loader, self._workers_count, self.device, depth=CUDA_PREFETCH)
         self._saved_step = self._global_step if resume else -1
         steps_per_epoch = len(self.loader)
         total = steps_per_epoch * self.config.epochs
@@ -216,6 +221,9 @@ class Trainer:
             raise TrainingInterrupted(self._interrupted_message(saved_now=False)) from None
         finally:
             bar.close()
+            if self._workers is not None:
+                self._workers.close()
+                self._workers = None
         last = self._epoch_loss_sum / self._epoch_rows if self._epoch_rows else float("nan")
         return TrainStats(self._global_step, self._examples, self._seconds, last)
 
@@ -228,13 +236,20 @@ class Trainer:
             return f"{text}; resume with --resume (checkpoint of step {step}: {self.checkpoint_path})"
         return f"{text}; no checkpoint was written yet"
 
+    def _epoch_batches(self) -> Iterator[Any]:
+        """This epoch's batches on the device: from the worker processes when there are some,
+        else from the loader's thread, the next one's copy overlapped with the step."""
+        if self._workers is not None:
+            return self._workers.epoch(self._epoch)
+        return to_device(self.loader.epoch(self._epoch), self.device)
+
     def _run_epoch(self, bar: tqdm, interrupt: DeferredInterrupt) -> None:
-        batches = self.loader.epoch(self._epoch)
+        batches = self._epoch_batches()
         try:
             for _ in range(self._step_in_epoch):  # resumed mid-epoch: skip the steps done, unclocked
                 next(batches, None)
             clock = time.perf_counter()
-            for batch in to_device(batches, self.device):
+            for batch in batches:
                 loss = self._step(batch)
                 rows = len(batch)
                 self._examples += rows

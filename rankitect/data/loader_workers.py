@@ -1,0 +1,355 @@
+"""Training batches made by worker processes into pinned shared memory, for fast GPU steps.
+
+A GPU steps a DLRM on fused tables in a few ms per 8192 rows; a loader thread in the training
+process then cannot keep up: decoding, shuffling and batching need the interpreter as much as
+the training loop does. `WorkerLoader` makes them in `workers` forked processes instead:
+
+- The epoch's parquet row groups are permuted by a generator seeded with (seed, epoch) and dealt
+  out round-robin; worker w reads its share, shuffles it in buffers of buffer_rows / workers
+  rows with a generator seeded with (seed, epoch, w + 1), and writes whole batches into slots of
+  its own ring of shared memory. The rings are page-locked once (cudaHostRegister), so a slot is
+  copied to the GPU as it is, asynchronously, on a side stream, while the previous batch trains.
+- The training process takes batches from the workers in turn (worker 0, 1, ..., 0, ...), so
+  the order depends on the seed, the epoch and the number of workers only, never on timing;
+  each worker's last rows (fewer than a batch) are put together into the epoch's last batches,
+  so an epoch has the in-process loader's number of batches. The batches differ from the
+  in-process loader's (other shuffle), as they differ between numbers of workers.
+- A slot goes back to its worker once the copy that read it is done (a CUDA event). A worker's
+  error (bad data) is raised in the training process as itself; a worker that dies is a
+  RuntimeError; workers ignore Ctrl-C, which the training process handles by closing the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import multiprocessing as mp
+import os
+import signal
+from collections import deque
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from rankitect.data.batch import Batch
+from rankitect.data.loader import BatchLoader, _Chunk, _chunk_from_arrow, _concat, _slice, _take, _to_batch
+
+ALIGN = 64
+POLL_S = 0.2
+
+
+def default_workers(setting: int, device: torch.device) -> int:
+    """Worker processes of a training loader: `setting`, or with -1 (auto) up to 4 on CUDA,
+    keeping half the CPUs for the training process, and none on CPU (the cores train there)."""
+    if setting >= 0:
+        return setting
+    return min(4, max(1, (os.cpu_count() or 2) // 2)) if device.type == "cuda" else 0
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+class _Layout:
+    """Byte offsets of one batch in a slot: labels, dense, ids, lengths."""
+
+    def __init__(self, rows: int, dense: int, ids: int, features: int) -> None:
+        self.labels = 0
+        self.dense = _aligned(4 * rows)
+        self.ids = self.dense + _aligned(4 * rows * dense)
+        self.lengths = self.ids + _aligned(8 * ids)
+        self.end = self.lengths + _aligned(4 * rows * features)
+
+
+def _slot_bytes(loader: BatchLoader) -> int:
+    """A slot holds a full batch; list columns get 4x their mean ids (a larger batch travels
+    through the queue instead)."""
+    s, b = loader.schema, loader.batch_size
+    ids = sum(b if not c.multi else math.ceil(4 * max(c.avg_len, 1.0) * b) for c in s.sparse)
+    return _Layout(b, s.num_dense, ids, s.num_sparse).end
+
+
+def _units(loader: BatchLoader) -> list[tuple[str, int]]:
+    """(file, row group) of every row group of the loader's files, in file order."""
+    out = []
+    for path in loader.files:
+        with loader.dataset.fs.open_input_file(path) as handle:
+            out += [(path, g) for g in range(pq.ParquetFile(handle).metadata.num_row_groups)]
+    return out
+
+
+# -- the worker side -------------------------------------------------------------------------------
+def _worker_chunks(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worker: int,
+                   workers: int) -> Iterator[tuple[str, _Chunk]]:
+    """("batch", rows) for each full batch of this worker's share, then ("tail", rows left)."""
+    schema, b = loader.schema, loader.batch_size
+    order = np.random.default_rng([loader.seed, epoch]).permutation(len(units)) if loader.shuffle \
+        else np.arange(len(units))
+    rng = np.random.default_rng([loader.seed, epoch, worker + 1]) if loader.shuffle else None
+    columns = [schema.label, *schema.dense_names, *schema.sparse_names]
+    buffer_rows = max(b, loader.buffer_rows // workers)
+    pending: list[_Chunk] = []
+
+    def emit(buf: _Chunk) -> Iterator[tuple[str, _Chunk]]:
+        """Full batches of `buf` (shuffled); the rows left over go back to `pending`."""
+        perm = rng.permutation(len(buf)) if rng is not None else None
+        full = len(buf) - len(buf) % b
+        for start in range(0, full, b):
+            yield "batch", _slice(buf, start, start + b) if perm is None else _take(buf, perm[start:start + b])
+        pending[:] = [_slice(buf, full, len(buf)) if perm is None else _take(buf, perm[full:])]
+
+    for i in order[worker::workers]:
+        path, group = units[int(i)]
+        with loader.dataset.fs.open_input_file(path) as handle:
+            table = pq.ParquetFile(handle, pre_buffer=False).read_row_group(group, columns=columns)
+        pending += [_chunk_from_arrow(rb, schema, path) for rb in table.combine_chunks().to_batches()]
+        if sum(len(c) for c in pending) >= buffer_rows:
+            yield from emit(_concat(pending))
+    if pending:
+        yield from emit(_concat(pending))
+    yield "tail", pending[0] if pending and len(pending[0]) else None
+
+
+def _write(ring: np.ndarray, offset: int, slot_bytes: int, batch: Batch) -> dict[str, Any] | None:
+    """Copy `batch` into the slot at `offset` of `ring` (uint8); its shape, or None if too big."""
+    s = batch.sparse
+    values, lengths = s.values().numpy(), s.lengths().numpy()
+    layout = _Layout(len(batch), batch.dense.shape[1], values.size, len(s.keys()))
+    if layout.end > slot_bytes:
+        return None
+    for start, array in ((layout.labels, batch.labels.numpy()), (layout.dense, batch.dense.numpy()),
+                         (layout.ids, values), (layout.lengths, lengths.astype(np.int32, copy=False))):
+        ring[offset + start:offset + start + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return {"rows": len(batch), "ids": int(values.size), "per_key": [int(n) for n in s.length_per_key()]}
+
+
+def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worker: int, workers: int,
+            ring: mmap.mmap, slots: int, slot_bytes: int, conn: Connection) -> None:
+    """Write this worker's batches into its ring; messages to the training process over `conn`,
+    which sends back the slots it is done with (and None to stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    view = np.frombuffer(ring, dtype=np.uint8)
+    free = list(range(slots))
+    try:
+        for kind, rows in _worker_chunks(loader, units, epoch, worker, workers):
+            if kind == "tail":
+                conn.send(("tail", rows))
+                continue
+            batch = _to_batch(rows, loader.schema)
+            while not free or conn.poll():
+                slot = conn.recv()
+                if slot is None:
+                    return
+                free.append(slot)
+            slot = free.pop()
+            shape = _write(view, slot * slot_bytes, slot_bytes, batch)
+            if shape is None:  # larger than a slot: through the pipe
+                free.append(slot)
+                conn.send(("rows", rows))
+            else:
+                conn.send(("batch", slot, shape))
+        conn.send(("done",))
+    except (BrokenPipeError, EOFError):
+        return  # the training process closed the epoch
+    except BaseException as exc:  # noqa: BLE001 - raised as itself in the training process
+        conn.send(("error", exc))
+
+
+# -- the training side -----------------------------------------------------------------------------
+class WorkerLoader:
+    """Epochs of `loader` made by `workers` processes, handed out on `device` (see the module
+    doc): `epoch(k)` yields device batches; `close()` frees the rings. `depth` slots per worker
+    (batches ready ahead). Not thread-safe; one epoch at a time."""
+
+    def __init__(self, loader: BatchLoader, workers: int, device: torch.device, depth: int = 8) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers=}")
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth=}")
+        self.loader, self.workers, self.device, self.depth = loader, workers, torch.device(device), depth
+        self.units = _units(loader)
+        self.slot_bytes = _slot_bytes(loader)
+        self.rings = [mmap.mmap(-1, depth * self.slot_bytes) for _ in range(workers)]
+        self.bases = [torch.frombuffer(ring, dtype=torch.uint8) for ring in self.rings]
+        self.pinned = self.device.type == "cuda"
+        if self.pinned:
+            for base in self.bases:
+                torch.cuda.cudart().cudaHostRegister(base.data_ptr(), base.numel(), 0)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def close(self) -> None:
+        if self.pinned:
+            for base in self.bases:
+                torch.cuda.cudart().cudaHostUnregister(base.data_ptr())
+            self.pinned = False
+        self.bases = []
+        for ring in self.rings:
+            ring.close()
+        self.rings = []
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        ctx = mp.get_context("fork")  # the rings are shared with the workers by inheritance
+        pipes = [ctx.Pipe() for _ in range(self.workers)]
+        procs = [ctx.Process(target=_worker, name=f"rankitect-loader-{w}", daemon=True,
+                             args=(self.loader, self.units, epoch, w, self.workers, self.rings[w], self.depth,
+                                   self.slot_bytes, pipes[w][1]))
+                 for w in range(self.workers)]
+        for p in procs:
+            p.start()
+        for _, child in pipes:
+            child.close()
+        conns = [mine for mine, _ in pipes]
+        try:
+            yield from _Epoch(self, procs, conns).batches()
+        finally:
+            for conn in conns:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+            for p in procs:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
+            for conn in conns:
+                conn.close()
+
+
+class _Epoch:
+    """One epoch's hand-out: workers in turn, each batch one copy to the device on a side
+    stream, slots given back once their copies are done (copies end in the order issued)."""
+
+    def __init__(self, owner: WorkerLoader, procs: list[Any], conns: list[Connection]) -> None:
+        self.owner, self.procs, self.conns = owner, procs, conns
+        self.schema = owner.loader.schema
+        self.cuda = owner.device.type == "cuda"
+        self.copier = torch.cuda.Stream(owner.device) if self.cuda else None
+        self.in_flight: deque[tuple[Any, int, int]] = deque()  # (copy done event, worker, slot)
+        self.held = [0] * len(conns)  # slots of each worker not yet given back
+        # one event per slot, reused: a slot's copy is done before the slot is written again
+        self.events = [[torch.cuda.Event() for _ in range(owner.depth)] for _ in conns] if self.cuda else []
+        self.compute = torch.cuda.current_stream(owner.device) if self.cuda else None
+
+    def batches(self) -> Iterator[Batch]:
+        tails: dict[int, _Chunk | None] = {}
+        active = list(range(len(self.conns)))
+        turn = 0
+        ahead: tuple[Batch, Any] | None = None  # the next batch and its copy's event: it copies
+        while active:                            # while the caller computes on the one before
+            w = active[turn % len(active)]
+            msg = self._receive(w)
+            if msg[0] == "error":
+                raise msg[1]
+            if msg[0] == "tail":
+                tails[w] = msg[1]
+                continue
+            if msg[0] == "done":
+                active.remove(w)
+                continue
+            turn += 1
+            batch = self._from_slot(w, msg[1], msg[2]) if msg[0] == "batch" \
+                else self._from_host(_to_batch(msg[1], self.schema))
+            if ahead is not None:
+                yield self._ready(*ahead)
+            ahead = batch
+        rest = [c for _, c in sorted(tails.items()) if c is not None]
+        if rest:
+            buf, b = _concat(rest), self.owner.loader.batch_size
+            for start in range(0, len(buf), b):
+                if start + b > len(buf) and self.owner.loader.drop_last:
+                    break
+                batch = self._from_host(_to_batch(_slice(buf, start, min(start + b, len(buf))), self.schema))
+                if ahead is not None:
+                    yield self._ready(*ahead)
+                ahead = batch
+        if ahead is not None:
+            yield self._ready(*ahead)
+
+    def _ready(self, batch: Batch, copied: Any) -> Batch:
+        """`batch` as handed out: the compute stream waits for its copy from here on (not for
+        the copy of the batch after it, issued already)."""
+        if copied is not None:
+            self.compute.wait_event(copied)
+        return batch
+
+    def _receive(self, w: int) -> Any:
+        """The next message of worker w, giving back the slots whose copies are done first (and
+        waiting for copies when all of w's slots are out: it may be blocked on them)."""
+        self._give_back(wait_for=w if self.held[w] >= self.owner.depth else None)
+        conn, proc = self.conns[w], self.procs[w]
+        while not conn.poll(POLL_S):
+            if not proc.is_alive():
+                raise RuntimeError(f"loader worker {w} (pid {proc.pid}) died with exit code {proc.exitcode}")
+        return conn.recv()
+
+    def _send(self, w: int, slot: int) -> None:
+        """A slot back to worker w; one that has finished its share and left needs none."""
+        try:
+            self.conns[w].send(slot)
+        except OSError:
+            pass
+
+    def _give_back(self, wait_for: int | None) -> None:
+        while self.in_flight:
+            done, w, slot = self.in_flight[0]
+            if not done.query():
+                if wait_for is None or self.held[wait_for] < self.owner.depth:
+                    return
+                done.synchronize()
+            self.in_flight.popleft()
+            self._send(w, slot)
+            self.held[w] -= 1
+
+    def _from_slot(self, w: int, slot: int, shape: dict[str, Any]) -> tuple[Batch, Any]:
+        """The batch in worker w's `slot`, its copy to the device issued, and the copy's event."""
+        rows, ids = shape["rows"], shape["ids"]
+        layout = _Layout(rows, self.schema.num_dense, ids, self.schema.num_sparse)
+        start = slot * self.owner.slot_bytes
+        host = self.owner.bases[w][start:start + layout.end]
+        done = None
+        if not self.cuda:
+            data = host.clone()
+            self._send(w, slot)
+        else:
+            self.held[w] += 1
+            done = self.events[w][slot]
+            with torch.cuda.stream(self.copier):
+                data = torch.empty(layout.end, dtype=torch.uint8, device=self.owner.device)
+                data.copy_(host, non_blocking=True)
+                done.record(self.copier)
+            data.record_stream(self.compute)
+            self.in_flight.append((done, w, slot))
+        return _batch_of(data, layout, rows, self.schema.num_dense, ids, shape["per_key"],
+                         self.schema.sparse_names), done
+
+    def _from_host(self, host: Batch) -> tuple[Batch, Any]:
+        """A batch that came through the pipe (larger than a slot, or the epoch's tail)."""
+        if not self.cuda:
+            return host, None
+        with torch.cuda.stream(self.copier):
+            batch = host.to(self.owner.device, non_blocking=False)
+            done = torch.cuda.Event()
+            done.record(self.copier)
+        batch.record_stream(self.compute)
+        return batch, done
+
+
+def _batch_of(data: torch.Tensor, layout: _Layout, rows: int, dense: int, ids: int, per_key: list[int],
+              keys: list[str]) -> Batch:
+    """The Batch whose tensors are views of `data` (one slot's bytes, on any device)."""
+    def part(start: int, count: int, dtype: torch.dtype) -> torch.Tensor:
+        return data[start:start + count * dtype.itemsize].view(dtype)
+
+    sparse = KeyedJaggedTensor(keys=keys, values=part(layout.ids, ids, torch.int64),
+                               lengths=part(layout.lengths, rows * len(keys), torch.int32), stride=rows,
+                               length_per_key=per_key)
+    return Batch(dense=part(layout.dense, rows * dense, torch.float32).view(rows, dense), sparse=sparse,
+                 labels=part(layout.labels, rows, torch.float32))

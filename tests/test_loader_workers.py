@@ -1,0 +1,84 @@
+"""Training batches from worker processes: every row once, whole epochs, same seed same batches,
+errors raised as themselves, and a run on them that resumes to the model of a straight run."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rankitect.data.dataset import Dataset
+from rankitect.data.loader import BatchLoader
+from rankitect.data.loader_workers import WorkerLoader, default_workers
+from rankitect.errors import DataError
+from rankitect.train import TrainConfig, Trainer
+from rankitect.train.trainer import TrainingInterrupted, training_model
+from search_spaces import baseline
+from tests.helpers import tiny_synth
+from tests.test_loader import _copy, _edit_schema, _expected_rows, _rows
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Dataset:
+    """Three days (one parquet row group each) with a list column."""
+    return Dataset.open(str(tiny_synth(tmp_path_factory.mktemp("w") / "ds", days=3, rows_per_day=700)))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [128, 250])
+def test_every_row_once_in_whole_epochs_and_the_same_seed_gives_the_same_batches(synth, workers, batch_size) -> None:
+    loader = BatchLoader(synth, synth.dates, batch_size, shuffle=True, seed=4, buffer_rows=batch_size)
+    made = WorkerLoader(loader, workers, torch.device("cpu"), depth=2)
+    try:
+        first, again, other = list(made.epoch(1)), list(made.epoch(1)), list(made.epoch(2))
+    finally:
+        made.close()
+    stored = pa.concat_tables(pq.read_table(f) for f in synth.files_of(synth.dates))
+    keys = synth.schema.sparse_names
+    assert sorted(_rows(first, keys)) == sorted(_expected_rows(stored, synth))
+    assert [len(b) for b in first] == [batch_size] * (len(loader) - 1) + [2100 - batch_size * (len(loader) - 1)]
+    assert _rows(first, keys) == _rows(again, keys) and _rows(first, keys) != _rows(other, keys)
+    assert all(b.sparse.keys() == keys for b in first)
+
+
+def test_a_worker_error_is_raised_as_itself(synth, tmp_path) -> None:
+    path = _copy(synth.uri, tmp_path)
+    _edit_schema(path, lambda raw: raw["sparse"][0].update(hash_size=5))
+    ds = Dataset.open(str(path))
+    made = WorkerLoader(BatchLoader(ds, ds.dates, 100, shuffle=True), 2, torch.device("cpu"), depth=2)
+    try:
+        with pytest.raises(DataError, match="column 'C1' holds id .* outside \\[0, 5\\)"):
+            list(made.epoch(0))
+    finally:
+        made.close()
+
+
+def test_workers_by_default_on_cuda_only() -> None:
+    assert default_workers(-1, torch.device("cpu")) == 0
+    assert 1 <= default_workers(-1, torch.device("cuda")) <= 4
+    assert default_workers(2, torch.device("cpu")) == 2
+
+
+def test_training_on_worker_batches_resumes_to_the_straight_run(synth, tmp_path) -> None:
+    config = TrainConfig(epochs=2, batch_size=128, lr=3e-3, checkpoint_every=5, shuffle_buffer=1000, loader_workers=2)
+
+    def trainer(run, on_step=None) -> Trainer:
+        torch.manual_seed(0)
+        arch = baseline("dlrm", synth.schema)
+        return Trainer(training_model(arch, synth.schema, config), synth, synth.dates[:2], config, run_dir=run,
+                       progress=False, on_step=on_step)
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "cut").mkdir()
+    full = trainer(tmp_path / "full")
+    stats = full.fit()
+    assert stats.steps == 2 * len(full.loader)
+    cut = trainer(tmp_path / "cut", on_step=lambda step, loss: (_ for _ in ()).throw(KeyboardInterrupt)
+                  if step == 7 else None)
+    with pytest.raises(TrainingInterrupted):
+        cut.fit()
+    resumed = trainer(tmp_path / "cut")
+    resumed.fit(resume=True)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
