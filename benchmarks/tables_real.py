@@ -1,7 +1,9 @@
 """Sections (c), (d) and (e) of bench_tables: what a user's commands cost on real-size tables.
 
-Every run is the `rankitect` command a user types, in a child process, so that its peak RSS
-(`os.wait4`'s ru_maxrss of that child), wall time and the bytes it leaves on disk are its own.
+Every run is the `rankitect` command a user types, in a child process, so that its peak RSS,
+wall time and the bytes it leaves on disk are its own. The peak RSS is the child's VmHWM, read
+by the child itself as it ends: getrusage's ru_maxrss would also count the pages the child
+shared with this (large) process between fork and exec.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import yaml
 
 ADULT_DENSE = "age,fnlwgt,educational_num,capital_gain,capital_loss,hours_per_week"
 ADULT_SPARSE = "workclass,education,marital_status,occupation,relationship,race,gender,native_country"
-CLI = [sys.executable, "-m", "launcher.cli"]
+PEAK = "rankitect-bench-peak-rss-kb"
+# `rankitect ARGS`, then the process's own peak RSS (VmHWM: this program's, since its exec).
+CLI = [sys.executable, "-c", "import sys\nfrom launcher.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+       "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+       f"    print('{PEAK}', hwm, file=sys.stderr)\nsys.exit(code)"]
 
 
 @dataclass(frozen=True)
@@ -35,12 +41,11 @@ def run_cli(args: list[str], cwd: Path | None = None) -> Ran:
     started = time.perf_counter()
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    output = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    output, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"rankitect {' '.join(args)} exited {proc.returncode}:\n{output[-3000:]}")
-    return Ran(time.perf_counter() - started, usage.ru_maxrss / 1024, output)
+    peak = [line.split()[1] for line in output.splitlines() if line.startswith(PEAK)]
+    return Ran(time.perf_counter() - started, int(peak[-1]) / 1024 if peak else float("nan"), output)
 
 
 def disk_bytes(path: Path) -> int:

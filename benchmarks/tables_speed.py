@@ -27,6 +27,7 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from benchmarks.gpu_timing import rates
+from rankitect.arch.graph import Architecture
 from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.blocks.fused_tables import TableOptimizer
 from rankitect.data.dataset import Dataset
@@ -139,8 +140,10 @@ def dlrm_speed(work: Path, rows: int = 100_000, data_rows: int = 60_000, rounds:
     batches = list(BatchLoader(ds, ds.dates, BATCH, drop_last=True))
     schema, cpu = ds.schema, torch.device("cpu")
     config = TrainConfig(embedding_lr=TABLE_LR, lr=DENSE_LR)
-    torch.manual_seed(0)
-    ours = training_model(baseline("dlrm", schema), schema, config)
+    torch.manual_seed(0)  # tables of hash_size rows: both models see the same ids (no remap)
+    arch = Architecture.from_dict({**baseline("dlrm", schema).to_dict(),
+                                   "embedding": {"rows": {c.name: c.hash_size for c in schema.sparse}}})
+    ours = training_model(arch, schema, config)
     table_rows = ours.embedding.rows
     torch.manual_seed(0)
     theirs = torchrec_fused_dlrm(schema, table_rows, schema.embedding_dim, (64,), (128, 64))

@@ -105,8 +105,10 @@ class Trainer:
     checkpoint and raises TrainingInterrupted. `on_epoch(epochs_done)` runs after each epoch
     but the last; returning True stops training there (pruning). Not thread-safe.
 
-    On CUDA the loader pins batches in its thread, the next batch is copied to the GPU on a
-    side stream while the current step runs (`to_device`), and the loss is read back every
+    On CUDA the batches are made by `config.loader_workers` processes into pinned shared memory
+    (rankitect.data.loader_workers; with 0, by the loader's thread, pinned there), the next
+    batch is copied to the GPU on a side stream while the current step runs, and the loss is
+    read back every
     LOSS_SYNC_EVERY steps rather than every step (so the CPU queues steps ahead of the GPU),
     unless `on_step` wants each step's loss; a non-finite loss is then reported at its step,
     up to LOSS_SYNC_EVERY steps later. `config.precision` "bf16" runs the forward pass under
