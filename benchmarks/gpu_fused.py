@@ -7,8 +7,9 @@
   kernel per sharding group, Adam on the dense part), with the same tables, the same MLPs and
   the same batches already on the device; the old path (tables as dense parameters of Adam)
   for reference. Target: registry / DMP >= 0.95.
-- The Trainer end to end (loader thread, pinned batches, overlapped copies, loss read every 20
-  steps) against the same model stepping over batches already on the device. Target >= 0.9.
+- The Trainer end to end (batches from the loader's worker processes or its thread, overlapped
+  copies, the loss read every LOSS_SYNC_EVERY steps) against the same model stepping over
+  batches already on the device. Target >= 0.9.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from rankitect.blocks.fused_tables import TableOptimizer
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader
 from rankitect.data.synth import SynthConfig, generate
+from rankitect.data.synth_profiles import ZipfSampler
 from rankitect.schema import Schema, SparseColumn
 from rankitect.train.config import TrainConfig
 from rankitect.train.optimizers import model_optimizer
@@ -49,13 +50,11 @@ def zipf_batches(rows: int, n: int, batch: int = BATCH, seed: int = 0, hash_size
     table's rows, shuffled into ids (so hot rows are spread), in [0, hash_size or rows)."""
     rng = np.random.default_rng(seed)
     space = hash_size or rows
-    ranks = np.arange(1, space + 1, dtype=np.float64)
-    cdf = np.cumsum(ranks ** -1.05)
-    cdf /= cdf[-1]
+    zipf = ZipfSampler(1.05)
     perm = rng.permutation(space)
     out = []
     for _ in range(n):
-        ids = perm[np.minimum(np.searchsorted(cdf, rng.random(TABLES * batch)), space - 1)]
+        ids = perm[zipf.draw(rng, space, TABLES * batch)]
         out.append(KeyedJaggedTensor(keys=[f"f{i}" for i in range(TABLES)], values=torch.from_numpy(ids),
                                      lengths=torch.ones(TABLES * batch, dtype=torch.int64), stride=batch))
     return out

@@ -40,7 +40,7 @@ class SparseColumn:
     or "fnv1a64" (see rankitect.data.hashing). `avg_len` is the mean number of ids per row.
     `distinct` is the number of distinct non-missing ids the import saw (exact up to 65,536,
     a sketch's estimate above: rankitect.data.distinct); None for datasets written before it
-    was counted. A model's table for the column gets its rows from it (rankitect.tables).
+    was counted. A model's table for the column gets its rows from it (rankitect.blocks.table_rows).
     """
 
     name: str

@@ -3,6 +3,12 @@ errors raised as themselves, and a run on them that resumes to the model of a st
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +21,7 @@ from rankitect.errors import DataError
 from rankitect.train import TrainConfig, Trainer
 from rankitect.train.trainer import TrainingInterrupted, training_model
 from search_spaces import baseline
+from tests.conftest import _alive, wait_until
 from tests.helpers import tiny_synth
 from tests.test_loader import _copy, _edit_schema, _expected_rows, _rows
 
@@ -82,3 +89,45 @@ def test_training_on_worker_batches_resumes_to_the_straight_run(synth, tmp_path)
     resumed.fit(resume=True)
     for key, value in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_worker_that_dies_is_a_runtime_error(synth) -> None:
+    loader = BatchLoader(synth, synth.dates, 100, shuffle=True, seed=1, buffer_rows=100)
+    made = WorkerLoader(loader, 2, torch.device("cpu"), depth=2)
+    batches = made.epoch(0)
+    try:
+        next(batches)  # both workers run, each then waits with its 2 slots full
+        workers = [p for p in mp.active_children() if p.name.startswith("rankitect-loader-")]
+        assert len(workers) == 2
+        os.kill(workers[1].pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"loader worker 1 \(pid \d+\) ended before its share of the epoch "
+                                               r"\(exit code -9\)"):
+            list(batches)
+    finally:
+        batches.close()
+        made.close()
+
+
+CHILD = """
+import sys, time, torch
+from rankitect.data.dataset import Dataset
+from rankitect.data.loader import BatchLoader
+from rankitect.data.loader_workers import WorkerLoader
+import multiprocessing as mp
+ds = Dataset.open(sys.argv[1])
+batches = WorkerLoader(BatchLoader(ds, ds.dates, 100, shuffle=True), 2, torch.device("cpu"), depth=2).epoch(0)
+next(batches)
+print(*[p.pid for p in mp.active_children()], flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_die_with_a_killed_training_process(synth) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, synth.uri], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_until(lambda: not any(_alive(pid) for pid in pids), seconds=30, what="the loader workers ended")

@@ -65,6 +65,7 @@ def test_defaults_fill_in(data) -> None:
         ({"train__embedding_optimizer": "adam"}, "train.embedding_optimizer: must be one of rowwise_adagrad, "
                                                  "adagrad, sgd, dense on train.device='cpu'"),
         ({"train__embedding_lr": 0}, "train.embedding_lr: must be > 0, got 0"),
+        ({"train__loader_workers": -2}, "train.loader_workers: must be >= 0, or -1 (auto), got -2"),
     ],
 )
 def test_shape_errors_name_the_key(data, raw_change, message: str) -> None:

@@ -254,3 +254,36 @@ def test_gumbel_sampling_follows_the_torch_seed() -> None:
         plain = mixed(dense, kjt)
     assert torch.equal(first, again)
     assert not torch.equal(first, other) and not torch.equal(first, plain)
+
+
+def test_supernets_train_on_fused_tables_and_an_architecture_step_leaves_them_alone() -> None:
+    """The weights optimizer of a DNAS supernet fuses its tables; a step with the lookup frozen
+    (an alternating DNAS step that trains the architecture logits only) moves the logits and not
+    a table row, while an unfrozen one moves the rows it looked up."""
+    from rankitect.blocks.fused_tables import FusedTables
+    from rankitect.train import TrainConfig
+    from rankitect.train.optimizers import model_optimizer, tables_frozen
+
+    schema, space = _setup("dense_multi")
+    mixed = space.mixed_supernet()
+    weights = model_optimizer(mixed, TrainConfig(), torch.device("cpu"), exclude=list(mixed.arch_parameters()))
+    assert isinstance(mixed.embedding.ebc, FusedTables) and "tables" in weights.parts
+    assert not {id(p) for p in mixed.arch_parameters()} & {id(p) for g in weights.param_groups for p in g["params"]}
+    arch = torch.optim.Adam(list(mixed.arch_parameters()), lr=0.1)
+    dense, kjt = _batch(schema)
+
+    def tables() -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in mixed.state_dict().items() if "embedding_bags" in k}
+
+    before, logits = tables(), [p.detach().clone() for p in mixed.arch_parameters()]
+    with tables_frozen(mixed):
+        loss = mixed(dense, kjt).sum() + 1e-6 * mixed.expected_flops()
+    weights.zero_grad()
+    arch.zero_grad()
+    loss.backward()
+    arch.step()
+    assert all(torch.equal(v, before[k]) for k, v in tables().items())
+    assert any(not torch.equal(p, q) for p, q in zip(mixed.arch_parameters(), logits))
+    weights.zero_grad()
+    mixed(dense, kjt).sum().backward()
+    assert any(not torch.equal(v, before[k]) for k, v in tables().items())

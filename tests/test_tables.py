@@ -233,6 +233,11 @@ def test_train_table_rows_flag_and_its_mistakes(tmp_path: Path, capsys) -> None:
     assert main([*args, "--out", str(tmp_path / "bad"), "--table-rows", "0"]) == 2
     assert "--table-rows must be >= 2, got 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--loader-workers", "-5"]) == 2
+    assert "loader_workers=-5 is out of range" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "bad"), "--embedding-optimizer", "adam"]) == 2
+    assert "embedding_optimizer='adam' runs on CUDA only" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     bad_arch = tmp_path / "arch.json"
     bad_arch.write_text(json.dumps({**baseline("dlrm", schema).to_dict(), "embedding": {"rows": {"C99": 10}}}))
     assert main([*args[:4], str(bad_arch), *args[5:], "--out", str(tmp_path / "bad")]) == 2
@@ -265,3 +270,43 @@ def test_fused_sgd_trains_as_plain_tables_with_torch_sgd() -> None:
         (fused(kjt) - target).square().sum().backward()
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(fused.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_rowwise_adagrad_on_a_padded_width_steps_as_on_an_unpadded_one() -> None:
+    """E=6 lives in rows of 8 floats: the lr is scaled so that a step is the one of E=8 tables
+    whose 2 extra columns hold zeros and get no gradient, which is exactly rowwise Adagrad of
+    the 6 columns (its mean square over 6 values, not 8)."""
+    schema = _counted_schema()
+    kjt = random_kjt(schema, batch=16, seed=2)
+    torch.manual_seed(0)
+    six = EmbeddingModule(schema, 6, "sum", optimizer=TableOptimizer("rowwise_adagrad", lr=0.3))
+    start = {k: v.clone() for k, v in six.state_dict().items()}
+    six(kjt).square().sum().backward()
+    g = {}  # the step by hand: w -= lr * grad / (sqrt(mean over the row of grad^2) + eps)
+    plain = EmbeddingModule(schema, 6, "sum")
+    plain.load_state_dict(start)
+    plain(kjt).square().sum().backward()
+    for name, bag in plain.ebc.embedding_bags.items():
+        grad = bag.weight.grad
+        g[name] = start[f"ebc.embedding_bags.{name}.weight"] - 0.3 * grad / (
+            grad.square().mean(dim=1, keepdim=True).sqrt() + 1e-8)
+    assert six.ebc.width == 8
+    for name in g:
+        torch.testing.assert_close(six.state_dict()[f"ebc.embedding_bags.{name}.weight"], g[name],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_the_lr_schedule_reaches_the_tables(tmp_path: Path) -> None:
+    from rankitect.train import TrainConfig, Trainer
+    from rankitect.train.trainer import training_model
+
+    ds = Dataset.open(str(tiny_synth(tmp_path / "ds", days=2, rows_per_day=600)))
+    config = TrainConfig(epochs=1, batch_size=100, embedding_lr=0.2, lr_schedule="linear", checkpoint_every=0,
+                         shuffle_buffer=1000)
+    seen: list[float] = []
+    trainer = Trainer(training_model(baseline("dlrm", ds.schema), ds.schema, config), ds, ds.dates, config,
+                      progress=False, on_step=lambda step, loss: seen.append(kernel.get_learning_rate()))
+    kernel = trainer.model.embedding.ebc.kernel
+    trainer.fit()
+    steps = len(trainer.loader)
+    torch.testing.assert_close(seen, [0.2 * (1 - i / steps) for i in range(steps)], rtol=1e-6, atol=1e-7)

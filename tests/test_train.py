@@ -10,6 +10,7 @@ import signal
 import pytest
 import torch
 
+from rankitect.arch.graph import Architecture
 from rankitect.data.dataset import Dataset
 from rankitect.errors import ConfigError, UserError
 from rankitect.model import build_model
@@ -211,3 +212,57 @@ def test_embedding_optimizer_settings_are_checked() -> None:
         TrainConfig(embedding_optimizer="adam").check()
     with pytest.raises(ConfigError, match="embedding_lr=0.0 is out of range"):
         TrainConfig(embedding_lr=0.0).check()
+
+
+def _as_older_version(path, **config_changes) -> None:
+    """Rewrite a dense-tables checkpoint as the version before fused tables wrote it: a plain
+    torch optimizer state, and a config without the settings added since."""
+    state = torch.load(path, weights_only=True)
+    state["optimizer"] = state["optimizer"]["dense"]
+    for key in ("embedding_optimizer", "embedding_lr", "loader_workers"):
+        del state["config"][key]
+    for group in state["optimizer"]["param_groups"]:
+        del group["base_lr"]
+    state["config"].update({"sparse_embeddings": False, **config_changes})
+    torch.save(state, path)
+
+
+def test_a_checkpoint_of_the_version_before_fused_tables_resumes(dataset, tmp_path) -> None:
+    dense = dataclasses.replace(CONFIG, embedding_optimizer="dense")
+    (tmp_path / "full").mkdir()
+    full = _trainer(dataset, tmp_path / "full", config=dense)
+    full.fit()
+    (tmp_path / "cut").mkdir()
+    cut = _trainer(dataset, tmp_path / "cut", config=dense,
+                   on_step=lambda step, loss: (_ for _ in ()).throw(KeyboardInterrupt) if step == 13 else None)
+    with pytest.raises(TrainingInterrupted):
+        cut.fit()
+    _as_older_version(tmp_path / "cut" / "checkpoint.pt")
+    with pytest.raises(UserError, match="embedding_optimizer='dense' there, 'rowwise_adagrad' now"):
+        _trainer(dataset, tmp_path / "cut").fit(resume=True)  # its tables were dense parameters
+    resumed = _trainer(dataset, tmp_path / "cut", config=dense)
+    resumed.fit(resume=True)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+    _as_older_version(tmp_path / "full" / "checkpoint.pt", sparse_embeddings=True)
+    with pytest.raises(UserError, match=r"trained with sparse_embeddings=True \(row-sparse table gradients, which "
+                                        r"fused tables \(embedding_optimizer\) replaced\); .* start over with --force"):
+        _trainer(dataset, tmp_path / "full", config=dense).fit(resume=True)
+
+
+def test_resume_with_tables_of_other_sizes_is_a_clear_error(dataset, tmp_path) -> None:
+    (tmp_path / "r").mkdir()
+    _trainer(dataset, tmp_path / "r", config=dataclasses.replace(CONFIG, epochs=1)).fit()
+    arch = baseline("deepfm", dataset.schema)
+    smaller = Architecture.from_dict({**arch.to_dict(), "embedding": {"rows": 7}})
+    torch.manual_seed(0)
+    other = Trainer(build_model(smaller, dataset.schema), dataset, dataset.dates[:2],
+                    dataclasses.replace(CONFIG, epochs=1), run_dir=tmp_path / "r", progress=False)
+    with pytest.raises(UserError, match="was trained with another architecture"):
+        other.fit(resume=True)
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    state["arch"] = smaller.to_dict()  # the same architecture, its tables sized from other counts
+    torch.save(state, tmp_path / "r" / "checkpoint.pt")
+    with pytest.raises(UserError, match="weights do not fit the model built now .* other rows than the dataset"):
+        other.fit(resume=True)

@@ -17,8 +17,12 @@ kernel's storage, so `state_dict()` has torchrec's EmbeddingBagCollection's keys
 checkpoint loads into either form. The optimizer's state travels apart
 (`optimizer_state_dict`). The tables are built on their device and stay there. The kernel takes
 rows of a multiple of 4 floats: a width E that is not is padded with columns that stay zero
-(their gradient is zero), which only rowwise Adagrad notices (its mean square gradient of a
-row is taken over the padded width, as if its lr were sqrt(padded / E) times larger).
+(their gradient is zero). The rowwise forms average a row's squared gradient over the padded
+width, which would make their steps sqrt(padded / E) times larger: their learning rate is
+scaled by sqrt(E / padded) to take the steps of unpadded rows.
+
+fbgemm's Adam forms count their steps (bias correction) in every forward pass; a forward pass
+without grad (evaluation) leaves the count as it was.
 """
 
 from __future__ import annotations
@@ -114,6 +118,10 @@ class FusedTables(nn.Module):
             pooling_mode=_pooling_mode(pooling), device=device)
         self._kernel = [tbe]  # a list: not a child module, its own buffers stay out of state_dict()
         self.device, self.optimizer, self.names, self.dim = device, optimizer, list(names), dim
+        rowwise = optimizer.name in ("rowwise_adagrad", "rowwise_adam")
+        self._lr_scale = math.sqrt(dim / self.width) if rowwise else 1.0
+        self._counts_steps = optimizer.name in CUDA_ONLY_OPTIMIZERS
+        self.set_lr(optimizer.lr)
         self.embedding_bags = nn.ModuleDict()
         with torch.no_grad():
             for name, r, padded in zip(names, rows, tbe.split_embedding_weights()):
@@ -131,13 +139,21 @@ class FusedTables(nn.Module):
         return self._kernel[0]
 
     def forward(self, values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        pooled = self.kernel(indices=values, offsets=offsets)  # (B, F * width)
+        if self._counts_steps and not torch.is_grad_enabled():
+            counters = [t for t in (getattr(self.kernel, "iter", None), getattr(self.kernel, "iter_cpu", None))
+                        if isinstance(t, torch.Tensor)]
+            before = [t.clone() for t in counters]
+            pooled = self.kernel(indices=values, offsets=offsets)
+            for counter, value in zip(counters, before):
+                counter.copy_(value)
+        else:
+            pooled = self.kernel(indices=values, offsets=offsets)  # (B, F * width)
         if self.width == self.dim:
             return pooled
         return pooled.view(pooled.shape[0], -1, self.width)[:, :, :self.dim].reshape(pooled.shape[0], -1)
 
     def set_lr(self, lr: float) -> None:
-        self.kernel.set_learning_rate(lr)
+        self.kernel.set_learning_rate(lr * self._lr_scale)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "FusedTables":
         """`.to()`, `.cuda()`, `.double()` and the like: the kernel's storage cannot move, so a
@@ -154,7 +170,7 @@ class FusedTables(nn.Module):
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         """The optimizer's state: its name, and per table its state tensors (copies) and step."""
-        states = {name: [s.detach().clone() for s in table_states]
+        states = {name: [s.detach().to("cpu", copy=True) for s in table_states]
                   for name, table_states in zip(self.names, self._states())}
         return {"optimizer": self.optimizer.name, "states": states,
                 "iter": self.kernel.iter.detach().cpu().clone()}

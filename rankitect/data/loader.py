@@ -221,22 +221,34 @@ class BatchLoader:
             yield from self._emit(_concat(pending), rng, final=True)
 
     def _emit(self, buf: _Chunk, rng: np.random.Generator | None, final: bool):
-        """Yield full batches of `buf` (shuffled: batch k holds rows perm[k*B:(k+1)*B] of a
-        permutation, gathered batch by batch, so no permuted copy of the buffer is made and no
-        batch waits for one); return the rows left over."""
-        n, b = len(buf), self.batch_size
-        perm = rng.permutation(n) if rng is not None else None
+        """Yield the batches of `buf` (see `batch_rows`); return the rows left over."""
+        rows = batch_rows(buf, self.batch_size, rng, final, self.drop_last)
+        while True:
+            try:
+                yield _to_batch(next(rows), self.schema)
+            except StopIteration as done:
+                return done.value
 
-        def rows(start: int, end: int) -> _Chunk:
-            return _slice(buf, start, end) if perm is None else _take(buf, perm[start:end])
 
-        stop = n if final else n - n % b
-        for start in range(0, stop, b):
-            end = min(start + b, n)
-            if end - start < b and self.drop_last:
-                break
-            yield _to_batch(rows(start, end), self.schema)
-        return rows(stop, n)
+def batch_rows(buf: _Chunk, batch_size: int, rng: np.random.Generator | None, final: bool,
+               drop_last: bool = False):
+    """Yield the rows of each full batch of `buf` (with `final`, also of a last partial one,
+    unless `drop_last`); return the rows left over. Shuffled (`rng`): batch k holds rows
+    perm[k*B:(k+1)*B] of one permutation, gathered batch by batch, so no permuted copy of the
+    buffer is made and no batch waits for one."""
+    n, b = len(buf), batch_size
+    perm = rng.permutation(n) if rng is not None else None
+
+    def rows(start: int, end: int) -> _Chunk:
+        return _slice(buf, start, end) if perm is None else _take(buf, perm[start:end])
+
+    stop = n if final else n - n % b
+    for start in range(0, stop, b):
+        end = min(start + b, n)
+        if end - start < b and drop_last:
+            break
+        yield rows(start, end)
+    return rows(stop, n)
 
 
 _DONE = object()

@@ -16,11 +16,15 @@ the training loop does. `WorkerLoader` makes them in `workers` forked processes 
   in-process loader's (other shuffle), as they differ between numbers of workers.
 - A slot goes back to its worker once the copy that read it is done (a CUDA event). A worker's
   error (bad data) is raised in the training process as itself; a worker that dies is a
-  RuntimeError; workers ignore Ctrl-C, which the training process handles by closing the epoch.
+  RuntimeError; workers ignore Ctrl-C, which the training process handles by closing the epoch,
+  and die with it when it is killed (Linux's parent-death signal).
+- Workers are forked, as torch's DataLoader forks its workers: they run numpy and pyarrow only,
+  never CUDA, and inherit the rings.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import mmap
 import multiprocessing as mp
@@ -37,18 +41,36 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.data.batch import Batch
-from rankitect.data.loader import BatchLoader, _Chunk, _chunk_from_arrow, _concat, _slice, _take, _to_batch
+from rankitect.data.loader import (
+    BatchLoader,
+    _Chunk,
+    _chunk_from_arrow,
+    _concat,
+    _slice,
+    _to_batch,
+    batch_rows,
+)
 
 ALIGN = 64
 POLL_S = 0.2
+PR_SET_PDEATHSIG = 1
+# Looked up here, before any fork: a forked child only calls it (no dynamic loading after fork).
+try:
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: workers end when they find their pipe closed
+    _PRCTL = None
 
 
 def default_workers(setting: int, device: torch.device) -> int:
-    """Worker processes of a training loader: `setting`, or with -1 (auto) up to 4 on CUDA,
-    keeping half the CPUs for the training process, and none on CPU (the cores train there)."""
+    """Worker processes of a training loader: `setting`, or with -1 (auto) on CUDA up to 4 and
+    at most half the CPUs this process may run on (at least 1), and none on CPU (the cores
+    train there)."""
     if setting >= 0:
         return setting
-    return min(4, max(1, (os.cpu_count() or 2) // 2)) if device.type == "cuda" else 0
+    if device.type != "cuda":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return min(4, max(1, cpus // 2))
 
 
 def _aligned(n: int) -> int:
@@ -97,11 +119,13 @@ def _worker_chunks(loader: BatchLoader, units: list[tuple[str, int]], epoch: int
 
     def emit(buf: _Chunk) -> Iterator[tuple[str, _Chunk]]:
         """Full batches of `buf` (shuffled); the rows left over go back to `pending`."""
-        perm = rng.permutation(len(buf)) if rng is not None else None
-        full = len(buf) - len(buf) % b
-        for start in range(0, full, b):
-            yield "batch", _slice(buf, start, start + b) if perm is None else _take(buf, perm[start:start + b])
-        pending[:] = [_slice(buf, full, len(buf)) if perm is None else _take(buf, perm[full:])]
+        rows = batch_rows(buf, b, rng, final=False)
+        while True:
+            try:
+                yield "batch", next(rows)
+            except StopIteration as done:
+                pending[:] = [done.value]
+                return
 
     for i in order[worker::workers]:
         path, group = units[int(i)]
@@ -129,10 +153,18 @@ def _write(ring: np.ndarray, offset: int, slot_bytes: int, batch: Batch) -> dict
 
 
 def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worker: int, workers: int,
-            ring: mmap.mmap, slots: int, slot_bytes: int, conn: Connection) -> None:
+            ring: mmap.mmap, slots: int, slot_bytes: int, conn: Connection, parent: int,
+            inherited: list[Connection]) -> None:
     """Write this worker's batches into its ring; messages to the training process over `conn`,
-    which sends back the slots it is done with (and None to stop)."""
+    which sends back the slots it is done with (and None to stop). `inherited`: the other pipe
+    ends this fork holds, closed here (a pipe reads as closed only once nobody else holds it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for other in inherited:
+        other.close()
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the training process died before the signal was set
+        return
     view = np.frombuffer(ring, dtype=np.uint8)
     free = list(range(slots))
     try:
@@ -197,9 +229,11 @@ class WorkerLoader:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         ctx = mp.get_context("fork")  # the rings are shared with the workers by inheritance
         pipes = [ctx.Pipe() for _ in range(self.workers)]
+        ends = [end for pipe in pipes for end in pipe]
         procs = [ctx.Process(target=_worker, name=f"rankitect-loader-{w}", daemon=True,
                              args=(self.loader, self.units, epoch, w, self.workers, self.rings[w], self.depth,
-                                   self.slot_bytes, pipes[w][1]))
+                                   self.slot_bytes, pipes[w][1], os.getpid(),
+                                   [end for end in ends if end is not pipes[w][1]]))
                  for w in range(self.workers)]
         for p in procs:
             p.start()
@@ -285,10 +319,17 @@ class _Epoch:
         waiting for copies when all of w's slots are out: it may be blocked on them)."""
         self._give_back(wait_for=w if self.held[w] >= self.owner.depth else None)
         conn, proc = self.conns[w], self.procs[w]
-        while not conn.poll(POLL_S):
-            if not proc.is_alive():
-                raise RuntimeError(f"loader worker {w} (pid {proc.pid}) died with exit code {proc.exitcode}")
-        return conn.recv()
+        while True:
+            try:
+                if conn.poll(POLL_S):
+                    return conn.recv()
+            except (EOFError, OSError):
+                break
+            if not proc.is_alive() and not conn.poll(0):  # gone, and nothing it sent is left
+                break
+        proc.join(timeout=5)
+        raise RuntimeError(f"loader worker {w} (pid {proc.pid}) ended before its share of the epoch "
+                           f"(exit code {proc.exitcode})")
 
     def _send(self, w: int, slot: int) -> None:
         """A slot back to worker w; one that has finished its share and left needs none."""

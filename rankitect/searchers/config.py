@@ -80,6 +80,7 @@ class TrainSection:
     gpus_per_trial: float = 0.0
     embedding_optimizer: str = "rowwise_adagrad"  # the tables' (TrainConfig.embedding_optimizer)
     embedding_lr: float = 0.05
+    loader_workers: int = -1  # TrainConfig.loader_workers: on CUDA, processes making a trial's batches
 
     def check(self) -> None:
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
@@ -100,6 +101,7 @@ class TrainSection:
                  f"{' and '.join(CUDA_ONLY_OPTIMIZERS)} on CUDA only)")
         _require(self.embedding_lr > 0 and math.isfinite(self.embedding_lr), "train.embedding_lr",
                  self.embedding_lr, "> 0")
+        _require(self.loader_workers >= -1, "train.loader_workers", self.loader_workers, ">= 0, or -1 (auto)")
 
     def train_config(self, seed: int) -> TrainConfig:
         """Settings of one training run (checkpoints only at epoch ends)."""
@@ -107,6 +109,7 @@ class TrainSection:
                            optimizer=self.optimizer, lr_schedule=self.lr_schedule,
                            weight_decay=self.weight_decay, seed=seed, device=self.device,
                            embedding_optimizer=self.embedding_optimizer, embedding_lr=self.embedding_lr,
+                           loader_workers=self.loader_workers,
                            shuffle_buffer=max(TrainConfig().shuffle_buffer, self.batch_size),
                            checkpoint_every=0)
 

@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rankitect.arch.graph import Architecture
+from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.cost import cost_of
 from rankitect.data.dataset import Dataset
 from rankitect.errors import ArchitectureError, ConfigError, UserError
@@ -86,10 +87,16 @@ def plan_search(config: SearchConfig, out: Path) -> Plan:
             raise ConfigError(f"data.{b}: overlaps data.{a} on {overlap}")
     space = make_space(config.space.name, dataset.schema, config.space.options)
     searcher_options(config.searcher.name, config.searcher.options, config.directions)
-    if searcher_class(config.searcher.name).needs_supernet and not space.has_supernets():
+    needs_supernet = searcher_class(config.searcher.name).needs_supernet
+    if needs_supernet and not space.has_supernets():
         with_supernets = [n for n in space_names() if get_space(n).has_supernets()]
         raise ConfigError(f"searcher.name: {config.searcher.name!r} needs a space that builds supernets; "
                           f"space {space.name!r} does not (spaces that do: {with_supernets})")
+    trains_supernet = needs_supernet or (space.has_supernets() and config.searcher.options.get("warmup_steps", 0))
+    if trains_supernet and config.train.embedding_optimizer in CUDA_ONLY_OPTIMIZERS:
+        raise ConfigError(f"train.embedding_optimizer: {config.train.embedding_optimizer!r} runs on CUDA only, and "
+                          f"searcher {config.searcher.name!r} trains supernets on CPU; use rowwise_adagrad, "
+                          f"adagrad, sgd or dense")
     baselines = {}
     for i, name in enumerate(config.baselines):
         arch = resolve_architecture(name, dataset.schema, field=f"baselines[{i}]")

@@ -151,6 +151,7 @@ def _train_and_score(spec: TrialSpec, out: Path, outcome: TrialOutcome) -> None:
     outcome.intermediate[trainer.epochs_done] = getattr(overall, spec.prune_metric)
     batch = next(iter(BatchLoader(dataset, valid, spec.latency_batch, prefetch=0))).to(trainer.device)
     common = {"flops_per_example": cost.flops, "params": cost.params, "embedding_params": cost.embedding_params,
+              "embedding_training": trainer.embedding_training,
               "examples_per_second": stats.examples_per_second, "train_seconds": stats.seconds,
               "train_dates": list(spec.train_dates), "epochs_trained": trainer.epochs_done,
               "latency": measure_latency(trainer.model, batch)}

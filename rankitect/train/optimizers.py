@@ -77,8 +77,11 @@ class SplitOptimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if set(state) != set(self.parts):
             raise ValueError(f"optimizer state holds {sorted(state)}, this optimizer has {sorted(self.parts)}")
+        base = [group["base_lr"] for group in self.param_groups]  # a state of an older version has none
         for name, part in self.parts.items():
             part.load_state_dict(state[name])
+        for group, lr in zip(self.param_groups, base):
+            group["base_lr"] = lr
 
 
 def table_optimizer(cfg: TrainConfig, device: torch.device) -> TableOptimizer | None:
@@ -114,6 +117,17 @@ def tables_frozen(model: nn.Module, frozen: bool = True) -> Iterator[None]:
     finally:
         for embedding in embeddings:
             embedding.frozen = False
+
+
+def embedding_training(model: nn.Module, cfg: TrainConfig) -> str:
+    """How `model`'s tables train, for metrics.json: "fused rowwise_adagrad, lr 0.05", "dense
+    parameters of adam" (asked for, or the fallback where fused tables cannot run), or "none"."""
+    fused = fused_tables_of(model)
+    if fused:
+        return f"fused {fused[0].optimizer.name}, lr {fused[0].optimizer.lr:g}"
+    if any(isinstance(m, EmbeddingModule) for m in model.modules()):
+        return f"dense parameters of {cfg.optimizer}, lr {cfg.lr:g}"
+    return "none"
 
 
 def fused_tables_of(model: nn.Module) -> list[FusedTables]:

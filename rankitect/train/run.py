@@ -63,6 +63,7 @@ def train_run(dataset: Dataset, arch: Architecture, train_dates: list[str], eval
         "flops_per_example": cost.flops,
         "params": cost.params,
         "embedding_params": cost.embedding_params,
+        "embedding_training": trainer.embedding_training,
         "dense_params": cost.dense_params,
         "examples_per_second": stats.examples_per_second,
         "train_seconds": stats.seconds,

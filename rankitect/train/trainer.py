@@ -23,7 +23,7 @@ from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
 from rankitect.model import RankingModel, build_model
 from rankitect.schema import Schema
-from rankitect.train.checkpoint import load_checkpoint, save_checkpoint
+from rankitect.train.checkpoint import load_checkpoint, optimizer_state, save_checkpoint, saved_settings
 from rankitect.train.config import (
     TrainConfig,
     autocast,
@@ -31,7 +31,7 @@ from rankitect.train.config import (
     resolve_device,
 )
 from rankitect.train.interrupt import DeferredInterrupt
-from rankitect.train.optimizers import model_optimizer, table_optimizer
+from rankitect.train.optimizers import embedding_training, model_optimizer, table_optimizer
 
 LOSS_SYNC_EVERY = 100  # on CUDA, steps between reads of the loss (each read drains the GPU's queue)
 CUDA_PREFETCH = 16  # batches ready ahead per loader worker on CUDA (slots of its pinned ring)
@@ -129,6 +129,7 @@ class Trainer:
         self._workers_count = workers
         self._workers: WorkerLoader | None = None
         self.optimizer = model_optimizer(self.model, config, self.device)
+        self.embedding_training = embedding_training(self.model, config)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.on_step = on_step
@@ -174,19 +175,23 @@ class Trainer:
         state = load_checkpoint(path)
         if state["arch"] != self.model.architecture.to_dict():
             raise UserError(f"--resume: {path} was trained with another architecture")
-        # a checkpoint older than a TrainConfig field trained with that field's default, but
-        # one older than fused tables trained them as dense parameters
-        older = {"embedding_optimizer": "dense"} if "embedding_optimizer" not in state["config"] else {}
-        free = ("epochs",)  # more epochs extend a run
-        saved = {k: v for k, v in {**TrainConfig().to_dict(), **older, **state["config"]}.items() if k not in free}
-        now = {k: v for k, v in self.config.to_dict().items() if k not in free}
-        if saved != now:
-            diff = sorted(k for k in now if saved.get(k) != now[k])
-            raise UserError("--resume: settings differ from the checkpoint's: "
-                            + ", ".join(f"{k}={saved.get(k)!r} there, {now[k]!r} now" for k in diff))
-        self.model.load_state_dict(state["model"])
+        saved = saved_settings(state["config"], TrainConfig().to_dict(), path)
+        now = self.config.to_dict()
+        for settings in (saved, now):  # the number of loader workers as this device resolves it
+            settings["loader_workers"] = default_workers(settings["loader_workers"], self.device)
+        diff = sorted(k for k in set(saved) | set(now) if k != "epochs" and saved.get(k) != now.get(k))  # more
+        if diff:                                                                      # epochs extend a run
+            raise UserError("--resume: settings differ from the checkpoint's: " + ", ".join(
+                f"{k}={saved.get(k, '(unknown here)')!r} there, {now.get(k, '(unknown here)')!r} now" for k in diff))
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise UserError(f"--resume: {path}'s weights do not fit the model built now ({first}); its tables "
+                            f"may have other rows than the dataset's distinct ids give now (e.g. data imported "
+                            f"again): resume with the same data, or start over with --force") from None
+        try:
+            self.optimizer.load_state_dict(optimizer_state(state["optimizer"]))
         except (ValueError, KeyError) as exc:
             raise UserError(f"--resume: {path} holds optimizer state this version cannot continue ({exc}); "
                             f"start over with --force") from None
