@@ -97,9 +97,9 @@ def test_a_worker_that_dies_is_a_runtime_error(synth) -> None:
     batches = made.epoch(0)
     try:
         next(batches)  # both workers run, each then waits with its 2 slots full
-        workers = [p for p in mp.active_children() if p.name.startswith("rankitect-loader-")]
-        assert len(workers) == 2
-        os.kill(workers[1].pid, signal.SIGKILL)
+        workers = {p.name: p for p in mp.active_children() if p.name.startswith("rankitect-loader-")}
+        assert sorted(workers) == ["rankitect-loader-0", "rankitect-loader-1"]
+        os.kill(workers["rankitect-loader-1"].pid, signal.SIGKILL)
         with pytest.raises(RuntimeError, match=r"loader worker 1 \(pid \d+\) ended before its share of the epoch "
                                                r"\(exit code -9\)"):
             list(batches)

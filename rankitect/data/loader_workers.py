@@ -268,8 +268,6 @@ class _Epoch:
         self.copier = torch.cuda.Stream(owner.device) if self.cuda else None
         self.in_flight: deque[tuple[Any, int, int]] = deque()  # (copy done event, worker, slot)
         self.held = [0] * len(conns)  # slots of each worker not yet given back
-        # one event per slot, reused: a slot's copy is done before the slot is written again
-        self.events = [[torch.cuda.Event() for _ in range(owner.depth)] for _ in conns] if self.cuda else []
         self.compute = torch.cuda.current_stream(owner.device) if self.cuda else None
 
     def batches(self) -> Iterator[Batch]:
@@ -361,7 +359,7 @@ class _Epoch:
             self._send(w, slot)
         else:
             self.held[w] += 1
-            done = self.events[w][slot]
+            done = torch.cuda.Event()  # one per batch: the step on batch k waits for copy k only
             with torch.cuda.stream(self.copier):
                 data = torch.empty(layout.end, dtype=torch.uint8, device=self.owner.device)
                 data.copy_(host, non_blocking=True)
