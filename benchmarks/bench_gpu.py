@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import print_table
-from benchmarks.gpu_sections import SECTIONS, Context, free, host_to_device
-from benchmarks.gpu_timing import FULL, QUICK, first_batches, make_dataset, make_quality_dataset
+from benchmarks.gpu_sections import SECTIONS, Context, host_to_device
+from benchmarks.gpu_timing import FULL, QUICK, first_batches, free, make_dataset, make_quality_dataset
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.gpu_timing import rates, sync, train_pass, with_dim
+from benchmarks.gpu_timing import fit_timed, free, rates, train_pass, with_dim
 from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.blocks.fused_tables import TableOptimizer
 from rankitect.data.dataset import Dataset
@@ -139,7 +137,7 @@ def section_fused(ctx: Any) -> dict[str, Any]:
                      "bottom": [*bottom, s.dim], "top": [*top, 1], "E": s.dim, "rows": s.hash_size,
                      "plan": str(getattr(theirs, "plan", ""))[:2000]}
         del ours, theirs, their_opt, old, runs
-        ctx_free(dev)
+        free(dev)
     out["trainer"] = trainer_end_to_end(ctx)
     out["setup"] = (f"{len(ctx.dataset.schema.sparse)} tables x {s.hash_size:,} rows, E={s.dim}, batch {s.batch:,}, "
                     f"{len(ctx.device_batches)} batches already on the device x {s.rounds} rounds, interleaved; "
@@ -176,31 +174,19 @@ def trainer_end_to_end(ctx: Any, epochs: int = 2) -> dict[str, Any]:
     resident = rates({"resident": train_pass(resident_model, ctx.device_batches,
                                              model_optimizer(resident_model, cfg, dev), dev)}, s.rounds, dev)["resident"]
     del resident_model
-    ctx_free(dev)
+    free(dev)
     out: dict[str, Any] = {"resident_examples_per_s": resident, "epochs": epochs}
     for label, workers in LOADERS.items():
-        ends: list[float] = []
-
-        def epoch_ended(done: int) -> bool:
-            ends.append(time.perf_counter())
-            return False
-
         torch.manual_seed(0)
         run_cfg = dataclasses.replace(cfg, loader_workers=workers)
-        trainer = Trainer(training_model(arch, ds.schema, run_cfg), ds, ds.dates, run_cfg, progress=False,
-                          on_epoch=epoch_ended)
-        stats = trainer.fit()
-        sync(dev)
-        last = (stats.examples / epochs) / (time.perf_counter() - ends[-1]) if ends else None
+        trainer, stats, last = fit_timed(lambda on_epoch: Trainer(training_model(arch, ds.schema, run_cfg), ds,
+                                                                  ds.dates, run_cfg, progress=False,
+                                                                  on_epoch=on_epoch), dev)
         out[label] = {
             "last_epoch": last, "whole_run": stats.examples_per_second,
             "ratio_last_epoch": last / resident if last else None, "rows_per_epoch": stats.examples // epochs}
         del trainer
-        ctx_free(dev)
+        free(dev)
     return out
 
 
-def ctx_free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

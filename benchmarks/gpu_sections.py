@@ -15,10 +15,8 @@ e. fused     the registry DLRM on fused tables against torchrec's DLRM under
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,8 @@ from benchmarks.gpu_timing import (
     MLPERF_TOP,
     Sizes,
     batch_bytes,
+    fit_timed,
+    free,
     rates,
     seconds_per_call,
     sync,
@@ -70,12 +70,6 @@ class Context:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
-
-
-def free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _forward(model: torch.nn.Module, b: Batch) -> torch.Tensor:
@@ -268,20 +262,8 @@ def trainer_run(ds: Dataset, ctx: Context, seed: int, precision: str, embedding_
                       checkpoint_every=0,
                       shuffle_buffer=max(200_000, ctx.sizes.batch))
     torch.manual_seed(seed)
-    ends: list[float] = []
-
-    def epoch_ended(done: int) -> bool:
-        ends.append(time.perf_counter())
-        return False  # never stop early
-
-    trainer_ = Trainer(training_model(dlrm(ds.schema), ds.schema, cfg), ds, ds.dates[:-1], cfg, progress=False,
-                       on_epoch=epoch_ended)
-    stats = trainer_.fit()
-    sync(ctx.device)
-    last = None
-    if ends:
-        last = (stats.examples / epochs) / (time.perf_counter() - ends[-1])
-    return trainer_, stats, last
+    return fit_timed(lambda on_epoch: Trainer(training_model(dlrm(ds.schema), ds.schema, cfg), ds, ds.dates[:-1],
+                                              cfg, progress=False, on_epoch=on_epoch), ctx.device)
 
 
 def _ne_runs(ctx: Context) -> dict[str, Any]:

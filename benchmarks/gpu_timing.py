@@ -8,6 +8,7 @@ median rate is kept (`benchmarks.common.interleaved_rates`).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,6 +71,30 @@ QUICK = Sizes(hash_size=1000, dim=16, mlperf_dim=32, batch=256, timed_batches=4,
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def free(device: torch.device) -> None:
+    """Drop what the last contestant left: Python garbage and the CUDA allocator's cache."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def fit_timed(build: Callable[[Callable[[int], bool]], Any], device: torch.device) -> tuple[Any, Any, float | None]:
+    """Fit the Trainer `build(on_epoch)` makes, its epoch ends clocked: (trainer, TrainStats,
+    examples/s of its last epoch by the wall clock, the run's start-up and warm-up left out;
+    None for one epoch)."""
+    ends: list[float] = []
+
+    def epoch_ended(done: int) -> bool:
+        ends.append(time.perf_counter())
+        return False  # never stop early
+
+    trainer = build(epoch_ended)
+    stats = trainer.fit()
+    sync(device)
+    last = (stats.examples / trainer.config.epochs) / (time.perf_counter() - ends[-1]) if ends else None
+    return trainer, stats, last
 
 
 def rates(runs: dict[str, Callable[[], int]], rounds: int, device: torch.device,

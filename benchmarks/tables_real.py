@@ -89,11 +89,15 @@ def lr_quality(data: Path, work: Path, runs: list[tuple[str, str, float, float]]
             m = train(data, work / "runs" / f"{data.name}-{label}-{seed}".replace(" ", "_"),
                       ["--embedding-optimizer", table_opt, "--embedding-lr", str(table_lr), "--lr", str(dense_lr),
                        "--seed", str(seed), "--checkpoint-every", "0", *extra], train_dates, f"{valid},{test}")
-            out.append({"run": label, "seed": seed, "valid_ne": m["by_date"][valid]["ne"],
-                        "test_ne": m["by_date"][test]["ne"], "examples_per_second": m["examples_per_second"],
-                        "peak_rss_mib": m["peak_rss_mib"], "steps": m["steps"],
-                        "embedding_params": m["embedding_params"]})
+            out.append(_seed_record(label, seed, m, valid, test))
     return out
+
+
+def _seed_record(label: str, seed: int, metrics: dict[str, Any], valid: str, test: str) -> dict[str, Any]:
+    """What `summarize` reads of one run's metrics: its NE on the validation and test days."""
+    return {"run": label, "seed": seed, "valid_ne": metrics["by_date"][valid]["ne"],
+            "test_ne": metrics["by_date"][test]["ne"], "examples_per_second": metrics["examples_per_second"],
+            "peak_rss_mib": metrics["peak_rss_mib"], "embedding_params": metrics["embedding_params"]}
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -138,8 +142,7 @@ def adult_search(data: Path, work: Path, trials: int) -> dict[str, Any]:
             "median_trial_bytes": statistics.median(per_trial) if per_trial else 0,
             "checkpoints_kept": sum(1 for _ in out.rglob("checkpoint.pt")),
             "best_valid_ne": (best.get("metrics") or {}).get("ne"),
-            "best_test_ne": (best.get("test_metrics") or {}).get("ne"),
-            "complete": sum(t.get("status") == "complete" for t in result.get("trials", []))}
+            "best_test_ne": (best.get("test_metrics") or {}).get("ne")}
 
 
 # -- (f) table rows per distinct id: what hashing collisions cost ---------------------------------
@@ -164,8 +167,5 @@ def rows_sweep(data: Path, work: Path, per_id: list[int], seeds: list[int], trai
         for seed in seeds:
             m = train(data, work / "runs" / f"rows-{data.name}-{k}-{seed}", [*extra, "--seed", str(seed)],
                       train_dates, f"{valid},{test}", arch=str(path))
-            out.append({"run": f"k={k}", "seed": seed, "valid_ne": m["by_date"][valid]["ne"],
-                        "test_ne": m["by_date"][test]["ne"], "examples_per_second": m["examples_per_second"],
-                        "peak_rss_mib": m["peak_rss_mib"], "steps": m["steps"],
-                        "embedding_params": m["embedding_params"]})
+            out.append(_seed_record(f"k={k}", seed, m, valid, test))
     return out

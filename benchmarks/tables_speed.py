@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchrec.models.dlrm import DLRM
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -26,7 +25,7 @@ from torchrec.modules.fused_embedding_modules import FusedEmbeddingBagCollection
 from torchrec.optim import RowWiseAdagrad
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.gpu_timing import rates
+from benchmarks.gpu_timing import rates, train_pass
 from rankitect.arch.graph import Architecture
 from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.blocks.fused_tables import TableOptimizer
@@ -147,27 +146,11 @@ def dlrm_speed(work: Path, rows: int = 100_000, data_rows: int = 60_000, rounds:
     torch.manual_seed(0)
     theirs = torchrec_fused_dlrm(schema, table_rows, schema.embedding_dim, (64,), (128, 64))
     dense_theirs = [p for n, p in theirs.named_parameters() if "embedding_bags" not in n]
-
-    def their_pass() -> int:
-        opt = their_pass.opt
-        for b in batches:
-            loss = F.binary_cross_entropy_with_logits(theirs(b.dense, b.sparse).squeeze(1), b.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return len(batches) * BATCH
-    their_pass.opt = torch.optim.Adam(dense_theirs, lr=DENSE_LR)
-
-    def our_pass() -> int:
-        opt = our_pass.opt
-        for b in batches:
-            loss = F.binary_cross_entropy_with_logits(ours(b.dense, b.sparse), b.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return len(batches) * BATCH
-    our_pass.opt = model_optimizer(ours, config, cpu)
-    result: dict[str, object] = rates({"rankitect": our_pass, "torchrec": their_pass}, rounds, cpu)
+    result: dict[str, object] = rates({
+        "rankitect": train_pass(ours, batches, model_optimizer(ours, config, cpu), cpu),
+        "torchrec": train_pass(theirs, batches, torch.optim.Adam(dense_theirs, lr=DENSE_LR), cpu,
+                               forward=lambda m, b: m(b.dense, b.sparse).squeeze(1)),
+    }, rounds, cpu)
     result["ratio"] = result["rankitect"] / result["torchrec"]
     result["sizes"] = (f"{TABLES} tables of {min(table_rows):,}..{max(table_rows):,} rows, E={schema.embedding_dim}, "
                        f"13 dense, bottom 64-16, top 128-64-1, batch {BATCH}, {len(batches)} batches x {rounds} rounds")

@@ -44,7 +44,7 @@ def test_every_row_once_in_whole_epochs_and_the_same_seed_gives_the_same_batches
     stored = pa.concat_tables(pq.read_table(f) for f in synth.files_of(synth.dates))
     keys = synth.schema.sparse_names
     assert sorted(_rows(first, keys)) == sorted(_expected_rows(stored, synth))
-    assert [len(b) for b in first] == [batch_size] * (len(loader) - 1) + [2100 - batch_size * (len(loader) - 1)]
+    assert [len(b) for b in first] == [batch_size] * (len(loader) - 1) + [loader.num_rows - batch_size * (len(loader) - 1)]
     assert _rows(first, keys) == _rows(again, keys) and _rows(first, keys) != _rows(other, keys)
     assert all(b.sparse.keys() == keys for b in first)
 

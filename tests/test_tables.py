@@ -103,7 +103,7 @@ def test_table_counts_match_an_independent_count_on_adult(shared_data: Path, tmp
         column = pc.drop_null(raw.column(name))
         expected[name] = pc.count_distinct(pc.filter(column, pc.not_equal(column, ""))).as_py()
     assert {c.name: c.distinct for c in schema.sparse} == expected
-    assert 100 < sum(expected.values()) < 200
+    assert all(count > 0 for count in expected.values())  # every column holds ids: not vacuous
 
 
 def test_synth_counts_the_ids_it_wrote(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_embedding_rows_override_and_cost() -> None:
     assert auto.embedding_params == sum(default_rows(c) for c in schema.sparse) * 8
     auto_rows = [default_rows(c) for c in schema.sparse]
     for rows, expected in ((50, [50] * 4), ({"s1": 70}, [auto_rows[0], 70, *auto_rows[2:]]),
-                           (10**9, [10_000] * 4)):
+                           (10**9, [c.hash_size for c in schema.sparse])):
         custom = Architecture.from_dict({**arch.to_dict(), "embedding": {"rows": rows}})
         model = build_model(custom, schema)
         assert [b.weight.shape[0] for b in model.embedding.ebc.embedding_bags.values()] == expected
@@ -199,7 +199,7 @@ def test_remap_keeps_missing_and_maps_ids_into_the_table() -> None:
     schema = _counted_schema()
     module = EmbeddingModule(schema, 8, "sum")
     kjt = random_kjt(schema, batch=32, seed=1)
-    ids = module.lookup_ids(kjt.values(), kjt.lengths())
+    ids = module.remap(kjt.values(), kjt.lengths())
     per_feature = kjt.lengths().view(len(schema.sparse), -1).sum(1).tolist()
     for col, r, values, mapped in zip(schema.sparse, module.rows, kjt.values().split(per_feature),
                                       ids.split(per_feature)):

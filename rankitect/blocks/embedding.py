@@ -30,8 +30,8 @@ class IdRemap(nn.Module):
     """ids in [0, hash_size) -> rows in [0, rows) of each feature's table (see table_rows):
     `0 if id == 0 else 1 + (id - 1) % (rows - 1)`, which leaves ids below `rows` as they are.
 
-    forward(values int64 [N], per_feature int64 [F]: how many of `values` each feature holds,
-    feature-major) -> int64 [N]. `active` is False when every table has hash_size rows.
+    forward(values int64 [N] feature-major, lengths [F, B] or [F * B]: ids per (feature, row))
+    -> int64 [N]. `active` is False when every table has hash_size rows: the ids pass as they are.
     """
 
     def __init__(self, hash_sizes: list[int], rows: list[int]) -> None:
@@ -39,9 +39,10 @@ class IdRemap(nn.Module):
         self.active = any(r < h for r, h in zip(rows, hash_sizes))
         self.register_buffer("moduli", torch.tensor([r - 1 for r in rows], dtype=torch.int64), persistent=False)
 
-    def forward(self, values: torch.Tensor, per_feature: torch.Tensor) -> torch.Tensor:
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return values
+        per_feature = lengths.reshape(self.moduli.shape[0], -1).sum(1)  # (F,)
         moduli = torch.repeat_interleave(self.moduli, per_feature, output_size=values.shape[0])
         return torch.where(values > 0, torch.remainder(values - 1, moduli) + 1, values)
 
@@ -97,10 +98,6 @@ class EmbeddingModule(nn.Module):
                 bag.weight.copy_(weights[name])
         self.ebc = fused
 
-    def lookup_ids(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Table rows of feature-major ids: values int64 [N], lengths [F * B] -> rows [N]."""
-        return self.remap(values, lengths.view(self.num_features, -1).sum(1))
-
     def forward(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         if self.frozen and torch.is_grad_enabled():
             with torch.no_grad():
@@ -109,7 +106,7 @@ class EmbeddingModule(nn.Module):
 
     def _lookup(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         values, lengths = sparse.values(), sparse.lengths()
-        ids = self.lookup_ids(values, lengths)
+        ids = self.remap(values, lengths)
         if isinstance(self.ebc, FusedTables):
             offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
             return self.ebc(ids, offsets.to(ids.dtype)).view(-1, self.num_features, self.dim)

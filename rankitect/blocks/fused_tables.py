@@ -62,14 +62,14 @@ class TableOptimizer:
     beta2: float = 0.999
 
     def check(self, device: torch.device) -> "TableOptimizer":
-        """Self, or ValueError naming the setting (the caller names the config key)."""
+        """Self, or ValueError starting with the optimizer's name (callers prefix the config key)."""
         if self.name not in TABLE_OPTIMIZERS:
-            raise ValueError(f"must be one of {sorted(TABLE_OPTIMIZERS)}, got {self.name!r}")
+            raise ValueError(f"{self.name!r} is not one of {sorted(TABLE_OPTIMIZERS)}")
         if self.name in CUDA_ONLY_OPTIMIZERS and device.type != "cuda":
             raise ValueError(f"{self.name!r} runs on CUDA only (fbgemm has no CPU kernel for it); on "
-                             f"{device.type} use one of rowwise_adagrad, adagrad, sgd")
+                             f"{device.type} use rowwise_adagrad, adagrad or sgd")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise ValueError(f"{self.name!r}: lr must be > 0, got {self.lr!r}")
         return self
 
 

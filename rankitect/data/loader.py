@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -62,7 +63,7 @@ def _chunk_from_arrow(rb: pa.RecordBatch, schema: Schema, path: str) -> _Chunk:
         if arr.null_count:
             arr = pc.fill_null(arr, 0)
         bounds = pc.min_max(arr)
-        _check_ids(np.array([bounds["min"].as_py() or 0, bounds["max"].as_py() or 0]), col.hash_size, col.name, path)
+        _check_ids(bounds["min"].as_py() or 0, bounds["max"].as_py() or 0, col.hash_size, col.name, path)
         single[j] = arr.to_numpy(zero_copy_only=False)
     multi = []
     for col in (c for c in schema.sparse if c.multi):
@@ -72,15 +73,16 @@ def _chunk_from_arrow(rb: pa.RecordBatch, schema: Schema, path: str) -> _Chunk:
         values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
         off = np.zeros(n + 1, np.int64)
         np.cumsum(pc.list_value_length(arr).to_numpy(zero_copy_only=False), out=off[1:])
-        _check_ids(values, col.hash_size, col.name, path)
+        if values.size:
+            _check_ids(int(values.min()), int(values.max()), col.hash_size, col.name, path)
         multi.append((values, off))
     return _Chunk(labels, dense, single, tuple(multi))
 
 
-def _check_ids(values: np.ndarray, hash_size: int, column: str, path: str) -> None:
-    if values.size and (values.min() < 0 or values.max() >= hash_size):
-        bad = int(values.max()) if values.max() >= hash_size else int(values.min())
-        raise DataError(f"{path}: column {column!r} holds id {bad}, outside "
+def _check_ids(low: int, high: int, hash_size: int, column: str, path: str) -> None:
+    """DataError unless a column's smallest and largest ids lie in [0, hash_size)."""
+    if low < 0 or high >= hash_size:
+        raise DataError(f"{path}: column {column!r} holds id {high if high >= hash_size else low}, outside "
                         f"[0, {hash_size}) (its hash_size in schema.json)")
 
 
@@ -115,8 +117,9 @@ def _slice(chunk: _Chunk, start: int, stop: int) -> _Chunk:
     return _Chunk(chunk.labels[start:stop], chunk.dense[start:stop], chunk.single[:, start:stop], multi)
 
 
-def _to_batch(chunk: _Chunk, schema: Schema) -> Batch:
-    """A Batch of `chunk`: ids feature-major in schema order (KeyedJaggedTensor's layout)."""
+def _sparse_arrays(chunk: _Chunk, schema: Schema) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """`chunk`'s ids as a KeyedJaggedTensor holds them: (values int64 [N] feature-major in
+    schema order, lengths int32 [F * n], ids per key)."""
     n = len(chunk)
     if not chunk.multi:  # every column one id per row: the block is the ids, lengths all 1
         values = chunk.single.ravel()
@@ -137,10 +140,16 @@ def _to_batch(chunk: _Chunk, schema: Schema) -> Batch:
                 length_per_key.append(n)
         values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         lengths = np.concatenate(lens) if lens else np.zeros(0, np.int32)
+    return values, lengths, length_per_key
+
+
+def _to_batch(chunk: _Chunk, schema: Schema) -> Batch:
+    """A Batch of `chunk`: ids feature-major in schema order (KeyedJaggedTensor's layout)."""
+    values, lengths, length_per_key = _sparse_arrays(chunk, schema)
     # The ids per key, known here for free: given to the KJT, torchrec's embedding lookup need
     # not compute them from the lengths (a .tolist(), i.e. a device sync per step on CUDA).
     sparse = KeyedJaggedTensor(keys=schema.sparse_names, values=torch.from_numpy(values),
-                               lengths=torch.from_numpy(lengths), stride=n, length_per_key=length_per_key)
+                               lengths=torch.from_numpy(lengths), stride=len(chunk), length_per_key=length_per_key)
     return Batch(dense=torch.from_numpy(chunk.dense), sparse=sparse, labels=torch.from_numpy(chunk.labels))
 
 
@@ -222,20 +231,16 @@ class BatchLoader:
 
     def _emit(self, buf: _Chunk, rng: np.random.Generator | None, final: bool):
         """Yield the batches of `buf` (see `batch_rows`); return the rows left over."""
-        rows = batch_rows(buf, self.batch_size, rng, final, self.drop_last)
-        while True:
-            try:
-                yield _to_batch(next(rows), self.schema)
-            except StopIteration as done:
-                return done.value
+        return (yield from batch_rows(buf, self.batch_size, rng, final, self.drop_last,
+                                      make=lambda rows: _to_batch(rows, self.schema)))
 
 
 def batch_rows(buf: _Chunk, batch_size: int, rng: np.random.Generator | None, final: bool,
-               drop_last: bool = False):
-    """Yield the rows of each full batch of `buf` (with `final`, also of a last partial one,
-    unless `drop_last`); return the rows left over. Shuffled (`rng`): batch k holds rows
-    perm[k*B:(k+1)*B] of one permutation, gathered batch by batch, so no permuted copy of the
-    buffer is made and no batch waits for one."""
+               drop_last: bool = False, make: Callable[[_Chunk], Any] = lambda rows: rows):
+    """Yield `make(rows)` for the rows of each full batch of `buf` (with `final`, also of a last
+    partial one, unless `drop_last`); return the rows left over. Shuffled (`rng`): batch k holds
+    rows perm[k*B:(k+1)*B] of one permutation, gathered batch by batch, so no permuted copy of
+    the buffer is made and no batch waits for one."""
     n, b = len(buf), batch_size
     perm = rng.permutation(n) if rng is not None else None
 
@@ -247,7 +252,7 @@ def batch_rows(buf: _Chunk, batch_size: int, rng: np.random.Generator | None, fi
         end = min(start + b, n)
         if end - start < b and drop_last:
             break
-        yield rows(start, end)
+        yield make(rows(start, end))
     return rows(stop, n)
 
 

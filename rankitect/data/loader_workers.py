@@ -46,10 +46,11 @@ from rankitect.data.loader import (
     _Chunk,
     _chunk_from_arrow,
     _concat,
-    _slice,
+    _sparse_arrays,
     _to_batch,
     batch_rows,
 )
+from rankitect.schema import Schema
 
 ALIGN = 64
 POLL_S = 0.2
@@ -117,15 +118,10 @@ def _worker_chunks(loader: BatchLoader, units: list[tuple[str, int]], epoch: int
     buffer_rows = max(b, loader.buffer_rows // workers)
     pending: list[_Chunk] = []
 
-    def emit(buf: _Chunk) -> Iterator[tuple[str, _Chunk]]:
-        """Full batches of `buf` (shuffled); the rows left over go back to `pending`."""
-        rows = batch_rows(buf, b, rng, final=False)
-        while True:
-            try:
-                yield "batch", next(rows)
-            except StopIteration as done:
-                pending[:] = [done.value]
-                return
+    def emit() -> Iterator[tuple[str, _Chunk]]:
+        """Full batches of the pending rows (shuffled); the rows left over stay pending."""
+        rest = yield from batch_rows(_concat(pending), b, rng, final=False, make=lambda rows: ("batch", rows))
+        pending[:] = [rest]
 
     for i in order[worker::workers]:
         path, group = units[int(i)]
@@ -133,23 +129,23 @@ def _worker_chunks(loader: BatchLoader, units: list[tuple[str, int]], epoch: int
             table = pq.ParquetFile(handle, pre_buffer=False).read_row_group(group, columns=columns)
         pending += [_chunk_from_arrow(rb, schema, path) for rb in table.combine_chunks().to_batches()]
         if sum(len(c) for c in pending) >= buffer_rows:
-            yield from emit(_concat(pending))
+            yield from emit()
     if pending:
-        yield from emit(_concat(pending))
+        yield from emit()
     yield "tail", pending[0] if pending and len(pending[0]) else None
 
 
-def _write(ring: np.ndarray, offset: int, slot_bytes: int, batch: Batch) -> dict[str, Any] | None:
-    """Copy `batch` into the slot at `offset` of `ring` (uint8); its shape, or None if too big."""
-    s = batch.sparse
-    values, lengths = s.values().numpy(), s.lengths().numpy()
-    layout = _Layout(len(batch), batch.dense.shape[1], values.size, len(s.keys()))
+def _write(ring: np.ndarray, offset: int, slot_bytes: int, rows: _Chunk, schema: Schema) -> dict[str, Any] | None:
+    """Copy a batch of `rows` into the slot at `offset` of `ring` (uint8), laid out as `_Layout`
+    says; its shape, or None if it is larger than a slot."""
+    values, lengths, per_key = _sparse_arrays(rows, schema)
+    layout = _Layout(len(rows), schema.num_dense, values.size, schema.num_sparse)
     if layout.end > slot_bytes:
         return None
-    for start, array in ((layout.labels, batch.labels.numpy()), (layout.dense, batch.dense.numpy()),
-                         (layout.ids, values), (layout.lengths, lengths.astype(np.int32, copy=False))):
+    for start, array in ((layout.labels, rows.labels), (layout.dense, rows.dense), (layout.ids, values),
+                         (layout.lengths, lengths)):
         ring[offset + start:offset + start + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    return {"rows": len(batch), "ids": int(values.size), "per_key": [int(n) for n in s.length_per_key()]}
+    return {"rows": len(rows), "ids": int(values.size), "per_key": per_key}
 
 
 def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worker: int, workers: int,
@@ -172,14 +168,13 @@ def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worke
             if kind == "tail":
                 conn.send(("tail", rows))
                 continue
-            batch = _to_batch(rows, loader.schema)
             while not free or conn.poll():
                 slot = conn.recv()
                 if slot is None:
                     return
                 free.append(slot)
             slot = free.pop()
-            shape = _write(view, slot * slot_bytes, slot_bytes, batch)
+            shape = _write(view, slot * slot_bytes, slot_bytes, rows, loader.schema)
             if shape is None:  # larger than a slot: through the pipe
                 free.append(slot)
                 conn.send(("rows", rows))
@@ -271,39 +266,39 @@ class _Epoch:
         self.compute = torch.cuda.current_stream(owner.device) if self.cuda else None
 
     def batches(self) -> Iterator[Batch]:
+        """The epoch's batches, each handed out once the copy of the next one is issued (so it
+        runs while the caller computes)."""
+        ahead: tuple[Batch, Any] | None = None  # (batch, its copy's event)
+        for arrived in self._arrivals():
+            if ahead is not None:
+                yield self._ready(*ahead)
+            ahead = arrived
+        if ahead is not None:
+            yield self._ready(*ahead)
+
+    def _arrivals(self) -> Iterator[tuple[Batch, Any]]:
+        """(batch on the device, its copy's event) from the workers in turn, then the batches
+        of their last rows put together."""
         tails: dict[int, _Chunk | None] = {}
         active = list(range(len(self.conns)))
         turn = 0
-        ahead: tuple[Batch, Any] | None = None  # the next batch and its copy's event: it copies
-        while active:                            # while the caller computes on the one before
+        while active:
             w = active[turn % len(active)]
             msg = self._receive(w)
             if msg[0] == "error":
                 raise msg[1]
             if msg[0] == "tail":
                 tails[w] = msg[1]
-                continue
-            if msg[0] == "done":
+            elif msg[0] == "done":
                 active.remove(w)
-                continue
-            turn += 1
-            batch = self._from_slot(w, msg[1], msg[2]) if msg[0] == "batch" \
-                else self._from_host(_to_batch(msg[1], self.schema))
-            if ahead is not None:
-                yield self._ready(*ahead)
-            ahead = batch
+            else:
+                turn += 1
+                yield self._from_slot(w, msg[1], msg[2]) if msg[0] == "batch" else self._from_host(msg[1])
         rest = [c for _, c in sorted(tails.items()) if c is not None]
         if rest:
-            buf, b = _concat(rest), self.owner.loader.batch_size
-            for start in range(0, len(buf), b):
-                if start + b > len(buf) and self.owner.loader.drop_last:
-                    break
-                batch = self._from_host(_to_batch(_slice(buf, start, min(start + b, len(buf))), self.schema))
-                if ahead is not None:
-                    yield self._ready(*ahead)
-                ahead = batch
-        if ahead is not None:
-            yield self._ready(*ahead)
+            loader = self.owner.loader
+            yield from batch_rows(_concat(rest), loader.batch_size, None, final=True, drop_last=loader.drop_last,
+                                  make=self._from_host)
 
     def _ready(self, batch: Batch, copied: Any) -> Batch:
         """`batch` as handed out: the compute stream waits for its copy from here on (not for
@@ -369,8 +364,9 @@ class _Epoch:
         return _batch_of(data, layout, rows, self.schema.num_dense, ids, shape["per_key"],
                          self.schema.sparse_names), done
 
-    def _from_host(self, host: Batch) -> tuple[Batch, Any]:
-        """A batch that came through the pipe (larger than a slot, or the epoch's tail)."""
+    def _from_host(self, rows: _Chunk) -> tuple[Batch, Any]:
+        """A batch of rows that came through the pipe (larger than a slot, or the epoch's tail)."""
+        host = _to_batch(rows, self.schema)
         if not self.cuda:
             return host, None
         with torch.cuda.stream(self.copier):

@@ -55,8 +55,8 @@ class FusedLookup(nn.Module):
 
     def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         per_feature = lengths.sum(dim=1)  # (F,)
-        ids = self.remap(values, per_feature) + torch.repeat_interleave(self.row_offsets, per_feature,
-                                                                        output_size=values.shape[0])
+        ids = self.remap(values, lengths) + torch.repeat_interleave(self.row_offsets, per_feature,
+                                                                    output_size=values.shape[0])
         offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
         pooled = F.embedding_bag(ids, self.weight, offsets, mode=self.mode, include_last_offset=True)
         return pooled.view(self.num_features, -1, self.dim).transpose(0, 1)  # (B, F, E)
@@ -81,7 +81,7 @@ class QuantLookup(nn.Module):
                 and list(qebc._feature_names) == list(keys) and not qebc._is_weighted)
 
     def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        values = self.remap(values, lengths.sum(dim=1))
+        values = self.remap(values, lengths)
         offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
         if values.device.type != "cpu":  # fbgemm's CUDA kernels take int32 ids and offsets
             values, offsets = values.int(), offsets.int()

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
+from rankitect.blocks.fused_tables import TableOptimizer
 from rankitect.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
@@ -75,9 +75,11 @@ class TrainConfig:
                     extra = f" (must be >= batch_size={self.batch_size})"
                 raise ConfigError(f"{name}={getattr(self, name)!r} is out of range{extra}")
         device = resolve_device(self.device)
-        if self.embedding_optimizer in CUDA_ONLY_OPTIMIZERS and device.type != "cuda":
-            raise ConfigError(f"embedding_optimizer={self.embedding_optimizer!r} runs on CUDA only (fbgemm has "
-                              f"no CPU kernel for it); on {self.device} use rowwise_adagrad, adagrad or sgd")
+        if self.embedding_optimizer != "dense":
+            try:
+                TableOptimizer(self.embedding_optimizer, self.embedding_lr).check(device)
+            except ValueError as exc:
+                raise ConfigError(f"embedding_optimizer={exc}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -41,7 +41,7 @@ class TablesOptimizer:
         self.tables.set_lr(self.param_groups[0]["lr"])
 
     def step(self) -> None:
-        self.tables.set_lr(self.param_groups[0]["lr"])
+        """Nothing: the tables stepped in the backward, at the rate `zero_grad` gave them."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"lr": self.param_groups[0]["lr"], **self.tables.optimizer_state_dict()}
@@ -101,7 +101,7 @@ def table_optimizer(cfg: TrainConfig, device: torch.device) -> TableOptimizer | 
     try:
         return TableOptimizer(cfg.embedding_optimizer, cfg.embedding_lr).check(device)
     except ValueError as exc:
-        raise ConfigError(f"embedding_optimizer={cfg.embedding_optimizer!r}: {exc}") from None
+        raise ConfigError(f"embedding_optimizer={exc}") from None
 
 
 @contextlib.contextmanager

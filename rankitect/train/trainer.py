@@ -108,10 +108,9 @@ class Trainer:
     On CUDA the batches are made by `config.loader_workers` processes into pinned shared memory
     (rankitect.data.loader_workers; with 0, by the loader's thread, pinned there), the next
     batch is copied to the GPU on a side stream while the current step runs, and the loss is
-    read back every
-    LOSS_SYNC_EVERY steps rather than every step (so the CPU queues steps ahead of the GPU),
-    unless `on_step` wants each step's loss; a non-finite loss is then reported at its step,
-    up to LOSS_SYNC_EVERY steps later. `config.precision` "bf16" runs the forward pass under
+    read back every LOSS_SYNC_EVERY steps rather than every step (so the CPU queues steps ahead
+    of the GPU), unless `on_step` wants each step's loss; a non-finite loss is then reported at
+    its step, up to LOSS_SYNC_EVERY steps later. `config.precision` "bf16" runs the forward pass under
     bfloat16 autocast.
     """
 
