@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks.common import print_table
 from rankitect.data.synth import SynthConfig, ablated_bayes_ne, generate
-from rankitect.searchers.run import search
+from rankitect.experiment.run import search
 from search_spaces.interactions import MODULES
 
 DATES = {"train_dates": "first:6", "valid_dates": "2024-01-07", "test_dates": "2024-01-08"}
@@ -63,14 +63,18 @@ def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
     import ray
 
     from distdnas.searcher import DistDnasOptions
+    from rankitect.arch.graph import Architecture
+    from rankitect.arch.validate import validate
     from rankitect.data.dataset import Dataset
-    from rankitect.searchers.dnas import DnasOptions, train_dnas
-    from rankitect.searchers.planned import own_options
-    from rankitect.searchers.ray_pool import TrialPool, ray_session
-    from rankitect.searchers.trial import TrialSpec
+    from rankitect.experiment.executor import TrialPool, ray_session
+    from rankitect.experiment.ray_env import loopback_environment
+    from rankitect.experiment.trial import TrialSpec
+    from rankitect.searchers.dnas import train_dnas
     from rankitect.space import make_space
     from rankitect.train.config import TrainConfig
+    from rankitect.train.run import RunDates
 
+    loopback_environment()
     data = work / "data"
     synth = SynthConfig(days=8, rows_per_day=50_000, seed=0)
     generate(data, synth, force=True)
@@ -95,8 +99,8 @@ def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
         true_form = json.loads((Path(__file__).parents[1] / "examples" / "archs" / "dlrm_cross.json").read_text())
         archs.append({**true_form, "embedding": {**true_form["embedding"], "pooling": POOLING}})
         for j, arch in enumerate(archs):
-            spec = TrialSpec(name=f"day {j}", arch=arch, data_path=ds.uri, train_dates=train_dates,
-                             valid_dates=("2024-01-07",), test_dates=("2024-01-08",),
+            spec = TrialSpec(name=f"day {j}", arch=validate(Architecture.from_dict(arch), ds.schema), data_path=ds.uri,
+                             dates=RunDates(train_dates, ("2024-01-07",), ("2024-01-08",)),
                              train=TrainConfig(**TRAIN, seed=0, checkpoint_every=0),
                              out_dir=str(work / "days" / str(j)))
             while pool.free < 1:
@@ -110,13 +114,12 @@ def measure(work: Path, skip_tpe: bool) -> dict[str, Any]:
         pool.shutdown()
 
         # Scaling of the shard phase.
-        options = {k: v for k, v in own_options(DistDnasOptions()).items() if k in DnasOptions.__dataclass_fields__}
+        options = DistDnasOptions()
         train = TrainConfig(**TRAIN, seed=0)
 
         def call(dates: tuple[str, ...], tag: str) -> tuple[Any, dict[str, Any]]:
-            return train_dnas, {"data_path": ds.uri, "space_name": "interactions",
-                                "space_options": {"layers": 3, "pooling": POOLING},
-                                "train_dates": dates, "train": train, "options": options, "lam": 0.0, "seed": 0,
+            return train_dnas, {"data_path": ds.uri, "space": interactions,
+                                "train_dates": dates, "train": train, "opts": options, "lam": 0.0, "seed": 0,
                                 "out_file": str(work / "scaling" / f"{tag}.json")}
 
         (work / "scaling").mkdir()

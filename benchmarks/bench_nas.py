@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import print_table
 from rankitect.data.synth import SynthConfig, generate
-from rankitect.searchers.run import search
+from rankitect.experiment.run import search
 
 INTERACTIONS = {"name": "interactions", "layers": 3}
 
@@ -48,8 +48,10 @@ def _run(name: str, config: dict[str, Any], out: Path) -> dict[str, Any]:
 def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from rankitect.searchers.ray_pool import ray_session
+    from rankitect.experiment.executor import ray_session
+    from rankitect.experiment.ray_env import loopback_environment
 
+    loopback_environment()
     data = work / "data"
     generate(data, SynthConfig(days=4, rows_per_day=args.rows_per_day, seed=0), force=True)
     truth = json.loads((data / "truth.json").read_text())

@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.common import print_table
 from rankitect.data.synth import SynthConfig, generate
-from rankitect.searchers.run import search
+from rankitect.experiment.run import search
 
 SEARCHERS = ("random", "tpe", "nsga2", "evolution")
 
@@ -46,8 +46,10 @@ def _pick(trials: list[dict[str, Any]], max_flops: float) -> dict[str, Any] | No
 def quality(work: Path, trials: int, searchers: tuple[str, ...]) -> dict[str, Any]:
     import ray
 
-    from rankitect.searchers.ray_pool import ray_session
+    from rankitect.experiment.executor import ray_session
+    from rankitect.experiment.ray_env import loopback_environment
 
+    loopback_environment()
     data = work / "data"
     generate(data, SynthConfig(days=4, rows_per_day=50_000, seed=0), force=True)
     truth = json.loads((data / "truth.json").read_text())

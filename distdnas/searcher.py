@@ -19,8 +19,8 @@ from typing import Any
 from distdnas.aggregate import AGGREGATIONS, aggregate
 from rankitect.errors import ConfigError
 from rankitect.searchers.base import register_searcher
-from rankitect.searchers.dnas import DnasOptions, dnas_job
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal, add_lambda_proposal
+from rankitect.searchers.dnas import Dnas, DnasOptions, dnas_job
+from rankitect.searchers.planned import PlanningContext, Proposal, add_lambda_proposal
 
 SHARD_KEYS = ("lambda", "flops", "expected_flops", "train_logloss_last_tenth", "steps", "seconds", "choices")
 
@@ -59,28 +59,27 @@ def shard_dates(dates: tuple[str, ...], per_shard: int) -> list[tuple[str, ...]]
 
 
 @register_searcher
-class DistDnas(PlannedSearcher):
+class DistDnas(Dnas):
+    """DNAS per (lambda, shard); one trial per distinct aggregated architecture (budget.trials
+    does not apply, as for `dnas`)."""
+
     name = "distdnas"
     Options = DistDnasOptions
-    needs_supernet = True
-
-    def plan_key(self, context: PlanningContext) -> dict[str, Any]:
-        return {}  # budget.trials does not apply: one trial per distinct aggregated architecture
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
         shards = shard_dates(context.train_dates, opts.dates_per_shard)
-        calls = {f"lambda={lam:g} shard {j + 1}/{len(shards)}":
-                 dnas_job(context, self.space, opts, self.seed, lam, dates, "distdnas", f"lambda_{i}_shard_{j}")
-                 for i, lam in enumerate(opts.lambdas) for j, dates in enumerate(shards)}
-        context.log(f"training {len(calls)} shard supernets ({len(shards)} shards x {len(opts.lambdas)} lambdas) "
-                    f"on {context.pool.size} workers")
-        results = context.run_calls(calls)
+        jobs = {(i, j): dnas_job(context, self.space, opts, self.seed, lam, dates, "distdnas", f"lambda_{i}_shard_{j}",
+                                 f"lambda={lam:g} shard {j + 1}/{len(shards)}")
+                for i, lam in enumerate(opts.lambdas) for j, dates in enumerate(shards)}
+        context.log(f"training {len(jobs)} shard supernets ({len(shards)} shards x {len(opts.lambdas)} lambdas) "
+                    f"on {context.workers} workers")
+        results = context.run_jobs(jobs)
         proposals: dict[str, Proposal] = {}
         per_lambda = []
         for i, lam in enumerate(opts.lambdas):
-            runs = [results[f"lambda={lam:g} shard {j + 1}/{len(shards)}"] for j in range(len(shards))]
-            choices, weights = aggregate(self.space, [r["probabilities"] for r in runs], opts.aggregation,
+            runs = [results[i, j] for j in range(len(shards))]
+            choices, weights = aggregate(self.space, [r["option_probabilities"] for r in runs], opts.aggregation,
                                          opts.threshold)
             per_lambda.append({"lambda": lam, "choice": choices, "aggregated_weights": weights,
                                "shards": [{"dates": list(dates), "weights": r["probabilities"],

@@ -33,7 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed the usage error
         return int(exc.code or 0)
     from rankitect.errors import UserError  # after parsing: `--help` stays fast
-    from rankitect.searchers.run import SearchInterrupted
+    from rankitect.experiment.ray_env import loopback_environment
+
+    loopback_environment(getattr(args, "address", None))
+    from rankitect.experiment.run import SearchInterrupted
     from rankitect.train.trainer import TrainingInterrupted
 
     try:

@@ -162,7 +162,7 @@ def run_resume(args: argparse.Namespace, client: Any) -> int:
 
 
 def run_result(args: argparse.Namespace, client: Any) -> int:
-    from rankitect.searchers.report import report_lines
+    from rankitect.experiment.report import report_lines
 
     reply = client.get_result(args.job_id)
     result = json.loads(reply.result_json)

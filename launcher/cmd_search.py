@@ -32,9 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_search(args: argparse.Namespace) -> int:
     from launcher.config_file import load_config
     from rankitect.errors import ConfigError
-    from rankitect.searchers.config import SearchConfig
-    from rankitect.searchers.report import load_result, report_lines
-    from rankitect.searchers.run import search
+    from rankitect.experiment.config import SearchConfig
+    from rankitect.experiment.report import load_result, report_lines
+    from rankitect.experiment.run import search
 
     raw = load_config(args.config, args.overrides)
     out = args.out or raw.get("out") or Path("runs") / args.config.stem
@@ -51,7 +51,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from rankitect.searchers.report import load_result, report_lines
+    from rankitect.experiment.report import load_result, report_lines
 
     result = load_result(args.run_dir)
     if args.json:

@@ -1,7 +1,10 @@
-"""Rankitect core: schema, data, blocks + registry, architecture graph, model, cost, training.
+"""Rankitect: schema, data, blocks + registry, architecture graph, model, cost, training (the
+core), `searchers` (the strategies, above the core) and `experiment` (one search run, above
+them). README "How the code is laid out" has the layers; `tests/test_layers.py` checks them.
 
 Nothing in this package imports `search_spaces`, `distdnas` or `launcher`, and nothing here
-reads argv, environment variables or YAML.
+reads argv or YAML; only the entry point `search` (and the CLI above) sets environment
+variables (for a local Ray) and Optuna's log level.
 """
 
 __version__ = "0.1.0"
@@ -11,11 +14,11 @@ def search(config, out=None, address=None, force=False, progress=None):  # noqa:
     """Run or continue a search from a config mapping (or SearchConfig); returns a SearchResult.
 
     `out` defaults to the config's `out` key, else `runs/search`. A local Ray is started unless
-    `address` names a cluster (or Ray is already initialized). See rankitect.searchers.run.search.
+    `address` names a cluster (or Ray is already initialized). See rankitect.experiment.run.search.
     """
     from pathlib import Path
 
-    from rankitect.searchers.run import search as run_search
+    from rankitect.experiment.run import search as run_search
 
     if out is None:
         out = config.get("out", "runs/search") if isinstance(config, dict) else "runs/search"

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from rankitect.arch.graph import Architecture
 from rankitect.errors import ConfigError, UserError
+from rankitect.registry import Registry, definition_of
 from rankitect.schema import Schema
 
 Choices = dict[str, Any]
@@ -175,21 +176,7 @@ class SearchSpace(abc.ABC):
 
 
 # -- registry ------------------------------------------------------------------------------
-_SPACES: dict[str, type[SearchSpace]] = {}
 _plugins_loaded = False
-
-
-def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
-    """Class decorator; ValueError if another class holds the name."""
-    existing = _SPACES.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"search space {cls.name!r} is already registered by {existing.__module__}")
-    _SPACES[cls.name] = cls
-    return cls
-
-
-def unregister_space(name: str) -> None:
-    _SPACES.pop(name, None)
 
 
 def load_plugins() -> None:
@@ -202,26 +189,32 @@ def load_plugins() -> None:
         ep.load()
 
 
+_SPACES: Registry[type[SearchSpace]] = Registry("search space", load_plugins)
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+    """Class decorator; ValueError if another class holds the name."""
+    _SPACES.register(cls.name, cls, definition_of(cls))
+    return cls
+
+
+def unregister_space(name: str) -> None:
+    _SPACES.unregister(name)
+
+
 def space_names() -> list[str]:
-    load_plugins()
-    return sorted(_SPACES)
+    return _SPACES.names()
 
 
-def get_space(name: str) -> type[SearchSpace]:
-    """The space class `name`; ValueError listing the registered names otherwise."""
-    load_plugins()
-    if name not in _SPACES:
-        raise ValueError(f"unknown search space {name!r}; registered spaces: {sorted(_SPACES)}")
-    return _SPACES[name]
+def get_space(name: str, key: str = "space.name") -> type[SearchSpace]:
+    """The space class `name`; UnknownName (a ConfigError) naming `key` otherwise."""
+    return _SPACES.get(name, key)
 
 
 def make_space(name: str, schema: Schema, options: Mapping[str, Any] | None = None,
                where: str = "space") -> SearchSpace:
     """Build space `name` from an options mapping; ConfigError naming `where.<key>` when wrong."""
-    try:
-        cls = get_space(name)
-    except ValueError as exc:
-        raise ConfigError(f"{where}.name: {exc}") from None
+    cls = get_space(name, f"{where}.name")
     return cls(schema, options_from_mapping(cls.Options, options or {}, where))
 
 
@@ -238,6 +231,19 @@ def options_from_mapping(kind: type, raw: Mapping[str, Any], where: str) -> Any:
     if hasattr(options, "check"):
         options.check()
     return options
+
+
+def check_names(key: str, values: Any, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    """`values` as a tuple, when it is a non-empty list of distinct names from `allowed`;
+    ConfigError naming `key` (and the index of a wrong name) otherwise."""
+    if not isinstance(values, (tuple, list)) or not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{key}: must be a non-empty list of {what}s from {list(allowed)}, got {values!r}")
+    for i, v in enumerate(values):
+        if v not in allowed:
+            raise ConfigError(f"{key}[{i}]: unknown {what} {v!r}; choose from {list(allowed)}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{key}: listed twice in {list(values)}")
+    return tuple(values)
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -270,31 +276,28 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
 
 
 # -- named fixed architectures (baselines) --------------------------------------------------
-_BASELINES: dict[str, Callable[[Schema], Architecture]] = {}
+_BASELINES: Registry[Callable[[Schema], Architecture]] = Registry("baseline", load_plugins)
 
 
 def register_baseline(name: str, build: Callable[[Schema], Architecture]) -> None:
-    """A fixed architecture, built for a schema, usable by name wherever an architecture is."""
-    _BASELINES[name] = build
+    """A fixed architecture, built for a schema, usable by name wherever an architecture is;
+    ValueError if another function holds the name."""
+    _BASELINES.register(name, build, definition_of(build))
 
 
 def baseline_names() -> list[str]:
-    load_plugins()
-    return sorted(_BASELINES)
+    return _BASELINES.names()
 
 
-def get_baseline(name: str, schema: Schema) -> Architecture:
-    """The baseline `name` built for `schema`; ValueError listing the names otherwise."""
-    load_plugins()
-    if name not in _BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; baselines: {sorted(_BASELINES)}")
-    return _BASELINES[name](schema)
+def get_baseline(name: str, schema: Schema, key: str = "baseline") -> Architecture:
+    """The baseline `name` built for `schema`; UnknownName (a ConfigError) naming `key` otherwise."""
+    return _BASELINES.get(name, key)(schema)
 
 
 def resolve_architecture(name_or_path: str, schema: Schema, field: str = "--arch") -> Architecture:
     """A registered baseline name, or a path to an architecture JSON file."""
-    if name_or_path in baseline_names():
-        return get_baseline(name_or_path, schema)
+    if name_or_path in _BASELINES:
+        return get_baseline(name_or_path, schema, field)
     path = Path(name_or_path)
     if path.is_file():
         return Architecture.load(path)

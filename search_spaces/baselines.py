@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture, Node
 from rankitect.schema import Schema
-from rankitect.space import register_baseline, resolve_architecture  # noqa: F401  (re-exported)
+from rankitect.space import get_baseline, register_baseline, resolve_architecture  # noqa: F401  (re-exported)
 
 
 def _features(schema: Schema) -> list[str]:
@@ -97,7 +97,5 @@ for _name, _build in BASELINES.items():
 
 
 def baseline(name: str, schema: Schema) -> Architecture:
-    """The baseline `name` for `schema`; ValueError listing the valid names otherwise."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; baselines: {sorted(BASELINES)}")
-    return BASELINES[name](schema)
+    """The registered baseline `name` for `schema` (the one registry: rankitect.space)."""
+    return get_baseline(name, schema)

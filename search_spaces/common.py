@@ -9,6 +9,7 @@ from rankitect.arch.graph import Architecture, Node, prune_unreachable
 from rankitect.blocks import get_block
 from rankitect.errors import ConfigError
 from rankitect.schema import Schema
+from rankitect.space import check_names
 
 
 def check_range(key: str, value: Any, low: int, high: int) -> None:
@@ -30,16 +31,10 @@ def check_values(key: str, values: Any, low: int, high: int) -> None:
         raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
 
 
-def check_names(key: str, values: Any, allowed: Sequence[str]) -> None:
-    """ConfigError naming `space.<key>` unless `values` is a non-empty tuple of distinct names
+def check_module_names(key: str, values: Any, allowed: Sequence[str]) -> None:
+    """ConfigError naming `space.<key>` unless `values` is a non-empty list of distinct names
     from `allowed`."""
-    if not isinstance(values, (tuple, list)) or not values:
-        raise ConfigError(f"space.{key}: must be a non-empty list of names, got {values!r}")
-    for i, v in enumerate(values):
-        if v not in allowed:
-            raise ConfigError(f"space.{key}[{i}]: must be one of {list(allowed)}, got {v!r}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"space.{key}: values must be distinct, got {list(values)}")
+    check_names(f"space.{key}", values, allowed, "module")
 
 
 def check_pooling(value: Any) -> None:

@@ -16,7 +16,7 @@ from rankitect.schema import Schema
 from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
     GraphBuilder,
-    check_names,
+    check_module_names,
     check_pooling,
     check_range,
     check_values,
@@ -54,7 +54,7 @@ class InteractionsOptions(SpaceOptions):
         check_values("widths", self.widths, 1, _MAX_FC_WIDTH)
         check_values("dcn_ranks", self.dcn_ranks, 0, int(get_block("dcn").spec.param("rank").high or 1024))
         check_values("mlp_hidden", self.mlp_hidden, 1, _MAX_FC_WIDTH)
-        check_names("modules", self.modules, MODULES)
+        check_module_names("modules", self.modules, MODULES)
         check_pooling(self.pooling)
 
 

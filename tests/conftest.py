@@ -38,7 +38,7 @@ def ray_env(temp_dir: Path, gate_dir: Path) -> dict[str, str]:
 
 class TrialGate:
     """The test side of the gate that holds trials where a test wants them
-    (rankitect.searchers.test_gate; every Ray cluster of the tests passes it to its workers).
+    (rankitect.test_gate; every Ray cluster of the tests passes it to its workers).
 
     A test that interrupts, cancels or kills a search mid-run arms it before starting the
     search, waits until the trials it holds have `started`, interrupts, then releases it (or
@@ -98,8 +98,8 @@ def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = No
 
 
 def _gate() -> ModuleType:
-    """rankitect.searchers.test_gate, imported when a test first needs it (it imports torch)."""
-    from rankitect.searchers import test_gate
+    """rankitect.test_gate, imported when a test first needs it (it imports torch)."""
+    from rankitect import test_gate
 
     return test_gate
 
@@ -115,7 +115,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def gate_dir(tmp_path_factory) -> Path:
-    """The folder of the session's test gate (rankitect.searchers.test_gate); open unless a
+    """The folder of the session's test gate (rankitect.test_gate); open unless a
     test arms it through the `trial_gate` fixture."""
     return tmp_path_factory.mktemp("trial-gate")
 

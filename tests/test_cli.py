@@ -46,12 +46,12 @@ def test_train_writes_metrics(data, tmp_path, capsys) -> None:
     assert metrics["eval_dates"] == ["2024-01-03"]
 
 
-# `rankitect train ...` whose every step passes the test gate (rankitect.searchers.test_gate) as
+# `rankitect train ...` whose every step passes the test gate (rankitect.test_gate) as
 # "step N", through the Trainer's on_step: a test holds training at the step it chooses.
 TRAIN_THROUGH_THE_GATE = """
 import sys
 from launcher.cli import main
-from rankitect.searchers.test_gate import wait_at_gate
+from rankitect.test_gate import wait_at_gate
 from rankitect.train.trainer import Trainer
 
 plain_init = Trainer.__init__
@@ -105,10 +105,10 @@ def test_blocks_json(capsys) -> None:
         (["--arch", "resnet"], "--arch 'resnet' is neither a baseline"),
         (["--train-dates", "first:9"], "--train-dates: 'first:9' asks for 9 dates"),
         (["--eval-dates", "2030-01-01"], "--eval-dates: date '2030-01-01' is not in the dataset"),
-        (["--lr", "-1"], "lr=-1.0 is out of range"),
-        (["--epochs", "0"], "epochs=0 is out of range"),
+        (["--lr", "-1"], "lr: must be > 0, got -1.0"),
+        (["--epochs", "0"], "epochs: must be >= 1, got 0"),
         (["--device", "cuda"], "CUDA is not available"),
-        (["--device", "tpu9"], "device='tpu9'"),
+        (["--device", "tpu9"], "device: must be cpu, cuda, cuda:N or auto, got 'tpu9'"),
         (["--embedding-dim", "0"], "--embedding-dim must be >= 1, got 0"),
     ],
 )

@@ -186,7 +186,7 @@ def test_rayjob_runs_a_search_on_its_own_cluster() -> None:
 
 
 def test_rayjob_config_comes_from_its_configmap_and_data_runs_from_the_claim() -> None:
-    from rankitect.searchers.config import SearchConfig
+    from rankitect.experiment.config import SearchConfig
 
     job, argv = rayjob_entrypoint()
     args = parse_cli(argv)

@@ -12,8 +12,8 @@ from distdnas.aggregate import aggregate
 from distdnas.searcher import shard_dates
 from launcher.cli import main
 from rankitect.data.dataset import Dataset
-from rankitect.searchers.report import report_lines
-from rankitect.searchers.run import search
+from rankitect.experiment.report import report_lines
+from rankitect.experiment.run import search
 from rankitect.space import make_space
 from tests.helpers import tiny_synth
 from tests.test_planned_search import INTERACTIONS
@@ -94,7 +94,7 @@ def test_mean_vote_and_threshold(data) -> None:
             name = name.replace("__", ".")
             rest = (1.0 - p) / (len(weights[name]) - 1)
             weights[name] = {o: (p if o == option else rest) for o in weights[name]}
-        return weights
+        return {c.name: [weights[c.name][str(o)] for o in c.options] for c in space.choices()}  # by position
 
     # Two shards mildly prefer dot in layer 0; one strongly prefers mlp: mean -> mlp, vote -> dot.
     shards = [shard(l0__module=("dot", 0.3)), shard(l0__module=("dot", 0.3)), shard(l0__module=("mlp", 0.9))]

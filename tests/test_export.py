@@ -104,7 +104,7 @@ def criteo_run(shared_data: Path, tmp_path_factory) -> Path:
 def in_process_scores(run: Path, dates: list[str], rows: int, int8: bool = False) -> list[float]:
     """The run's model, built by Rankitect, on the first `rows` rows of `dates` as the loader reads them."""
     folder = open_run(run)
-    dataset = Dataset.open(folder.config["data"])
+    dataset = Dataset.open(folder.data_path)
     model, schema = load_model(folder, dataset.schema)
     if int8:
         from rankitect.export.int8 import quantize
@@ -155,7 +155,7 @@ def test_fresh_process_without_the_project_serves_samples_and_raw_rows(
     """fp32 and int8 on synthetic rows, fp32 on raw Criteo rows (hashing, log1p, missing values),
     all in one child process: sample outputs within 1e-5, raw-row scores as the in-process model."""
     date = open_run(synth_run).eval_dates
-    dataset = Dataset.open(open_run(synth_run).config["data"])
+    dataset = Dataset.open(open_run(synth_run).data_path)
     table = pq.read_table(dataset.files[date[0]][0])
     synth_rows = write_rows(tmp_path / "synth.jsonl", table.slice(0, RAW_ROWS).to_pylist())
     jobs = [{"dir": str(artifact), "int8": False, "rows": str(synth_rows)},
@@ -223,7 +223,7 @@ def test_other_mistakes_exit_2(synth_run: Path, artifact: Path, tmp_path: Path, 
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     fails("cannot be opened", "--run", synth_run, "--out", tmp_path / "a", "--data", tmp_path / "gone")
     dense_only = Architecture(nodes=(Node("top", "fc", ("dense",), {"width": 1, "activation": "none"}),))
-    run = fake_run(tmp_path / "dense_only", dense_only, Dataset.open(open_run(synth_run).config["data"]))
+    run = fake_run(tmp_path / "dense_only", dense_only, Dataset.open(open_run(synth_run).data_path))
     fails("--int8: architecture '' has no embedding tables", "--run", run, "--out", tmp_path / "a", "--int8")
     assert not (tmp_path / "a").exists() and leftovers(tmp_path) == []
 
@@ -271,7 +271,7 @@ def fake_run(run: Path, arch: Architecture, dataset: Dataset) -> Path:
 @pytest.mark.parametrize("with_tables", [False, True])  # True: the program looks ids up (FusedLookup)
 def test_block_that_cannot_be_exported_is_named(synth_run: Path, artifact: Path, tmp_path: Path, capsys,
                                                 branchy, with_tables: bool) -> None:
-    dataset = Dataset.open(open_run(synth_run).config["data"])
+    dataset = Dataset.open(open_run(synth_run).data_path)
     sparse = (Node("rows", "concat", ("sparse",), {"mode": "flat"}),) if with_tables else ()
     top_in = (Node("both", "concat", ("gate", "rows"), {"mode": "flat"}),) if with_tables else ()
     arch = Architecture(nodes=(Node("gate", "test_branchy", ("dense",)), *sparse, *top_in,

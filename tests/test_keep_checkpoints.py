@@ -11,13 +11,13 @@ import yaml
 
 from launcher.cli import main
 from rankitect.errors import ConfigError, ExportError
+from rankitect.experiment.config import SearchConfig
+from rankitect.experiment.events import SearchEvents
+from rankitect.experiment.report import report_lines
+from rankitect.experiment.results import ranked_trials
+from rankitect.experiment.retention import SOURCE_FILE
+from rankitect.experiment.run import SearchInterrupted, search
 from rankitect.export.run_folder import NOT_KEPT_FILE, open_run
-from rankitect.searchers.config import SearchConfig
-from rankitect.searchers.events import SearchEvents
-from rankitect.searchers.report import report_lines
-from rankitect.searchers.result import ranked_trials
-from rankitect.searchers.retention import SOURCE_FILE
-from rankitect.searchers.run import SearchInterrupted, search
 from tests.helpers import tiny_synth
 from tests.test_search import make_config
 

@@ -15,10 +15,10 @@ from launcher.cli import main
 from rankitect.arch import Architecture
 from rankitect.cost import cost_of
 from rankitect.data.dataset import Dataset
+from rankitect.experiment.report import report_lines
+from rankitect.experiment.run import search
 from rankitect.searchers.dnas import temperature_at
 from rankitect.searchers.oneshot import OneShotOptions, sampled_paths
-from rankitect.searchers.report import report_lines
-from rankitect.searchers.run import search
 from rankitect.space import make_space
 from tests.helpers import tiny_synth
 from tests.test_search import make_config
@@ -175,13 +175,16 @@ def test_supernet_training_interrupted_mid_epoch_continues_from_the_last_epoch(d
     weights of an uninterrupted run."""
     import torch
 
+    from rankitect.data.dataset import Dataset
     from rankitect.searchers import oneshot
+    from rankitect.space import make_space
     from rankitect.train.config import TrainConfig
 
-    space_options = {k: v for k, v in INTERACTIONS.items() if k != "name"}
-    kwargs = {"data_path": str(data), "space_name": "interactions", "space_options": space_options,
-              "train_dates": ("2024-01-01",), "train": TrainConfig(batch_size=256, lr=3e-3),
-              "options": {"supernet_epochs": 2}, "seed": 0}
+    space = make_space("interactions", Dataset.open(str(data)).schema,
+                       {k: v for k, v in INTERACTIONS.items() if k != "name"})
+    kwargs = {"data_path": str(data), "space": space, "train_dates": ("2024-01-01",),
+              "train": TrainConfig(batch_size=256, lr=3e-3), "opts": oneshot.OneShotOptions(supernet_epochs=2),
+              "seed": 0}
     whole = oneshot.train_supernet(**kwargs, out_file=str(tmp_path / "whole.pt"))
     assert whole["steps"] == 12 and whole["resumed_at_epoch"] == 0
 

@@ -18,7 +18,7 @@ import yaml
 from launcher.cli import main
 from rankitect.arch import Architecture, Node
 from rankitect.data.dataset import Dataset
-from rankitect.searchers.run import search
+from rankitect.experiment.run import search
 from rankitect.space import Choice, SearchSpace, register_space, space_names, unregister_space
 from tests.conftest import ROOT
 from tests.helpers import tiny_synth
@@ -272,15 +272,18 @@ def test_an_architecture_json_is_a_baseline(ray_cluster, data, tmp_path) -> None
 def test_resume_with_a_half_asked_trial_behind_an_interrupted_one(ray_cluster, data, tmp_path) -> None:
     """A driver killed while drawing trial 3's choices, with trial 2 still running: trial 3's
     missing choices are drawn on resume, trial 2 runs again, and the search finishes."""
+    from rankitect.experiment.study import open_study
     from rankitect.searchers import make_searcher
+    from rankitect.searchers.base import searcher_options
     from rankitect.space import make_space
 
     config = make_config(data, "random", trials=2, baselines=[])
     search(config, tmp_path / "run", progress=False)
     schema = Dataset.open(str(data)).schema
     space = make_space("nasrec", schema, {"blocks": 2})
-    searcher = make_searcher("random", {}, space, ["minimize", "minimize"], 0,
-                             f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    directions = ["minimize", "minimize"]
+    searcher = make_searcher("random", searcher_options("random", {}, directions), space, directions, 0,
+                             open_study(f"sqlite:///{tmp_path / 'run' / 'study.db'}", directions))
     interrupted = searcher.ask()
     half = searcher.study.ask()  # trial 3: one choice drawn, then the driver died
     first_choice = space.choices()[0]

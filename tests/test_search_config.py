@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ import yaml
 from launcher.cli import main
 from launcher.config_file import apply_override, load_config
 from rankitect.errors import ConfigError
-from rankitect.searchers.config import SearchConfig
-from rankitect.searchers.run import plan_search
+from rankitect.experiment.config import SearchConfig
+from rankitect.experiment.plan import plan_search
+from rankitect.train.config import TrainConfig
 from tests.helpers import tiny_synth
 
 BASE = {
@@ -40,9 +42,12 @@ def test_defaults_fill_in(data) -> None:
     assert cfg.objectives == ("ne", "flops") and cfg.directions == ["minimize", "minimize"]
     assert cfg.baselines == ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
     assert cfg.data.test_dates == "last:1" and cfg.budget.trials == 20 and cfg.seed == 0
-    assert cfg.train.train_config(0).embedding_optimizer == "rowwise_adagrad"
+    # One set of training defaults: a trial trains as `rankitect train` does, but for its seed
+    # and its checkpoints (epoch ends only: an interrupted trial trains again from its start).
+    assert dataclasses.replace(cfg.trial_train(0), checkpoint_every=TrainConfig().checkpoint_every) == TrainConfig()
+    assert cfg.trial_train(0).checkpoint_every == 0
     sgd = SearchConfig.from_dict(_config(data, train__embedding_optimizer="sgd", train__embedding_lr=0.2))
-    run = sgd.train.train_config(3)
+    run = sgd.trial_train(3)
     assert (run.embedding_optimizer, run.embedding_lr, run.seed) == ("sgd", 0.2, 3)
 
 

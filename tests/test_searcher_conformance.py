@@ -15,8 +15,9 @@ import pytest
 
 from rankitect.arch import Architecture, Node
 from rankitect.errors import ConfigError
+from rankitect.experiment.study import open_study
 from rankitect.searchers import make_searcher, searcher_names
-from rankitect.searchers.base import searcher_class
+from rankitect.searchers.base import searcher_class, searcher_options
 from rankitect.searchers.planned import PlannedSearcher, Proposal
 from rankitect.space import Choice, SearchSpace
 from tests.helpers import toy_schema
@@ -48,7 +49,8 @@ def _searcher(name: str, storage: str, directions=("minimize",), seed: int = 3, 
     """Searcher `name`; a planned one (oneshot, dnas, proxy) gets a plan of 64 proposals drawn
     from its seed in place of its planning phase, which the end-to-end tests run for real."""
     space = GridSpace(toy_schema())
-    searcher = make_searcher(name, options, space, list(directions), seed, storage)
+    searcher = make_searcher(name, searcher_options(name, options, list(directions)), space, list(directions), seed,
+                             open_study(storage, list(directions)))
     if isinstance(searcher, PlannedSearcher):
         rng = random.Random(seed)
         searcher.use_plan([Proposal(space.sample(rng), {"rank": i}) for i in range(64)], {})

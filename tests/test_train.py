@@ -93,7 +93,7 @@ def test_resume_refuses_other_settings(dataset, tmp_path) -> None:
     (tmp_path / "r").mkdir()
     _trainer(dataset, tmp_path / "r", config=TrainConfig(epochs=1, batch_size=256, shuffle_buffer=1000)).fit()
     other = TrainConfig(epochs=1, batch_size=256, shuffle_buffer=1000, lr=0.5)
-    with pytest.raises(UserError, match="lr=0.001 there, 0.5 now"):
+    with pytest.raises(UserError, match=f"lr={TrainConfig().lr} there, 0.5 now"):
         _trainer(dataset, tmp_path / "r", config=other).fit(resume=True)
 
 
@@ -123,7 +123,7 @@ def test_run_folder_safety(dataset, tmp_path) -> None:
 
 
 def test_precision_must_be_fp32_or_bf16() -> None:
-    with pytest.raises(ConfigError, match=r"precision='fp16' is out of range \(one of \('fp32', 'bf16'\)\)"):
+    with pytest.raises(ConfigError, match=r"precision: must be one of \('fp32', 'bf16'\), got 'fp16'"):
         TrainConfig(precision="fp16").check()
 
 
@@ -206,11 +206,11 @@ def _used_ids(dataset) -> dict[str, set[int]]:
 
 
 def test_embedding_optimizer_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match=r"embedding_optimizer='lamb' is out of range \(one of"):
+    with pytest.raises(ConfigError, match=r"embedding_optimizer: must be one of \('rowwise_adagrad'"):
         TrainConfig(embedding_optimizer="lamb").check()
-    with pytest.raises(ConfigError, match="embedding_optimizer='adam' runs on CUDA only"):
+    with pytest.raises(ConfigError, match="embedding_optimizer: must be one of rowwise_adagrad, adagrad, sgd, dense on device='cpu'"):
         TrainConfig(embedding_optimizer="adam").check()
-    with pytest.raises(ConfigError, match="embedding_lr=0.0 is out of range"):
+    with pytest.raises(ConfigError, match="embedding_lr: must be > 0, got 0.0"):
         TrainConfig(embedding_lr=0.0).check()
 
 

@@ -53,7 +53,7 @@ from launcher.jobs.worker import (
     SEARCH_DIR,
 )
 from rankitect.errors import UserError
-from rankitect.searchers.result import RESULT_FILE
+from rankitect.experiment.results import RESULT_FILE
 
 log = logging.getLogger(__name__)
 MAX_LOG_EVENTS = 5_000  # per driver process: a chatty job cannot fill the store

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankitect.searchers.result import json_safe
+from rankitect.experiment.results import json_safe
 
 QUEUED, RUNNING, CANCELLING = "QUEUED", "RUNNING", "CANCELLING"
 SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"

@@ -28,9 +28,9 @@ from typing import Any, TextIO
 import yaml
 
 from rankitect.errors import UserError
+from rankitect.experiment.events import SearchEvents
+from rankitect.experiment.results import json_safe
 from rankitect.export.serving import sha256_file
-from rankitect.searchers.events import SearchEvents
-from rankitect.searchers.result import json_safe
 
 CONFIG_FILE = "config.yaml"
 SEARCH_DIR = "search"
@@ -102,9 +102,9 @@ def pack(folder: Path, target: Path) -> tuple[int, str]:
 
 
 def run_job(job_dir: Path, address: str | None, events: JsonLineEvents) -> int:
+    from rankitect.experiment.config import SearchConfig
+    from rankitect.experiment.run import SearchInterrupted, search
     from rankitect.export.artifact import export_run
-    from rankitect.searchers.config import SearchConfig
-    from rankitect.searchers.run import SearchInterrupted, search
 
     lock = hold_lock(job_dir)
     try:

@@ -9,6 +9,7 @@ the job's folder is the server's).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -98,8 +99,8 @@ def _check_shape(value: Any) -> None:
 def check_submission(config_yaml: str, overrides: Sequence[str],
                      allowed_path: Callable[[str, str], Path]) -> Submission:
     """The config a job runs; Refused (INVALID_ARGUMENT, PERMISSION_DENIED) naming the field."""
-    from rankitect.searchers.config import SearchConfig
-    from rankitect.searchers.run import plan_search
+    from rankitect.experiment.config import SearchConfig
+    from rankitect.experiment.plan import plan_search
     from rankitect.space import baseline_names
 
     raw = parse_config(config_yaml, overrides)
@@ -111,12 +112,12 @@ def check_submission(config_yaml: str, overrides: Sequence[str],
     if "storage" in config.searcher.options:
         raise invalid_argument("config.searcher.storage", "cannot be set on a server: a job's study lives in "
                                                           "its run folder")
+    known = baseline_names()
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, path=str(allowed_path(config.data.path, "config.data.path"))),
+        baselines=tuple(name if name in known else str(allowed_path(name, f"config.baselines[{i}]"))
+                        for i, name in enumerate(config.baselines)))
     resolved = config.to_dict()
-    resolved["data"]["path"] = str(allowed_path(config.data.path, "config.data.path"))
-    for i, name in enumerate(config.baselines):
-        if name not in baseline_names():
-            resolved["baselines"][i] = str(allowed_path(name, f"config.baselines[{i}]"))
-    config = SearchConfig.from_dict(resolved)
     with tempfile.TemporaryDirectory(prefix="rankitect-check-") as scratch:
         try:
             plan_search(config, Path(scratch) / "run")  # data, dates, space, searcher, baselines

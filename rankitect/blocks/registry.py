@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from rankitect.blocks.base import Block
 from rankitect.blocks.spec import BlockSpec
+from rankitect.registry import Registry, definition_of
 
-_BLOCKS: dict[str, Block] = {}
+_BLOCKS: Registry[Block] = Registry("block")
 
 
 def register_block(cls: type[Block]) -> type[Block]:
@@ -15,32 +16,24 @@ def register_block(cls: type[Block]) -> type[Block]:
 
     Raises ValueError if another class already holds the name.
     """
-    name = cls.spec.name
-    existing = _BLOCKS.get(name)
-    if existing is not None and type(existing).__qualname__ != cls.__qualname__:
-        raise ValueError(f"block name {name!r} is already registered by "
-                         f"{type(existing).__module__}.{type(existing).__qualname__}")
-    _BLOCKS[name] = cls()
+    _BLOCKS.register(cls.spec.name, cls(), definition_of(cls))
     return cls
 
 
 def unregister_block(name: str) -> None:
     """Remove a block (tests that register their own use this to clean up)."""
-    _BLOCKS.pop(name, None)
+    _BLOCKS.unregister(name)
 
 
-def get_block(name: str) -> Block:
-    """The registered block `name`; ValueError listing the valid names otherwise."""
-    try:
-        return _BLOCKS[name]
-    except KeyError:
-        raise ValueError(f"unknown block {name!r}; registered blocks: {block_names()}") from None
+def get_block(name: str, key: str = "block") -> Block:
+    """The registered block `name`; UnknownName (a ConfigError) listing the names otherwise."""
+    return _BLOCKS.get(name, key)
 
 
 def block_names() -> list[str]:
-    return sorted(_BLOCKS)
+    return _BLOCKS.names()
 
 
 def list_blocks() -> list[BlockSpec]:
     """Specs of every registered block, sorted by name."""
-    return [_BLOCKS[n].spec for n in block_names()]
+    return [get_block(n).spec for n in block_names()]

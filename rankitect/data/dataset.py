@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -34,6 +35,12 @@ class Dataset:
     root: str
     schema: Schema
     files: dict[str, tuple[str, ...]]
+
+    @staticmethod
+    def shared(uri: str) -> "Dataset":
+        """The dataset at `uri`, opened once per process (for workers that run many trials or
+        planning jobs on the same data)."""
+        return _open_shared(str(uri))
 
     @staticmethod
     def open(uri: str, check_files: bool = True) -> "Dataset":
@@ -128,3 +135,8 @@ def _is_kind(t: pa.DataType, kind: str) -> bool:
     if kind == "integer":
         return pa.types.is_integer(t)
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_shared(uri: str) -> Dataset:
+    return Dataset.open(uri)

@@ -217,7 +217,7 @@ def _manifest(tmp: Path, run: RunFolder, schema: Any, forms: list[_Model]) -> di
         "format": serving.FORMAT,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run": {"path": str(run.run.resolve()), "kind": run.kind, "folder": str(run.folder.resolve()),
-                "data": run.config.get("data"), "eval_dates": run.eval_dates},
+                "data": run.data_path, "eval_dates": run.eval_dates},
         "arch": run.arch.name,
         "program": entry(forms[0]),
         "int8": entry(forms[1]) if len(forms) > 1 else None,

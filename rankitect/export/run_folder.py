@@ -41,7 +41,13 @@ class RunFolder:
 
     @property
     def eval_dates(self) -> list[str]:
-        return list(self.metrics.get("eval_dates") or self.config.get("eval_dates") or [])
+        return list(self.metrics.get("eval_dates") or [])
+
+    @property
+    def data_path(self) -> str:
+        """config.json's data path: {"data": {"path": ...}} (a plain string before one shape)."""
+        data = self.config["data"]
+        return data if isinstance(data, str) else data["path"]
 
 
 def open_run(run: Path) -> RunFolder:
@@ -77,8 +83,9 @@ def open_run(run: Path) -> RunFolder:
     if status != "complete":
         raise ExportError(f"{folder / METRICS_FILE}: the run's status is {status!r}; only a complete run "
                           f"is exported")
-    if not isinstance(config.get("data"), str):
-        raise ExportError(f"{folder / CONFIG_FILE}: field 'data' (the dataset's path) is missing")
+    data = config.get("data")
+    if not isinstance(data, str) and not (isinstance(data, dict) and isinstance(data.get("path"), str)):
+        raise ExportError(f"{folder / CONFIG_FILE}: field 'data.path' (the dataset's path) is missing")
     return RunFolder(run, folder, kind, arch, config, metrics)
 
 
@@ -94,11 +101,11 @@ def _json(path: Path) -> dict[str, Any]:
 
 def open_dataset(run: RunFolder, data: str | None = None) -> Dataset:
     """The run's dataset (config.json 'data', or `data`), holding the run's eval dates."""
-    uri = data or run.config["data"]
+    uri = data or run.data_path
     try:
         dataset = Dataset.open(uri)
     except DataError as exc:
-        where = "--data" if data else f"{run.folder / CONFIG_FILE} field 'data'"
+        where = "--data" if data else f"{run.folder / CONFIG_FILE} field 'data.path'"
         raise ExportError(f"the run's dataset {uri!r} ({where}) cannot be opened: {exc}; "
                           f"pass --data to point at it") from None
     missing = [d for d in run.eval_dates if d not in dataset.files]

@@ -1,8 +1,9 @@
 """The searcher contract (ask/tell over a search space) and the registry of searchers by name.
 
-Every sampling searcher keeps its trials in an Optuna study, so the study is the whole state:
-a new searcher opened on the same storage and study name continues where the last one
-stopped, and optuna-dashboard can open a running search.
+A searcher keeps its trials in the Optuna study it is given, so the study is the whole state:
+a new searcher on the same study continues where the last one stopped, and optuna-dashboard
+can open a running search. The run opens the study (rankitect.experiment.study); a searcher
+used on its own (one-shot's search of sub-architectures) gets an in-memory one.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ import optuna
 from optuna.trial import TrialState
 
 from rankitect.errors import ConfigError
+from rankitect.registry import Registry, definition_of
 from rankitect.space import Choices, SearchSpace, SpaceOptions, load_plugins, options_from_mapping
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STATES = ("complete", "failed", "pruned")
 _OPTUNA_STATE = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
 PRUNERS = ("none", "median", "halving")
-STUDY_NAME = "rankitect"
 
 
 @dataclass(frozen=True)
@@ -78,21 +77,13 @@ class Searcher(abc.ABC):
     needs_supernet: ClassVar[bool] = False  # one-shot and differentiable searchers
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], seed: int,
-                 options: SearcherOptions, storage: str) -> None:
+                 options: SearcherOptions, study: optuna.Study) -> None:
         self.space = space
         self.directions = list(directions)
         self.seed = seed
         self.options = options
-        self.study = optuna.create_study(storage=options.storage or storage, study_name=STUDY_NAME,
-                                         directions=self.directions, load_if_exists=True)
-        if [d.name.lower() for d in self.study.directions] != self.directions:
-            raise ConfigError(f"objectives: the stored study optimizes "
-                              f"{[d.name.lower() for d in self.study.directions]}, the config {self.directions}")
+        self.study = study
         self._live: dict[int, optuna.Trial] = {}
-        # A driver killed between enqueue and ask leaves WAITING trials: make them RUNNING
-        # (with their enqueued choices) so that `pending` runs them and numbering stays dense.
-        for _ in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            self.space.suggest(self.study.ask())
 
     # -- subclasses ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -141,6 +132,10 @@ class Searcher(abc.ABC):
         """Trials asked by an earlier driver and never told, in number order. One stopped while
         its choices were being drawn has the missing ones drawn now (at random, seeded by
         its number), keeping those already stored."""
+        # A driver killed between enqueue and ask leaves WAITING trials: make them RUNNING
+        # (with their enqueued choices) so that they run again and numbering stays dense.
+        for _ in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.space.suggest(self.study.ask())
         out = []
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             try:
@@ -179,24 +174,22 @@ class Searcher(abc.ABC):
 
 
 # -- registry ------------------------------------------------------------------------------
-_SEARCHERS: dict[str, type[Searcher]] = {}
+_SEARCHERS: Registry[type[Searcher]] = Registry("searcher", load_plugins)
 
 
 def register_searcher(cls: type[Searcher]) -> type[Searcher]:
-    _SEARCHERS[cls.name] = cls
+    """Class decorator; ValueError if another class holds the name."""
+    _SEARCHERS.register(cls.name, cls, definition_of(cls))
     return cls
 
 
 def searcher_names() -> list[str]:
-    load_plugins()  # packages such as distdnas register searchers through the entry point
-    return sorted(_SEARCHERS)
+    return _SEARCHERS.names()
 
 
-def searcher_class(name: str) -> type[Searcher]:
-    load_plugins()
-    if name not in _SEARCHERS:
-        raise ConfigError(f"searcher.name: unknown searcher {name!r}; searchers: {searcher_names()}")
-    return _SEARCHERS[name]
+def searcher_class(name: str, key: str = "searcher.name") -> type[Searcher]:
+    """The searcher class `name`; UnknownName (a ConfigError) naming `key` otherwise."""
+    return _SEARCHERS.get(name, key)
 
 
 def searcher_options(name: str, options: Mapping[str, Any], directions: Sequence[str]) -> SearcherOptions:
@@ -208,7 +201,7 @@ def searcher_options(name: str, options: Mapping[str, Any], directions: Sequence
     return checked
 
 
-def make_searcher(name: str, options: Mapping[str, Any], space: SearchSpace, directions: Sequence[str],
-                  seed: int, storage: str) -> Searcher:
-    """Searcher `name` with checked options, its trials in the study at `storage`."""
-    return _SEARCHERS[name](space, directions, seed, searcher_options(name, options, directions), storage)
+def make_searcher(name: str, options: SearcherOptions, space: SearchSpace, directions: Sequence[str],
+                  seed: int, study: optuna.Study) -> Searcher:
+    """Searcher `name` with options checked by `searcher_options`, its trials in `study`."""
+    return searcher_class(name)(space, directions, seed, options, study)

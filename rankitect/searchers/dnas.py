@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +30,26 @@ import torch
 import torch.nn.functional as F
 
 from rankitect.cost import cost_of
+from rankitect.data.dataset import Dataset
 from rankitect.errors import ConfigError
 from rankitect.searchers.base import SearcherOptions, register_searcher
 from rankitect.searchers.planned import (
     PlannedSearcher,
     PlanningContext,
+    PlanningJob,
     Proposal,
     add_lambda_proposal,
-    own_options,
 )
 from rankitect.searchers.supernet_train import (
     EpochCheckpoint,
     JobProgress,
-    open_space,
     read_json,
     scale_lr,
     train_steps,
     write_json,
 )
-from rankitect.searchers.test_gate import wait_at_gate
 from rankitect.space import SearchSpace
+from rankitect.test_gate import wait_at_gate
 from rankitect.train.config import TrainConfig
 from rankitect.train.optimizers import model_optimizer, tables_frozen
 
@@ -96,8 +96,8 @@ def temperature_at(step: int, total: int, start: float, end: float) -> float:
     return start * (end / start) ** (step / max(total - 1, 1))
 
 
-def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], train_dates: tuple[str, ...],
-               train: TrainConfig, options: dict[str, Any], lam: float, seed: int, out_file: str,
+def train_dnas(data_path: str, space: SearchSpace, train_dates: tuple[str, ...], train: TrainConfig,
+               opts: DnasOptions, lam: float, seed: int, out_file: str,
                progress_file: str | None = None) -> dict[str, Any]:
     """Train one mixed-op supernet with FLOPs weight `lam`; its derived architecture and the
     final choice probabilities. Reuses `out_file` when an earlier run finished it, and
@@ -106,8 +106,7 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
     if done is not None:
         return done
     started = time.perf_counter()
-    opts = DnasOptions(**options)
-    dataset, space = open_space(data_path, space_name, space_options)
+    dataset = Dataset.shared(data_path)
     torch.manual_seed(seed)
     net = space.mixed_supernet(opts.normalize)
     reference = float(cost_of(space.decode(space.largest()), dataset.schema).flops)
@@ -149,6 +148,7 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
         if step.ends_epoch:
             wait_at_gate(f"{Path(out_file).stem}-epoch {step.epoch + 1}")  # a test's hold point
     choices = net.derive(opts.threshold)
+    probabilities = net.probabilities()
     with torch.no_grad():
         expected = float(net.expected_flops(1.0))
     tail = losses[-max(1, len(losses) // 10):]
@@ -156,8 +156,9 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
               "flops": cost_of(space.decode(choices), dataset.schema).flops,
               "expected_flops": expected, "reference_flops": reference, "supernet_flops": net.full_flops(),
               "train_logloss_last_tenth": sum(tail) / len(tail), "steps": len(losses),
-              "probabilities": {name: {str(k): v for k, v in p.items()}
-                                for name, p in net.probabilities().items()},
+              "probabilities": {name: {str(k): v for k, v in p.items()} for name, p in probabilities.items()},
+              "option_probabilities": {c.name: [probabilities[c.name][o] for o in c.options]
+                                       for c in space.choices() if c.name in probabilities},
               "seconds": time.perf_counter() - started, "resumed_at_epoch": start}
     write_json(Path(out_file), result)
     checkpoint.remove()
@@ -165,16 +166,13 @@ def train_dnas(data_path: str, space_name: str, space_options: dict[str, Any], t
 
 
 def dnas_job(context: PlanningContext, space: SearchSpace, options: DnasOptions, seed: int, lam: float,
-             dates: tuple[str, ...], folder: str, name: str) -> tuple[Any, dict[str, Any]]:
-    """The `train_dnas` call of one supernet on `dates`, writing RUN/planning/`folder`/`name`.json
-    (the DnasOptions fields of `options` are passed on; a subclass's own fields are not)."""
+             dates: tuple[str, ...], folder: str, name: str, label: str) -> PlanningJob:
+    """The `train_dnas` job of one supernet on `dates`, writing RUN/planning/`folder`/`name`.json."""
     (context.folder / folder).mkdir(exist_ok=True)
-    dnas_fields = {k: v for k, v in own_options(options).items() if k in DnasOptions.__dataclass_fields__}
-    return train_dnas, {"data_path": context.data_path, "space_name": space.name,
-                        "space_options": asdict(space.options), "train_dates": dates, "train": context.train,
-                        "options": dnas_fields, "lam": lam, "seed": seed,
-                        "out_file": str(context.folder / folder / f"{name}.json"),
-                        "progress_file": context.progress_file(name)}
+    return PlanningJob(label, train_dnas, {
+        "data_path": context.data_path, "space": space, "train_dates": dates, "train": context.train,
+        "opts": options, "lam": lam, "seed": seed, "out_file": str(context.folder / folder / f"{name}.json"),
+        "progress_file": context.progress_file(name)})
 
 
 @register_searcher
@@ -188,11 +186,11 @@ class Dnas(PlannedSearcher):
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
-        calls = {f"dnas lambda={lam:g}": dnas_job(context, self.space, opts, self.seed, lam, context.train_dates,
-                                                  "dnas", f"lambda_{i}") for i, lam in enumerate(opts.lambdas)}
-        context.log(f"training {len(calls)} mixed-op supernets (lambdas {list(opts.lambdas)})")
-        results = context.run_calls(calls)
-        runs = [results[key] for key in calls]
+        jobs = {i: dnas_job(context, self.space, opts, self.seed, lam, context.train_dates, "dnas", f"lambda_{i}",
+                            f"dnas lambda={lam:g}") for i, lam in enumerate(opts.lambdas)}
+        context.log(f"training {len(jobs)} mixed-op supernets (lambdas {list(opts.lambdas)})")
+        results = context.run_jobs(jobs)
+        runs = [results[i] for i in jobs]
         proposals: dict[str, Proposal] = {}
         for run in runs:
             add_lambda_proposal(proposals, self.space.check_choices(run["choices"]), run["lambda"],

@@ -15,6 +15,7 @@ import optuna
 
 from rankitect.errors import ConfigError
 from rankitect.searchers.base import Searcher, SearcherOptions, ToldTrial, register_searcher
+from rankitect.searchers.pareto import minimized, pareto_ranks
 
 
 @dataclass(frozen=True)
@@ -31,33 +32,10 @@ class EvolutionOptions(SearcherOptions):
                               f"got {self.sample_size}")
 
 
-def pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
-    """Non-domination rank (0 = on the front) of each point; all objectives minimized."""
-    ranks = [0] * len(points)
-    remaining = set(range(len(points)))
-    rank = 0
-    while remaining:
-        front = {i for i in remaining
-                 if not any(_dominates(points[j], points[i]) for j in remaining if j != i)}
-        for i in front:
-            ranks[i] = rank
-        remaining -= front
-        rank += 1
-    return ranks
-
-
-def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
-
 @register_searcher
 class RegularizedEvolution(Searcher):
     name = "evolution"
     Options = EvolutionOptions
-
-    def _minimized(self, trial: ToldTrial) -> tuple[float, ...]:
-        values = trial.values or ()
-        return tuple(v if d == "minimize" else -v for v, d in zip(values, self.directions))
 
     def _parent(self, rng: random.Random) -> ToldTrial | None:
         complete = [t for t in self.told() if t.state == "complete"]
@@ -65,7 +43,7 @@ class RegularizedEvolution(Searcher):
             return None
         window = complete[-self.options.population:]
         contestants = rng.sample(window, self.options.sample_size)
-        points = [self._minimized(t) for t in contestants]
+        points = [minimized(t.values or (), self.directions) for t in contestants]
         ranks = pareto_ranks(points)
         best = min(range(len(contestants)), key=lambda i: (ranks[i], points[i], contestants[i].number))
         return contestants[best]

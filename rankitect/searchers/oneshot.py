@@ -12,8 +12,9 @@ Planning runs two jobs on the Ray workers:
    benchmarks/bench_nas.py: its picks were the largest architectures and retrained worse).
 2. `search_supernet`: evaluates `budget.trials` distinct sub-architectures by their NE on up
    to `eval_rows` validation rows with inherited weights (after `finetune_steps` Adam steps of
-   the standalone model when > 0), proposed by regularized evolution, random sampling or
-   Optuna TPE (`search`). Candidates over `budget.max_flops` are skipped unevaluated.
+   the standalone model when > 0), proposed by one of the sampling searchers (`search`: evolution,
+   random or tpe; the same classes a sampling search runs, on an in-memory study). Candidates
+   over `budget.max_flops` are told pruned unevaluated.
 
 Proposals: the `top_k` best (by Pareto rank on supernet NE and FLOPs when FLOPs is an
 objective, then supernet NE), plus `calibration` other evaluated ones drawn at random: all are
@@ -26,7 +27,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,25 @@ import torch
 import torch.nn.functional as F
 
 from rankitect.cost import cost_of
+from rankitect.data.dataset import Dataset
 from rankitect.errors import ConfigError, UserError
 from rankitect.model import build_model
-from rankitect.searchers.base import SearcherOptions, register_searcher
-from rankitect.searchers.evolution import pareto_ranks
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal, choices_key, own_options
+from rankitect.searchers.base import (
+    Searcher,
+    SearcherOptions,
+    make_searcher,
+    register_searcher,
+    searcher_class,
+)
+from rankitect.searchers.evolution import EvolutionOptions
+from rankitect.searchers.pareto import pareto_ranks
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, PlanningJob, Proposal, choices_key
 from rankitect.searchers.proxies import warm_up
+from rankitect.searchers.screen import FlopsScreen
 from rankitect.searchers.supernet_train import (
     EpochCheckpoint,
     EvalSet,
     JobProgress,
-    open_space,
     read_json,
     scale_lr,
     train_steps,
@@ -57,7 +66,7 @@ from rankitect.train.optimizers import model_optimizer
 
 SAMPLING = ("sandwich", "uniform")
 SEARCH = ("evolution", "random", "tpe")
-MAX_SKIPPED_IN_A_ROW = 500
+MAX_REPEATS_IN_A_ROW = 500
 
 
 @dataclass(frozen=True)
@@ -113,9 +122,9 @@ def sampled_paths(space: SearchSpace, opts: OneShotOptions, step: int, total: in
     return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(opts.sandwich_random))]
 
 
-def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any], train_dates: tuple[str, ...],
-                   train: TrainConfig, options: dict[str, Any], seed: int, out_file: str,
-                   max_steps: int | None = None, progress_file: str | None = None) -> dict[str, Any]:
+def train_supernet(data_path: str, space: SearchSpace, train_dates: tuple[str, ...], train: TrainConfig,
+                   opts: OneShotOptions, seed: int, out_file: str, max_steps: int | None = None,
+                   progress_file: str | None = None) -> dict[str, Any]:
     """Train the space's weight-sharing supernet for `supernet_epochs` (or `max_steps` steps);
     its state_dict goes to `out_file` (.pt) and a summary beside it (.json). Reuses both when
     an earlier run finished them, and continues from the last finished epoch otherwise."""
@@ -124,8 +133,7 @@ def train_supernet(data_path: str, space_name: str, space_options: dict[str, Any
     if done is not None and Path(out_file).is_file():
         return done
     started = time.perf_counter()
-    opts = OneShotOptions(**options)
-    dataset, space = open_space(data_path, space_name, space_options)
+    dataset = Dataset.shared(data_path)
     torch.manual_seed(seed)
     net = space.supernet()
     optimizer = model_optimizer(net, train, torch.device("cpu"))
@@ -193,83 +201,58 @@ class PathScorer:
                                     for b, e in zip(self.evalset.batches, self.embedded)])
 
 
-class _Evaluations:
-    """Distinct evaluated paths, in order; candidates over max_flops are skipped."""
+def strategy(space: SearchSpace, opts: OneShotOptions, use_flops: bool, seed: int) -> Searcher:
+    """The sampling searcher `opts.search` (evolution, random or TPE; multi-objective on supernet
+    NE and FLOPs when `use_flops`) over `space`, on an in-memory study."""
+    directions = ["minimize", "minimize"] if use_flops else ["minimize"]
+    options = EvolutionOptions(population=opts.population, sample_size=opts.sample_size) \
+        if opts.search == "evolution" else searcher_class(opts.search).Options()
+    study = optuna.create_study(directions=directions)
+    return make_searcher(opts.search, options, space, directions, seed, study)
 
-    def __init__(self, space: SearchSpace, score: Callable[[Choices], float], max_flops: int | None) -> None:
-        self.space, self.score, self.max_flops = space, score, max_flops
-        self.records: list[dict[str, Any]] = []
-        self._seen: dict[str, dict[str, Any] | None] = {}
-        self.skipped_in_a_row = 0
 
-    def evaluate(self, choices: Choices) -> dict[str, Any] | None:
-        """The record of `choices` (scored once), or None when it is over max_flops."""
-        key = choices_key(choices)
-        if key in self._seen:
-            return self._seen[key]
-        flops = cost_of(self.space.decode(choices), self.space.schema).flops
-        record = None
-        if self.max_flops is None or flops <= self.max_flops:
-            record = {"choices": dict(choices), "supernet_ne": self.score(choices), "flops": flops}
-            self.records.append(record)
-            self.skipped_in_a_row = 0
+def search_paths(searcher: Searcher, score: Callable[[Choices], float], budget: int,
+                 max_flops: int | None) -> list[dict[str, Any]]:
+    """Records {choices, supernet_ne, flops} of up to `budget` distinct paths the searcher asks
+    for, in order. A path asked again is told its first score; one over `max_flops` is told
+    pruned unscored. Stops early when `MAX_REPEATS_IN_A_ROW` asks in a row bring nothing new
+    (the space holds fewer distinct paths than the budget)."""
+    space, screen = searcher.space, FlopsScreen(max_flops)
+    seen: dict[str, dict[str, Any] | None] = {}
+    records: list[dict[str, Any]] = []
+    repeats = 0
+    while len(records) < budget and repeats <= MAX_REPEATS_IN_A_ROW:
+        candidate = searcher.ask()
+        key = choices_key(candidate.choices)
+        repeats = repeats + 1 if key in seen else 0
+        if key not in seen:
+            flops = cost_of(space.decode(candidate.choices), space.schema).flops
+            seen[key] = None
+            if screen.admits(flops):
+                seen[key] = {"choices": dict(candidate.choices), "supernet_ne": score(candidate.choices),
+                             "flops": flops}
+                records.append(seen[key])
+        record = seen[key]
+        if record is None:
+            searcher.tell(candidate.number, None, "pruned")
         else:
-            self.skipped_in_a_row += 1
-            if self.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
-                raise UserError(f"budget.max_flops: {MAX_SKIPPED_IN_A_ROW} candidates in a row were over "
-                                f"{self.max_flops:,} FLOPs per example (last: {flops:,})")
-        self._seen[key] = record
-        return record
+            searcher.tell(candidate.number, list(_minimized(record, len(searcher.directions) > 1)))
+    return records
 
 
 def _minimized(record: Mapping[str, Any], use_flops: bool) -> tuple[float, ...]:
     return (record["supernet_ne"], float(record["flops"])) if use_flops else (record["supernet_ne"],)
 
 
-def evolve(space: SearchSpace, evaluations: _Evaluations, budget: int, opts: OneShotOptions,
-           use_flops: bool, rng: random.Random) -> None:
-    """Regularized evolution over the last `population` evaluated paths (aging)."""
-    while len(evaluations.records) < budget:
-        records = evaluations.records
-        if len(records) < opts.population:
-            evaluations.evaluate(space.sample(rng))
-            continue
-        contestants = rng.sample(records[-opts.population:], opts.sample_size)
-        points = [_minimized(r, use_flops) for r in contestants]
-        ranks = pareto_ranks(points)
-        parent = contestants[min(range(len(contestants)), key=lambda i: (ranks[i], points[i]))]
-        evaluations.evaluate(space.mutate(parent["choices"], rng))
-
-
-def search_randomly(space: SearchSpace, evaluations: _Evaluations, budget: int, rng: random.Random) -> None:
-    while len(evaluations.records) < budget:
-        evaluations.evaluate(space.sample(rng))
-
-
-def search_tpe(space: SearchSpace, evaluations: _Evaluations, budget: int, use_flops: bool, seed: int) -> None:
-    directions = ["minimize", "minimize"] if use_flops else ["minimize"]
-    sampler = optuna.samplers.TPESampler(seed=seed) if not use_flops else optuna.samplers.NSGAIISampler(seed=seed)
-    study = optuna.create_study(directions=directions, sampler=sampler)
-    while len(evaluations.records) < budget:
-        trial = study.ask()
-        record = evaluations.evaluate(space.suggest(trial))
-        if record is None:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, list(_minimized(record, use_flops)))
-
-
-def search_supernet(data_path: str, space_name: str, space_options: dict[str, Any], supernet_file: str,
-                    train_dates: tuple[str, ...], valid_dates: tuple[str, ...], train: TrainConfig,
-                    options: dict[str, Any], budget: int, max_flops: int | None, use_flops: bool, seed: int,
-                    out_file: str) -> dict[str, Any]:
+def search_supernet(data_path: str, space: SearchSpace, supernet_file: str, train_dates: tuple[str, ...],
+                    valid_dates: tuple[str, ...], train: TrainConfig, opts: OneShotOptions, budget: int,
+                    max_flops: int | None, use_flops: bool, seed: int, out_file: str) -> dict[str, Any]:
     """Evaluate up to `budget` distinct paths with inherited weights; all records, in order."""
     done = read_json(Path(out_file))
     if done is not None:
         return done
     started = time.perf_counter()
-    opts = OneShotOptions(**options)
-    dataset, space = open_space(data_path, space_name, space_options)
+    dataset = Dataset.shared(data_path)
     net = load_supernet(space, supernet_file)
     evalset = EvalSet.load(dataset, valid_dates, opts.eval_rows)
     finetune_batches = []
@@ -277,15 +260,8 @@ def search_supernet(data_path: str, space_name: str, space_options: dict[str, An
         finetune_batches = [s.batch for s, _ in zip(train_steps(dataset, train_dates, train, 1, seed + 1),
                                                      range(opts.finetune_steps))]
     scorer = PathScorer(net, space, evalset, opts.finetune_steps, finetune_batches, train.lr, seed)
-    evaluations = _Evaluations(space, scorer, max_flops)
-    rng = random.Random(seed)
-    if opts.search == "evolution":
-        evolve(space, evaluations, budget, opts, use_flops, rng)
-    elif opts.search == "random":
-        search_randomly(space, evaluations, budget, rng)
-    else:
-        search_tpe(space, evaluations, budget, use_flops, seed)
-    result = {"records": evaluations.records, "eval_rows": sum(len(b) for b in evalset.batches),
+    records = search_paths(strategy(space, opts, use_flops, seed), scorer, budget, max_flops)
+    result = {"records": records, "eval_rows": sum(len(b) for b in evalset.batches),
               "seconds": time.perf_counter() - started}
     write_json(Path(out_file), result)
     return result
@@ -315,29 +291,26 @@ class OneShot(PlannedSearcher):
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
-        own = own_options(opts)
-        common = {"data_path": context.data_path, "space_name": self.space.name,
-                  "space_options": asdict(self.space.options), "train_dates": context.train_dates,
-                  "train": context.train, "options": own, "seed": self.seed}
+        common = {"data_path": context.data_path, "space": self.space, "train_dates": context.train_dates,
+                  "train": context.train, "opts": opts, "seed": self.seed}
         supernet_file = str(context.folder / "supernet.pt")
         context.log(f"training the supernet ({opts.supernet_epochs} epochs, {opts.sampling} sampling)")
-        trained = context.run_calls({"supernet training": (train_supernet, {
+        trained = context.run_jobs({"train": PlanningJob("supernet training", train_supernet, {
             **common, "out_file": supernet_file, "progress_file": context.progress_file("supernet training")})})
         use_flops = "flops" in context.objectives
         context.log(f"evaluating {context.budget_trials} sub-architectures with inherited weights ({opts.search})")
-        searched = context.run_calls({"supernet search": (search_supernet, {
+        searched = context.run_jobs({"search": PlanningJob("supernet search", search_supernet, {
             **common, "supernet_file": supernet_file, "valid_dates": context.valid_dates,
             "budget": context.budget_trials, "max_flops": context.max_flops, "use_flops": use_flops,
-            "out_file": str(context.folder / f"search_{context.budget_trials}.json")})})
-        records = searched["supernet search"]["records"]
+            "out_file": str(context.folder / f"search_{context.budget_trials}.json")})})["search"]
+        records = searched["records"]
         if not records:
             raise UserError("the supernet search evaluated no architecture")
         picked = select(records, opts.top_k, opts.calibration, use_flops, random.Random(self.seed))
         proposals = [Proposal(r["choices"], {"supernet_ne": r["supernet_ne"], "supernet_flops": r["flops"],
                                              "role": role}) for r, role in picked]
-        summary = {"searcher": "oneshot", "score_key": "supernet_ne",
-                   "supernet": trained["supernet training"],
-                   "search": {"evaluated": len(records), "eval_rows": searched["supernet search"]["eval_rows"],
-                              "seconds": searched["supernet search"]["seconds"],
+        summary = {"searcher": "oneshot", "score_key": "supernet_ne", "supernet": trained["train"],
+                   "search": {"evaluated": len(records), "eval_rows": searched["eval_rows"],
+                              "seconds": searched["seconds"],
                               "best_supernet_ne": min(r["supernet_ne"] for r in records)}}
         return proposals, summary

@@ -22,31 +22,20 @@ from __future__ import annotations
 import abc
 import json
 import random
-import sys
-import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
-from tqdm import tqdm
 
 from rankitect.errors import UserError
 from rankitect.schema import Schema
-from rankitect.searchers.base import Searcher, SearcherOptions
-from rankitect.searchers.events import NO_EVENTS, SearchEvents
-from rankitect.searchers.ray_pool import CallFailed, TrialPool
+from rankitect.searchers.base import Searcher
 from rankitect.train.config import TrainConfig
 
 PLANNING_DIR = "planning"
 PLAN_FILE = "plan.json"
-PROGRESS_EVERY_S = 2.0  # at most this often a progress event of the planning phase
-
-
-def own_options(options: SearcherOptions) -> dict[str, Any]:
-    """A searcher's own option values (those SearcherOptions does not have), for a job."""
-    return {k: v for k, v in asdict(options).items() if k not in SearcherOptions.__dataclass_fields__}
 
 
 def choices_key(choices: Mapping[str, Any]) -> str:
@@ -73,9 +62,31 @@ def add_lambda_proposal(proposals: dict[str, Proposal], choices: dict[str, Any],
         proposals[key] = Proposal(choices, {"lambdas": [lam], **(attrs or {})})
 
 
+@dataclass(frozen=True)
+class PlanningJob:
+    """One call a planning phase has run on a worker: `fn(**kwargs)`, shown as `label`. A job
+    given `progress_file=context.progress_file(...)` reports its steps there."""
+
+    label: str
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any]
+
+
+class JobRunner(Protocol):
+    """What the run lends a planning phase: its workers and its log."""
+
+    workers: int  # how many jobs run at once
+
+    def run(self, jobs: Mapping[Hashable, PlanningJob]) -> dict[Hashable, Any]:
+        """Every job's result by its key; UserError naming the label of a job that fails."""
+
+    def log(self, message: str) -> None:
+        """A line of the planning phase's log (events, and stderr when showing progress)."""
+
+
 @dataclass
 class PlanningContext:
-    """What a planning phase may use: the data, the pool of Ray workers, the run folder."""
+    """What a planning phase may use: the data, the run's workers, the run folder."""
 
     data_path: str
     schema: Schema
@@ -86,9 +97,7 @@ class PlanningContext:
     budget_trials: int
     max_flops: int | None
     run_dir: Path
-    pool: TrialPool
-    progress: bool
-    events: SearchEvents = NO_EVENTS
+    runner: JobRunner
 
     @property
     def folder(self) -> Path:
@@ -96,49 +105,19 @@ class PlanningContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    @property
+    def workers(self) -> int:
+        return self.runner.workers
+
     def log(self, message: str) -> None:
-        self.events.log(f"[{PLANNING_DIR}] {message}")
-        if self.progress:
-            print(f"[{PLANNING_DIR}] {message}", file=sys.stderr, flush=True)
+        self.runner.log(message)
 
     def progress_file(self, key: str) -> str:
         """Where the job `key` writes its progress (see supernet_train.JobProgress)."""
         return str(self.folder / f"{key.replace(' ', '_').replace('/', '-')}.progress.json")
 
-    def run_calls(self, calls: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
-        """Run `fn(**kwargs)` for every key on the pool's workers, as slots free up; the
-        results by key. A bar shows the steps done over all jobs that report progress (those
-        given `progress_file=self.progress_file(key)`). UserError naming a job that fails."""
-        from rankitect.searchers.supernet_train import read_progress
-
-        pending, results = list(calls), {}
-        reported, reported_at = (-1, -1), 0.0
-        files = {k: Path(kw["progress_file"]) for k, (_, kw) in calls.items() if kw.get("progress_file")}
-        for path in files.values():
-            path.unlink(missing_ok=True)
-        bar = tqdm(total=0, unit="step", disable=not self.progress or not files, file=sys.stderr,
-                   dynamic_ncols=True, desc=PLANNING_DIR)
-        try:
-            while pending or self.pool.busy:
-                while pending and self.pool.free > 0:
-                    key = pending.pop(0)
-                    fn, kwargs = calls[key]
-                    self.pool.submit_call(key, fn, **kwargs)
-                for key, result, _ in self.pool.wait(timeout=0.5):
-                    if isinstance(result, CallFailed):
-                        raise UserError(f"planning job {key!r} failed: {result.error}")
-                    results[key] = result
-                    self.log(f"{key} done ({len(results)}/{len(calls)})")
-                steps = [read_progress(path) for path in files.values()]
-                bar.total = max(bar.total or 0, sum(total for _, total in steps))
-                bar.n = sum(step for step, _ in steps)
-                bar.refresh()
-                if files and (bar.n, bar.total) != reported and time.monotonic() - reported_at >= PROGRESS_EVERY_S:
-                    reported, reported_at = (bar.n, bar.total), time.monotonic()
-                    self.events.progress(PLANNING_DIR, bar.n, bar.total, "steps")
-        finally:
-            bar.close()
-        return results
+    def run_jobs(self, jobs: Mapping[Hashable, PlanningJob]) -> dict[Hashable, Any]:
+        return self.runner.run(jobs)
 
 
 class PlannedSearcher(Searcher):

@@ -27,168 +27,35 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.data.batch import Batch
-from rankitect.model import RankingModel
+from rankitect.searchers.proxy_target import (  # noqa: F401  (ProxyTarget and the parameter helpers re-exported)
+    EMBEDDING_MODULES,
+    Grads,
+    ProxyTarget,
+    dense_norm,
+    embedding_parameters,
+    grads_of,
+    log_loss,
+    logits_of,
+    loss_and_grads,
+    normalized_dense,
+    raw_dense,
+    scored_parameters,
+    scoring,
+    trainable,
+)
 from rankitect.train.trainer import TrainingDiverged
 
 JACOB_COV_K = 1e-5  # Mellor et al. 2021: -sum(log(eig + k) + 1 / (eig + k))
 FR_EPS = 1e-10  # SiGeo reference code: log(|theta . g| + 1e-10)
-EMBEDDING_MODULES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag, EmbeddingBagCollection)
-
-Embed = Callable[[KeyedJaggedTensor], torch.Tensor | None]
-Interact = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-Grads = list[torch.Tensor | None]
-
-
-# -- the target protocol ---------------------------------------------------------------------
-def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the embedding tables (nn.Embedding, nn.EmbeddingBag, torchrec EBC) in `module`."""
-    seen: dict[int, nn.Parameter] = {}
-    for sub in module.modules():
-        if isinstance(sub, EMBEDDING_MODULES):
-            seen.update({id(p): p for p in sub.parameters()})
-    return list(seen.values())
-
-
-def scored_parameters(module: nn.Module, include_embeddings: bool = False) -> list[nn.Parameter]:
-    """Trainable parameters of `module`, without the embedding tables unless `include_embeddings`.
-
-    Tables are left out by default: they hold most of a ranking model's weights (hash size x E
-    per column) yet one batch touches only the few rows it looks up, so their gradients are
-    mostly zero and their size would drown the interaction weights, which are what an
-    architecture search changes.
-    """
-    tables = set() if include_embeddings else {id(p) for p in embedding_parameters(module)}
-    return [p for p in module.parameters() if p.requires_grad and id(p) not in tables]
-
-
-def _dense_norm(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(mean (D,), std (D,)) from RankingModel-style `dense_mean` / `dense_inv_std` buffers."""
-    mean, inv_std = getattr(module, "dense_mean", None), getattr(module, "dense_inv_std", None)
-    if not isinstance(mean, torch.Tensor) or not isinstance(inv_std, torch.Tensor):
-        return None
-    return mean.detach(), 1.0 / inv_std.detach()
-
-
-@dataclass
-class ProxyTarget:
-    """What a proxy scores: an embedding lookup, the interaction on top, and its weights.
-
-    embed:      sparse KJT -> embedded (B, F, E), or None when the target uses no sparse input.
-    interact:   (dense (B, D) raw columns, embedded (B, F, E) or None) -> logits (B,).
-    parameters: the weights scored (sums run over these); by default the trainable parameters
-                that are not embedding tables (see `scored_parameters`).
-    modules:    the modules that own the weights: their train/eval mode is set and restored,
-                synflow converts them, fisher hooks their nn.Linear layers.
-    dense_norm: (mean (D,), std (D,)) when `interact` normalizes dense as (dense - mean) / std;
-                synflow's all-ones input and jacob_cov's Jacobian are taken after that
-                normalization. None: `interact` takes dense as it is.
-    """
-
-    embed: Embed
-    interact: Interact
-    parameters: list[nn.Parameter]
-    modules: tuple[nn.Module, ...] = ()
-    dense_norm: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @staticmethod
-    def from_model(model: RankingModel, include_embeddings: bool = False) -> "ProxyTarget":
-        """The target of a standalone RankingModel (its `embedding` may be None)."""
-        embedding = model.embedding
-
-        def embed(sparse: KeyedJaggedTensor) -> torch.Tensor | None:
-            return embedding(sparse) if embedding is not None else None
-
-        return ProxyTarget(embed=embed, interact=model.interact,
-                           parameters=scored_parameters(model, include_embeddings),
-                           modules=(model,), dense_norm=_dense_norm(model))
-
-    @staticmethod
-    def from_supernet(supernet: nn.Module, choices: Mapping[str, Any],
-                      include_embeddings: bool = False) -> "ProxyTarget":
-        """One path of a weight-sharing supernet with `embed(sparse)` and
-        `interact(dense, embedded, choices)` methods. Every shared weight is listed; weights off
-        the path get no gradient and add nothing to the sums."""
-        path = dict(choices)
-        if not callable(getattr(supernet, "embed", None)) or not callable(getattr(supernet, "interact", None)):
-            raise TypeError(f"{type(supernet).__name__} has no embed(sparse) / "
-                            f"interact(dense, embedded, choices) methods")
-
-        def interact(dense: torch.Tensor, embedded: torch.Tensor | None) -> torch.Tensor:
-            return supernet.interact(dense, embedded, path)
-
-        return ProxyTarget(embed=supernet.embed, interact=interact,
-                           parameters=scored_parameters(supernet, include_embeddings),
-                           modules=(supernet,), dense_norm=_dense_norm(supernet))
-
-
-# -- shared machinery ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _scoring(target: ProxyTarget, seed: int) -> Iterator[None]:
-    """Train mode and a seeded, forked torch RNG for the block; modes restored afterwards."""
-    modes = [(m, m.training) for root in target.modules for m in root.modules()]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for root in target.modules:
-            root.train()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.training = training
-
-
-def _trainable(target: ProxyTarget) -> list[nn.Parameter]:
-    return [p for p in target.parameters if p.requires_grad]
-
-
-def _logits(target: ProxyTarget, batch: Batch) -> torch.Tensor:
-    """(B,) logits of the target on the batch."""
-    return target.interact(batch.dense, target.embed(batch.sparse))
-
-
-def _loss(target: ProxyTarget, batch: Batch, reduction: str = "mean") -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(_logits(target, batch), batch.labels, reduction=reduction)
-
-
-def _grads(output: torch.Tensor, params: Sequence[torch.Tensor]) -> Grads:
-    """d output / d p for each p (None where p does not reach `output`); .grad is not touched."""
-    if not params:
-        return []
-    return list(torch.autograd.grad(output, list(params), allow_unused=True))
-
-
-def _loss_and_grads(target: ProxyTarget, batch: Batch) -> tuple[float, list[nn.Parameter], Grads]:
-    """(mean log-loss, the trainable scored weights, dL/dw of each)."""
-    params = _trainable(target)
-    loss = _loss(target, batch)
-    return float(loss.detach()), params, _grads(loss, params)
-
-
-def _normalized_dense(target: ProxyTarget, dense: torch.Tensor) -> torch.Tensor:
-    """Raw dense (B, D) -> the normalized values `interact` computes from it."""
-    if target.dense_norm is None:
-        return dense
-    mean, std = target.dense_norm
-    return (dense - mean) / std
-
-
-def _raw_dense(target: ProxyTarget, normalized: torch.Tensor) -> torch.Tensor:
-    """Normalized dense (B, D) -> raw columns `interact` normalizes back to `normalized`."""
-    if target.dense_norm is None:
-        return normalized
-    mean, std = target.dense_norm
-    return normalized * std + mean
 
 
 # -- gradient-based proxies ------------------------------------------------------------------
@@ -198,8 +65,8 @@ def grad_norm(target: ProxyTarget, batch: Batch, seed: int = 0) -> float:
     score = sum_p ||dL/dp||_2, L = mean log-loss of the batch (Abdelfattah et al. 2021,
     "Zero-Cost Proxies for Lightweight NAS", ICLR; a tensor that gets no gradient adds 0).
     """
-    with _scoring(target, seed):
-        _, _, grads = _loss_and_grads(target, batch)
+    with scoring(target, seed):
+        _, _, grads = loss_and_grads(target, batch)
     return float(sum(g.norm(2).item() for g in grads if g is not None))
 
 
@@ -209,8 +76,8 @@ def snip(target: ProxyTarget, batch: Batch, seed: int = 0) -> float:
     Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR;
     summed over all scored weights as in Abdelfattah et al. 2021. L = mean log-loss.
     """
-    with _scoring(target, seed):
-        _, params, grads = _loss_and_grads(target, batch)
+    with scoring(target, seed):
+        _, params, grads = loss_and_grads(target, batch)
     return float(sum((p.detach() * g).abs().sum().item() for p, g in zip(params, grads) if g is not None))
 
 
@@ -245,9 +112,9 @@ def fisher(target: ProxyTarget, batch: Batch, seed: int = 0) -> float:
 
     handles = [layer.register_forward_hook(record) for layer in layers]
     try:
-        with _scoring(target, seed):
-            loss = _loss(target, batch, reduction="sum")
-            grads = _grads(loss, outputs)
+        with scoring(target, seed):
+            loss = log_loss(target, batch, reduction="sum")
+            grads = grads_of(loss, outputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -306,10 +173,10 @@ def synflow(target: ProxyTarget, batch: Batch, seed: int = 0) -> float:
     ones_dense = torch.ones(1, batch.dense.shape[1], dtype=torch.float64, device=device)
     ones_rows = (torch.ones(1, *embedded.shape[1:], dtype=torch.float64, device=device)
                  if embedded is not None else None)
-    with _scoring(target, seed), _linearized(target):
-        params = _trainable(target)
-        logits = target.interact(_raw_dense(target, ones_dense), ones_rows)
-        grads = _grads(logits.sum(), params)
+    with scoring(target, seed), _linearized(target):
+        params = trainable(target)
+        logits = target.interact(raw_dense(target, ones_dense), ones_rows)
+        grads = grads_of(logits.sum(), params)
         return float(sum((p.detach() * g).abs().sum().item() for p, g in zip(params, grads) if g is not None))
 
 
@@ -321,13 +188,13 @@ def _input_jacobian(target: ProxyTarget, batch: Batch) -> torch.Tensor:
     """
     with torch.no_grad():
         embedded = target.embed(batch.sparse)
-    z = _normalized_dense(target, batch.dense).detach().requires_grad_(True)
+    z = normalized_dense(target, batch.dense).detach().requires_grad_(True)
     inputs = [z]
     if embedded is not None:
         embedded = embedded.detach().requires_grad_(True)
         inputs.append(embedded)
-    logits = target.interact(_raw_dense(target, z), embedded)
-    grads = _grads(logits.sum(), inputs)
+    logits = target.interact(raw_dense(target, z), embedded)
+    grads = grads_of(logits.sum(), inputs)
     rows = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
     return torch.cat([r.reshape(r.shape[0], -1) for r in rows], dim=1)
 
@@ -344,7 +211,7 @@ def jacob_cov(target: ProxyTarget, batch: Batch, seed: int = 0) -> float:
     (zero variance, e.g. a dead ReLU path) has an undefined correlation; it is counted as
     fully correlated (1), the conservative choice.
     """
-    with _scoring(target, seed):
+    with scoring(target, seed):
         jac = _input_jacobian(target, batch).detach().double()
     if jac.shape[0] < 2:
         raise ValueError(f"jacob_cov needs a batch of >= 2 examples, got {jac.shape[0]}")
@@ -368,9 +235,9 @@ def _grad_stats(target: ProxyTarget, batches: Sequence[Batch], seed: int, name: 
         raise ValueError(f"{name} needs >= 2 batches (gradient statistics across batches), "
                          f"got {len(batches)}")
     losses, grads, params = [], [], []
-    with _scoring(target, seed):
+    with scoring(target, seed):
         for batch in batches:
-            loss, params, batch_grads = _loss_and_grads(target, batch)
+            loss, params, batch_grads = loss_and_grads(target, batch)
             losses.append(loss)
             grads.append(batch_grads)
     return _GradStats(losses, params, grads)

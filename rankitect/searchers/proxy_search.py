@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rankitect.cost import cost_of
+from rankitect.data.dataset import Dataset
 from rankitect.errors import ConfigError, UserError
 from rankitect.model import build_model
 from rankitect.searchers.base import SearcherOptions, register_searcher
-from rankitect.searchers.oneshot import (
-    MAX_SKIPPED_IN_A_ROW,
-    load_supernet,
-    select_random_others,
-    train_supernet,
-)
-from rankitect.searchers.planned import PlannedSearcher, PlanningContext, Proposal, choices_key, own_options
+from rankitect.searchers.oneshot import OneShotOptions, load_supernet, select_random_others, train_supernet
+from rankitect.searchers.planned import PlannedSearcher, PlanningContext, PlanningJob, Proposal, choices_key
 from rankitect.searchers.proxies import ProxyTarget, SiGeoWeights, proxy_names, score, sigeo, warm_up
-from rankitect.searchers.supernet_train import open_space, train_steps
-from rankitect.space import Choices
+from rankitect.searchers.screen import MAX_REJECTED_IN_A_ROW
+from rankitect.searchers.supernet_train import train_steps
+from rankitect.space import Choices, SearchSpace
 from rankitect.train.config import TrainConfig
 
 REFERENCE_PROXY = "params"
@@ -69,12 +66,10 @@ def proxy_value(name: str, target: ProxyTarget, batches: list[Any], seed: int, s
     return score(name, target, batches, seed)
 
 
-def score_candidates(data_path: str, space_name: str, space_options: dict[str, Any], candidates: list[Choices],
-                     train_dates: tuple[str, ...], train: TrainConfig, options: dict[str, Any], seed: int,
-                     supernet_file: str | None) -> list[float]:
+def score_candidates(data_path: str, space: SearchSpace, candidates: list[Choices], train_dates: tuple[str, ...],
+                     train: TrainConfig, opts: ProxyOptions, seed: int, supernet_file: str | None) -> list[float]:
     """The proxy score of each candidate (higher = predicted better)."""
-    opts = ProxyOptions(**options)
-    dataset, space = open_space(data_path, space_name, space_options)
+    dataset = Dataset.shared(data_path)
     batches = [s.batch for s in train_steps(dataset, train_dates, train, None, seed + 2, opts.batches)]
     warm_batches = []
     if opts.warmup_steps and supernet_file is None:
@@ -119,9 +114,9 @@ class ProxySearch(PlannedSearcher):
                 seen.add(key)
                 out.append(choices)
                 skipped = 0
-            if skipped > MAX_SKIPPED_IN_A_ROW:
+            if skipped > MAX_REJECTED_IN_A_ROW:
                 if not out:
-                    raise UserError(f"budget.max_flops: no candidate of {MAX_SKIPPED_IN_A_ROW} fits "
+                    raise UserError(f"budget.max_flops: no candidate of {MAX_REJECTED_IN_A_ROW} fits "
                                     f"{max_flops:,} FLOPs per example")
                 break  # the space holds fewer distinct candidates than the budget
         return out
@@ -129,24 +124,22 @@ class ProxySearch(PlannedSearcher):
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
         started = time.perf_counter()
-        own = own_options(opts)
-        common = {"data_path": context.data_path, "space_name": self.space.name,
-                  "space_options": asdict(self.space.options), "train_dates": context.train_dates,
+        common = {"data_path": context.data_path, "space": self.space, "train_dates": context.train_dates,
                   "train": context.train, "seed": self.seed}
         supernet_file = None
         if opts.warmup_steps and self.space.has_supernets() and opts.proxy != REFERENCE_PROXY:
             supernet_file = str(context.folder / f"warm_supernet_{opts.warmup_steps}.pt")
             context.log(f"warming the supernet up ({opts.warmup_steps} steps)")
-            context.run_calls({"supernet warm-up": (train_supernet, {
-                **common, "options": {}, "out_file": supernet_file, "max_steps": opts.warmup_steps})})
+            context.run_jobs({"warm-up": PlanningJob("supernet warm-up", train_supernet, {
+                **common, "opts": OneShotOptions(), "out_file": supernet_file, "max_steps": opts.warmup_steps})})
         candidates = self._candidates(context.budget_trials, context.max_flops)
-        size = -(-len(candidates) // context.pool.size)
+        size = -(-len(candidates) // context.workers)
         chunks = [candidates[i:i + size] for i in range(0, len(candidates), size)]
         context.log(f"scoring {len(candidates)} candidates by {opts.proxy} in {len(chunks)} jobs")
-        results = context.run_calls({f"proxy scores {i + 1}/{len(chunks)}": (score_candidates, {
-            **common, "candidates": chunk, "options": own, "supernet_file": supernet_file})
+        results = context.run_jobs({i: PlanningJob(f"proxy scores {i + 1}/{len(chunks)}", score_candidates, {
+            **common, "candidates": chunk, "opts": opts, "supernet_file": supernet_file})
             for i, chunk in enumerate(chunks)})
-        scores = [s for key in sorted(results, key=lambda k: int(k.split()[2].split("/")[0])) for s in results[key]]
+        scores = [s for i in range(len(chunks)) for s in results[i]]
         order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
         top = order[:opts.top_k]
         extra = select_random_others(order[opts.top_k:], opts.calibration, random.Random(self.seed))

@@ -1,8 +1,10 @@
-"""What the planning jobs of the one-shot, DNAS and proxy searchers share on a Ray worker:
-opening the data and the space by name, the training batches with their lr schedule, and a
-small evaluation set kept in memory.
+"""What the planning jobs of the one-shot, DNAS and proxy searchers share on a worker: the
+training batches with their lr schedule, a small evaluation set kept in memory, progress and
+epoch checkpoints.
 
-Job functions take plain arguments (paths, names, option mappings) so Ray can ship them.
+Job functions take the dataset's path (opened once per worker process, `Dataset.shared`), the
+space object and the searcher's options object; all of them pickle, so the run ships them as
+they are.
 """
 
 from __future__ import annotations
@@ -22,18 +24,7 @@ from rankitect.data.batch import Batch
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader
 from rankitect.metrics import evaluate_logits
-from rankitect.space import SearchSpace, make_space
 from rankitect.train.config import TrainConfig, lr_factor
-
-_DATASETS: dict[str, Dataset] = {}
-
-
-def open_space(data_path: str, space_name: str, space_options: Mapping[str, Any]) -> tuple[Dataset, SearchSpace]:
-    """The dataset (opened once per worker process) and the space built on its schema."""
-    if data_path not in _DATASETS:
-        _DATASETS[data_path] = Dataset.open(data_path)
-    dataset = _DATASETS[data_path]
-    return dataset, make_space(space_name, dataset.schema, dict(space_options))
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,33 @@
-"""One training run in a folder: arch.json, config.json, checkpoint.pt, metrics.json."""
+"""One training run in a folder, the one writer of it: `rankitect train`, a search's trials,
+its baselines and final-seed runs all go through `train_and_score`.
+
+The folder holds arch.json, config.json, checkpoint.pt and metrics.json. config.json has the
+shape of a search config's `data` and `train` sections:
+{"data": {"path", "train_dates", "valid_dates", "test_dates"}, "train": {TrainConfig fields}}.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rankitect.arch.graph import Architecture
+from rankitect.arch.validate import ValidatedArchitecture, validate
 from rankitect.cost import cost_of
+from rankitect.data.batch import Batch
 from rankitect.data.dataset import Dataset
+from rankitect.data.loader import BatchLoader
 from rankitect.errors import UserError
-from rankitect.train.config import TrainConfig
+from rankitect.train.checkpoint import CHECKPOINT_FILE
+from rankitect.train.config import TrainConfig, resolve_device
 from rankitect.train.trainer import Trainer, evaluate, training_model
 
 METRICS_FILE = "metrics.json"
@@ -21,59 +35,105 @@ ARCH_FILE = "arch.json"
 CONFIG_FILE = "config.json"
 
 
-def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
-    """Create `out`; an existing run is continued only with `resume`, replaced only with `force`."""
-    if resume:
-        if not (out / "checkpoint.pt").is_file():
-            raise UserError(f"--resume: {out} holds no checkpoint.pt to continue from")
-        return
+@dataclass(frozen=True)
+class RunDates:
+    train: tuple[str, ...]
+    valid: tuple[str, ...]  # scored into metrics.json (what a search selects on)
+    test: tuple[str, ...] = ()  # scored into metrics.json's test_metrics, reported only
+
+
+def claim_folder(out: Path, force: bool, is_ours: Callable[[Path], bool], what: str, hint: str) -> None:
+    """Make `out` an empty folder. An existing non-empty one is replaced only with `force` (else
+    UserError ending with `hint`), and only when `is_ours(out)` says it holds a `what`."""
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise UserError(f"{out} already exists; pass --resume to continue it or --force to "
-                            f"start over")
-        if not ((out / ARCH_FILE).is_file() or (out / "checkpoint.pt").is_file()):
-            raise UserError(f"{out} exists and is not a Rankitect run; refusing to replace it")
+            raise UserError(f"{out} already exists; {hint}")
+        if not is_ours(out):
+            raise UserError(f"{out} exists and is not a {what}; refusing to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _is_training_run(out: Path) -> bool:
+    return (out / ARCH_FILE).is_file() or (out / CHECKPOINT_FILE).is_file()
+
+
+def run_config(dataset: Dataset, dates: RunDates, config: TrainConfig) -> dict[str, Any]:
+    """config.json of a run."""
+    return {"data": {"path": dataset.uri, "train_dates": list(dates.train), "valid_dates": list(dates.valid),
+                     "test_dates": list(dates.test)},
+            "train": config.to_dict()}
+
+
+def measure_latency(model: torch.nn.Module, batch: Batch, repeats: int = 5) -> float:
+    """Median forward time per example in microseconds, eval mode, on one batch."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(batch.dense, batch.sparse)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(batch.dense, batch.sparse)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) / len(batch) * 1e6
+
+
+def train_and_score(validated: ValidatedArchitecture, dataset: Dataset, dates: RunDates, config: TrainConfig,
+                    out: Path, resume: bool = False, progress: bool | None = None,
+                    on_epoch: Callable[[Trainer, int], bool] | None = None,
+                    latency_batch: int = 0) -> dict[str, Any]:
+    """Train on `dates.train`, score on `dates.valid` (and `dates.test`), write the folder; the
+    metrics (metrics.json). `on_epoch(trainer, epochs_done)` True stops training there: the
+    metrics then say `status: pruned`. With `latency_batch` rows, the forward latency on a
+    validation batch of that size too (`latency`, microseconds per example)."""
+    cost = cost_of(validated)
+    validated.arch.save(out / ARCH_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps(run_config(dataset, dates, config), indent=2) + "\n")
+    torch.manual_seed(config.seed)
+    model = training_model(validated, dataset.schema, config)
+    trainer = Trainer(model, dataset, list(dates.train), config, run_dir=out, progress=progress,
+                      on_epoch=(lambda done: on_epoch(trainer, done)) if on_epoch else None)
+    stats = trainer.fit(resume=resume)
+    overall, by_date = evaluate(trainer.model, dataset, list(dates.valid), config.eval_batch_size, trainer.device)
+    metrics: dict[str, Any] = {
+        "arch": validated.arch.name, **overall.to_dict(),
+        "flops_per_example": cost.flops, "params": cost.params, "embedding_params": cost.embedding_params,
+        "dense_params": cost.dense_params, "embedding_training": trainer.embedding_training,
+        "examples_per_second": stats.examples_per_second, "train_seconds": stats.seconds,
+        "train_examples": stats.examples, "train_logloss": stats.last_epoch_logloss, "steps": stats.steps,
+        "epochs_trained": trainer.epochs_done, "status": "pruned" if trainer.stopped_early else "complete",
+        "train_dates": list(dates.train), "eval_dates": list(dates.valid),
+        "by_date": {d: m.to_dict() for d, m in by_date.items()}, "config": config.to_dict(),
+    }
+    if dates.test:
+        test, test_by_date = evaluate(trainer.model, dataset, list(dates.test), config.eval_batch_size,
+                                      trainer.device)
+        metrics["test_metrics"] = {**test.to_dict(), "eval_dates": list(dates.test),
+                                   "by_date": {d: m.to_dict() for d, m in test_by_date.items()}}
+    if latency_batch:
+        batch = next(iter(BatchLoader(dataset, list(dates.valid), latency_batch, prefetch=0))).to(trainer.device)
+        metrics["latency"] = measure_latency(trainer.model, batch)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def train_run(dataset: Dataset, arch: Architecture, train_dates: list[str], eval_dates: list[str],
               config: TrainConfig, out: Path, resume: bool = False, force: bool = False,
               progress: bool | None = None) -> dict[str, Any]:
-    """Train `arch` on `train_dates`, evaluate on `eval_dates`, write the run folder, return metrics."""
-    config.check()
+    """`rankitect train`: train `arch` on `train_dates`, evaluate on `eval_dates`, write the run
+    folder, return the metrics. An existing run is continued only with `resume`, replaced only
+    with `force`."""
+    resolve_device(config.check().device)  # a missing GPU is said before anything is written
     overlap = sorted(set(train_dates) & set(eval_dates))
     if overlap:
         raise UserError(f"--eval-dates overlap --train-dates on {overlap}; evaluate on other dates")
     out = Path(out)
-    cost = cost_of(arch, dataset.schema)  # validates before anything is written
-    prepare_run_dir(out, resume, force)
-    arch.save(out / ARCH_FILE)
-    run_config = {"data": dataset.uri, "train_dates": train_dates, "eval_dates": eval_dates,
-                  **config.to_dict()}
-    (out / CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
-    torch.manual_seed(config.seed)
-    model = training_model(arch, dataset.schema, config)
-    trainer = Trainer(model, dataset, train_dates, config, run_dir=out, progress=progress)
-    stats = trainer.fit(resume=resume)
-    overall, by_date = evaluate(trainer.model, dataset, eval_dates, config.eval_batch_size, trainer.device)
-    metrics: dict[str, Any] = {
-        "arch": arch.name,
-        **overall.to_dict(),
-        "flops_per_example": cost.flops,
-        "params": cost.params,
-        "embedding_params": cost.embedding_params,
-        "embedding_training": trainer.embedding_training,
-        "dense_params": cost.dense_params,
-        "examples_per_second": stats.examples_per_second,
-        "train_seconds": stats.seconds,
-        "train_examples": stats.examples,
-        "train_logloss": stats.last_epoch_logloss,
-        "steps": stats.steps,
-        "train_dates": train_dates,
-        "eval_dates": eval_dates,
-        "by_date": {d: m.to_dict() for d, m in by_date.items()},
-        "config": config.to_dict(),
-    }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    validated = validate(arch, dataset.schema)  # before anything is written
+    if resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise UserError(f"--resume: {out} holds no checkpoint.pt to continue from")
+    else:
+        claim_folder(out, force, _is_training_run, "Rankitect run",
+                     "pass --resume to continue it or --force to start over")
+    return train_and_score(validated, dataset, RunDates(tuple(train_dates), tuple(eval_dates)), config, out,
+                           resume=resume, progress=progress)

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rankitect.arch.graph import Architecture
+from rankitect.arch.validate import ValidatedArchitecture, validate
 from rankitect.data.dataset import Dataset
 from rankitect.data.loader import BatchLoader, to_device
 from rankitect.data.loader_workers import WorkerLoader, default_workers
 from rankitect.errors import UserError
 from rankitect.metrics import EvalMetrics, evaluate_logits
-from rankitect.model import RankingModel, build_model
+from rankitect.model import RankingModel
 from rankitect.schema import Schema
 from rankitect.train.checkpoint import load_checkpoint, optimizer_state, save_checkpoint, saved_settings
 from rankitect.train.config import (
@@ -89,11 +90,13 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, dates: list[str], batch_s
     return evaluate_logits(np.concatenate(all_logits), np.concatenate(all_labels)), by_date
 
 
-def training_model(arch: Architecture, schema: Schema, config: TrainConfig) -> RankingModel:
+def training_model(arch: Architecture | ValidatedArchitecture, schema: Schema, config: TrainConfig) -> RankingModel:
     """`arch` built for training under `config`: on its device, with the tables fused with its
-    embedding optimizer (unless that is "dense" or the device cannot run fused tables)."""
+    embedding optimizer (unless that is "dense" or the device cannot run fused tables). An
+    Architecture is validated for `schema` first; a ValidatedArchitecture is built as it is."""
     device = resolve_device(config.device)
-    return build_model(arch, schema, device, table_optimizer(config, device))
+    validated = arch if isinstance(arch, ValidatedArchitecture) else validate(arch, schema)
+    return RankingModel(validated, device, table_optimizer(config, device))
 
 
 class Trainer:
@@ -124,7 +127,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         workers = default_workers(config.loader_workers, self.device)
         self.loader = BatchLoader(dataset, train_dates, config.batch_size, shuffle=True, seed=config.seed,
-                                  buffer_rows=config.shuffle_buffer, pin_memory=cuda and not workers)
+                                  buffer_rows=max(config.shuffle_buffer, config.batch_size), pin_memory=cuda and not workers)
         self._workers_count = workers
         self._workers: WorkerLoader | None = None
         self.optimizer = model_optimizer(self.model, config, self.device)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rankitect.errors import UserError
-from rankitect.searchers.result import RESULT_FILE, SearchResult
+from rankitect.experiment.results import RESULT_FILE, SearchResult
 
 
 def _row(name: str, entry: dict[str, Any]) -> list[str]:
@@ -95,13 +95,15 @@ def load_result(run_dir: Path) -> dict[str, Any]:
 
 
 def write_pareto_plot(result: SearchResult, path: Path) -> None:
-    """Validation NE against FLOPs of every complete trial, the front, and the baselines."""
-    import matplotlib
+    """Validation NE against FLOPs of every complete trial, the front (over the configured
+    objectives), and the baselines. Drawn on a Figure of its own with the Agg canvas: no
+    pyplot, no global backend switched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     done = [t for t in result.trials if t["status"] == "complete" and t["metrics"].get("ne") is not None]
     ax.scatter([t["metrics"]["flops_per_example"] for t in done], [t["metrics"]["ne"] for t in done],
                s=14, c="0.7", label="trials")
@@ -119,4 +121,3 @@ def write_pareto_plot(result: SearchResult, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

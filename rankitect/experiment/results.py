@@ -1,4 +1,5 @@
-"""The search result: trials from the study, the NE-vs-FLOPs front, the best trial, baselines.
+"""The search result: trials from the study, the front over the objectives, the best trial,
+baselines.
 
 `result.json` is a view of the study (trial outcomes are stored as user attributes) plus the
 baselines file, so it can be rebuilt at any time, also for a search still running. Each trial
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from rankitect.searchers.pareto import minimized, pareto_ranks
+from rankitect.searchers.planned import read_plan_summary
 from rankitect.searchers.rank_stats import kendall_tau, spearman
 from rankitect.train.checkpoint import CHECKPOINT_FILE
 
@@ -81,7 +85,8 @@ def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
     if state is None:
         return None
     attrs = frozen.user_attrs
-    record = {"number": frozen.number, "status": state, "arch": attrs.get("arch"),
+    record = {"number": frozen.number, "status": state, "values": list(frozen.values) if frozen.values else None,
+              "arch": attrs.get("arch"),
               "choices": dict(frozen.params), "metrics": attrs.get("metrics", {}),
               "test_metrics": attrs.get("test_metrics", {}), "seconds": attrs.get("seconds", 0.0),
               "wall_seconds": attrs.get("wall_seconds", 0.0),
@@ -95,30 +100,31 @@ def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
     return record
 
 
-def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Complete trials not dominated on (validation NE, FLOPs per example), by FLOPs."""
-    points = [t for t in trials if t["status"] == "complete" and _finite(t["metrics"].get("ne"))]
-    front = []
-    for t in points:
-        ne, flops = t["metrics"]["ne"], t["metrics"]["flops_per_example"]
-        dominated = any(o["metrics"]["ne"] <= ne and o["metrics"]["flops_per_example"] <= flops
-                        and (o["metrics"]["ne"] < ne or o["metrics"]["flops_per_example"] < flops)
-                        for o in points)
-        if not dominated:
-            front.append(t)
-    return sorted(front, key=lambda t: (t["metrics"]["flops_per_example"], t["number"]))
+def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Complete trials whose objective values are all finite."""
+    return [t for t in trials if t["status"] == "complete" and t.get("values")
+            and all(_finite(v) for v in t["values"])]
 
 
-def ranked_trials(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Complete trials with a validation NE, best first: lowest NE, lowest number on ties. The
-    one rule for `best` (RUN/best/) and for which checkpoints `budget.keep_checkpoints` keeps."""
-    complete = [t for t in trials if t["status"] == "complete" and _finite(t["metrics"].get("ne"))]
-    return sorted(complete, key=lambda t: (t["metrics"]["ne"], t["number"]))
+def pareto_front(trials: list[dict[str, Any]], directions: Sequence[str]) -> list[dict[str, Any]]:
+    """Complete trials not dominated on the objectives (validation values), ordered by the last
+    objective (FLOPs by default), then number."""
+    scored = _scored(trials)
+    points = [minimized(t["values"], directions) for t in scored]
+    front = [t for t, rank in zip(scored, pareto_ranks(points)) if rank == 0]
+    return sorted(front, key=lambda t: (minimized(t["values"], directions)[-1], t["number"]))
 
 
-def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The complete trial with the lowest validation NE (lowest number on ties)."""
-    ranked = ranked_trials(trials)
+def ranked_trials(trials: list[dict[str, Any]], directions: Sequence[str] = ("minimize",)) -> list[dict[str, Any]]:
+    """Complete trials best first by the first objective on the validation dates, lowest number
+    on ties. The one rule for `best` (RUN/best/) and for which checkpoints
+    `budget.keep_checkpoints` keeps."""
+    return sorted(_scored(trials), key=lambda t: (minimized(t["values"][:1], directions[:1]), t["number"]))
+
+
+def best_trial(trials: list[dict[str, Any]], directions: Sequence[str] = ("minimize",)) -> dict[str, Any] | None:
+    """The best trial by the first objective (lowest number on ties): it is on the front."""
+    ranked = ranked_trials(trials, directions)
     return ranked[0] if ranked else None
 
 
@@ -165,11 +171,9 @@ def proxy_agreement(trials: list[dict[str, Any]], key: str) -> dict[str, Any] | 
 def collect(run_dir: Path, study: optuna.Study, with_planning: bool = True) -> SearchResult:
     """The result as the study and run folder hold it now; `with_planning` False skips reading
     the planning summary (for the progress bar, after every tell)."""
-    from rankitect.searchers.planned import read_plan_summary
-
     trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
     trials.sort(key=lambda t: t["number"])
-    for trial in trials:  # kept or not: budget.keep_checkpoints (searchers/retention.py)
+    for trial in trials:  # kept or not: budget.keep_checkpoints (experiment/retention.py)
         trial["checkpoint"] = not trial.get("rejected") and has_checkpoint(trial_folder(run_dir, trial["number"]))
     baselines = {name: {**entry, "checkpoint": has_checkpoint(run_dir / BASELINES_DIR / name)}
                  for name, entry in load_baselines(run_dir).items()}
@@ -177,5 +181,7 @@ def collect(run_dir: Path, study: optuna.Study, with_planning: bool = True) -> S
     score_key = planning.get("score_key")
     if score_key:
         planning = {**planning, "agreement": proxy_agreement(trials, score_key)}
-    return SearchResult(run_dir=run_dir, trials=trials, pareto=pareto_front(trials), best=best_trial(trials),
+    directions = [d.name.lower() for d in study.directions]
+    return SearchResult(run_dir=run_dir, trials=trials, pareto=pareto_front(trials, directions),
+                        best=best_trial(trials, directions),
                         baselines=baselines, planning=planning)

@@ -6,22 +6,21 @@ ConfigError before anything starts. Only `data`, `space` and `searcher` are requ
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.errors import ConfigError
-from rankitect.space import coerce
-from rankitect.train.config import EMBEDDING_OPTIMIZERS, LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from rankitect.space import check_names, coerce
+from rankitect.train.config import TrainConfig
 
 # objective -> (direction, where the value comes from)
 OBJECTIVES: dict[str, str] = {"ne": "minimize", "logloss": "minimize", "auc": "maximize",
                               "flops": "minimize", "params": "minimize", "latency": "minimize"}
 DEFAULT_BASELINES = ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
-KEEP_CHECKPOINTS = ("best", "top_k", "all")  # budget.keep_checkpoints (see searchers/retention.py)
+KEEP_CHECKPOINTS = ("best", "top_k", "all")  # budget.keep_checkpoints (see experiment/retention.py)
 DEFAULT_KEEP_TOP_K = 3
 
 
@@ -68,50 +67,23 @@ class BudgetSection:
 
 
 @dataclass(frozen=True)
-class TrainSection:
-    epochs: int = 2
-    batch_size: int = 512
-    lr: float = 3e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    weight_decay: float = 0.0
-    device: str = "cpu"
+class TrialResources:
+    """What one trial takes of the cluster (keys of the `train` section)."""
+
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.0
-    embedding_optimizer: str = "rowwise_adagrad"  # the tables' (TrainConfig.embedding_optimizer)
-    embedding_lr: float = 0.05
-    loader_workers: int = -1  # TrainConfig.loader_workers: on CUDA, processes making a trial's batches
 
     def check(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
-        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
-        _require(self.lr > 0 and math.isfinite(self.lr), "train.lr", self.lr, "> 0")
-        _require(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        _require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", self.lr_schedule,
-                 f"one of {LR_SCHEDULES}")
-        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
-        _require(self.device in ("cpu", "cuda", "auto"), "train.device", self.device, "cpu, cuda or auto")
         _require(self.cpus_per_trial >= 1, "train.cpus_per_trial", self.cpus_per_trial, ">= 1")
         _require(self.gpus_per_trial >= 0, "train.gpus_per_trial", self.gpus_per_trial, ">= 0")
-        _require(self.embedding_optimizer in EMBEDDING_OPTIMIZERS, "train.embedding_optimizer",
-                 self.embedding_optimizer, f"one of {EMBEDDING_OPTIMIZERS}")
-        _require(self.embedding_optimizer not in CUDA_ONLY_OPTIMIZERS or self.device == "cuda",
-                 "train.embedding_optimizer", self.embedding_optimizer,
-                 f"one of rowwise_adagrad, adagrad, sgd, dense on train.device={self.device!r} (fbgemm runs "
-                 f"{' and '.join(CUDA_ONLY_OPTIMIZERS)} on CUDA only)")
-        _require(self.embedding_lr > 0 and math.isfinite(self.embedding_lr), "train.embedding_lr",
-                 self.embedding_lr, "> 0")
-        _require(self.loader_workers >= -1, "train.loader_workers", self.loader_workers, ">= 0, or -1 (auto)")
 
-    def train_config(self, seed: int) -> TrainConfig:
-        """Settings of one training run (checkpoints only at epoch ends)."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           optimizer=self.optimizer, lr_schedule=self.lr_schedule,
-                           weight_decay=self.weight_decay, seed=seed, device=self.device,
-                           embedding_optimizer=self.embedding_optimizer, embedding_lr=self.embedding_lr,
-                           loader_workers=self.loader_workers,
-                           shuffle_buffer=max(TrainConfig().shuffle_buffer, self.batch_size),
-                           checkpoint_every=0)
+
+# TrainConfig fields a search sets itself: a trial's seed is the search's seed plus its number,
+# and trials never resume mid-epoch (an interrupted one trains again), so they checkpoint only
+# at epoch ends.
+_TRIAL_SET = ("seed", "checkpoint_every")
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in _TRIAL_SET) + \
+    tuple(f.name for f in fields(TrialResources))
 
 
 @dataclass(frozen=True)
@@ -129,7 +101,8 @@ class SearchConfig:
     searcher: NamedSection
     objectives: tuple[str, ...] = ("ne", "flops")
     budget: BudgetSection = field(default_factory=BudgetSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(checkpoint_every=0))
+    resources: TrialResources = field(default_factory=TrialResources)
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     final: FinalSection = field(default_factory=FinalSection)
     seed: int = 0
@@ -138,8 +111,15 @@ class SearchConfig:
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
 
+    def trial_train(self, seed: int) -> TrainConfig:
+        """The training settings of one trial (or baseline, or supernet) with `seed`."""
+        return dataclasses.replace(self.train, seed=seed)
+
     def to_dict(self) -> dict[str, Any]:
+        """The config as a plain mapping: the shape `from_dict` reads (and RUN/config.json holds)."""
         out = asdict(self)
+        train = out["train"]
+        out["train"] = {**{k: train[k] for k in TRAIN_KEYS if k in train}, **out.pop("resources")}
         out["space"] = {"name": self.space.name, **self.space.options}
         out["searcher"] = {"name": self.searcher.name, **self.searcher.options}
         out["objectives"] = list(self.objectives)
@@ -171,7 +151,8 @@ class SearchConfig:
             searcher=_named(raw["searcher"], "searcher"),
             objectives=objectives,
             budget=_section(BudgetSection, raw.get("budget", {}), "budget"),
-            train=_section(TrainSection, raw.get("train", {}), "train"),
+            train=_train(raw.get("train", {})),
+            resources=_section(TrialResources, _pick(raw.get("train", {}), TrialResources), "train"),
             baselines=tuple(baselines),
             final=_section(FinalSection, raw.get("final", {}), "final"),
             seed=seed,
@@ -196,6 +177,28 @@ def _section(kind: type, raw: Any, where: str) -> Any:
     section = kind(**{k: coerce(v, known[k].type, f"{where}.{k}") for k, v in raw.items()})
     section.check()
     return section
+
+
+def _pick(raw: Any, kind: type) -> Any:
+    """The keys of `raw` that are fields of `kind` (`raw` as it is when not a mapping)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+def _train(raw: Any) -> TrainConfig:
+    """The `train` section's training settings (TrialResources takes the rest)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"train: must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - set(TRAIN_KEYS))
+    if unknown:
+        raise ConfigError(f"train.{unknown[0]}: unknown key; train takes {sorted(TRAIN_KEYS)}")
+    known = {f.name: f for f in fields(TrainConfig)}
+    values = {k: coerce(v, known[k].type, f"train.{k}") for k, v in raw.items() if k in known}
+    return TrainConfig(**values, checkpoint_every=0).check("train.")
 
 
 def _dates(value: Any, where: str) -> str:
@@ -236,13 +239,4 @@ def _named(raw: Any, where: str) -> NamedSection:
 
 
 def _objectives(raw: Any) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(isinstance(o, str) for o in raw):
-        raise ConfigError(f"objectives: must be a non-empty list of {sorted(OBJECTIVES)}, got {raw!r}")
-    for i, name in enumerate(raw):
-        if name not in OBJECTIVES:
-            raise ConfigError(f"objectives[{i}]: unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
-    if len(set(raw)) != len(raw):
-        raise ConfigError(f"objectives: listed twice in {raw}")
-    return tuple(raw)
+    return check_names("objectives", [raw] if isinstance(raw, str) else raw, sorted(OBJECTIVES), "objective")

@@ -3,8 +3,8 @@
 A trial's checkpoint.pt (over 1 GB on a real table) is needed only while its trial runs and to
 be exported: an interrupted trial is trained again from its start under the same number (its
 checkpoint is never resumed from), the final seeds retrain from scratch, and `rankitect export
-RUN` exports RUN/best/, a copy of the best trial's folder (lowest validation NE, lowest number
-on ties: `result.ranked_trials`). So a search keeps:
+RUN` exports RUN/best/, a copy of the best trial's folder (best by the first objective on the validation
+dates, lowest number on ties: `results.ranked_trials`). So a search keeps:
 
 - `best` (default): the checkpoint of the trial that is best now, besides RUN/best/ (whose
   checkpoint.pt is a hard link to it where the file system allows: one copy on disk);
@@ -36,12 +36,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rankitect.experiment.config import BudgetSection
+from rankitect.experiment.results import BASELINES_DIR, SearchResult, ranked_trials, trial_folder
 from rankitect.export.run_folder import BEST_DIR, NOT_KEPT_FILE
-from rankitect.searchers.config import BudgetSection
-from rankitect.searchers.result import BASELINES_DIR, SearchResult, ranked_trials, trial_folder
 from rankitect.train.checkpoint import CHECKPOINT_FILE
 
 SOURCE_FILE = "source.json"  # in RUN/best/: {"trial": n}, the trial it was copied from
@@ -50,8 +51,9 @@ SOURCE_FILE = "source.json"  # in RUN/best/: {"trial": n}, the trial it was copi
 class CheckpointRetention:
     """Applies `budget.keep_checkpoints` to one run folder. Not thread-safe; one per search."""
 
-    def __init__(self, run_dir: Path, budget: BudgetSection) -> None:
+    def __init__(self, run_dir: Path, budget: BudgetSection, directions: Sequence[str] = ("minimize",)) -> None:
         self.run_dir, self.policy, self.k = Path(run_dir), budget.keep_checkpoints, budget.top_k
+        self.directions = tuple(directions)
         self.best_dir = self.run_dir / BEST_DIR
         self._published = published_trial(self.run_dir)
 
@@ -69,7 +71,7 @@ class CheckpointRetention:
         if self.policy == "all":
             return None
         count = 1 if self.policy == "best" else self.k
-        return {t["number"] for t in ranked_trials(trials)[:count]}
+        return {t["number"] for t in ranked_trials(trials, self.directions)[:count]}
 
     def describe(self, result: SearchResult) -> None:
         """Name the policy in `result` (result.json's `checkpoints`, read by the report)."""

@@ -3,7 +3,7 @@
 `search(..., events=obj)` calls these methods on the driver's thread, in the order things
 happen; each is a no-op here, so a watcher overrides only what it needs. A method that raises
 stops the search like any driver error: watchers should not raise. Trials are passed in their
-result.json form (`rankitect.searchers.result.trial_record`).
+result.json form (`rankitect.experiment.results.trial_record`).
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ trials (a TrialSpec) and calls (a module-level function with keyword arguments, 
 supernet training of a one-shot or differentiable search). A job whose actor dies is run
 again on a fresh actor, under the same id, up to `max_retries` times.
 
-Ray is imported only once the address is known: for a local Ray (or one on 127.0.0.1),
-RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 must be set before the import, or Ray rewrites
-127.0.0.1 to the machine's outward address and cannot reach its own loopback cluster.
+Ray is imported only inside these functions. For a local Ray (or one on 127.0.0.1),
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 must be in the environment before the import, or Ray
+rewrites 127.0.0.1 to the machine's outward address and cannot reach its own loopback
+cluster: the entry points (the CLI, `rankitect.search`, the job driver) call
+`ray_env.loopback_environment` first; nothing here changes the environment.
 """
 
 from __future__ import annotations
@@ -22,26 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankitect.errors import UserError
-from rankitect.searchers.trial import TrialOutcome, TrialSpec, run_trial
+from rankitect.experiment.ray_env import is_loopback
+from rankitect.experiment.trial import TrialOutcome, TrialSpec, run_trial
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _is_loopback(address: str | None) -> bool:
-    if not address:
-        return True
-    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    return host in _LOOPBACK
 
 
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[None]:
     """Connected to `address` (or an already initialized Ray), or to a local Ray started here."""
-    if _is_loopback(address):
-        # Keep every socket of a local Ray on loopback and its token out of the home folder.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     if ray.is_initialized():
@@ -49,7 +40,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         return
     try:
         if address:
-            extra = {"_node_ip_address": "127.0.0.1"} if _is_loopback(address) else {}
+            extra = {"_node_ip_address": "127.0.0.1"} if is_loopback(address) else {}
             ray.init(address=address, logging_level="WARNING", log_to_driver=False, **extra)
         else:
             ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",

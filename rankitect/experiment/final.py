@@ -1,0 +1,48 @@
+"""Final seeds (`final.seeds` >= 2): the best architecture and the baselines retrained with
+several seeds, for a mean and a spread of their NE."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from rankitect.arch.graph import Architecture
+from rankitect.arch.validate import validate
+from rankitect.experiment.driver import trial_spec
+from rankitect.experiment.executor import TrialPool
+from rankitect.experiment.plan import Plan
+from rankitect.experiment.results import SearchResult
+from rankitect.experiment.retention import CheckpointRetention
+from rankitect.experiment.trial import TrialOutcome
+
+FINAL_SEED_OFFSET = 10_000  # final seeds start here above the search's seed, apart from trial seeds
+
+
+def final_seeds(plan: Plan, result: SearchResult, pool: TrialPool, retention: CheckpointRetention) -> dict[str, Any]:
+    """Mean and std of validation and test NE per architecture (their checkpoints are kept only
+    under budget.keep_checkpoints: all)."""
+    cfg = plan.config
+    archs = dict(plan.baselines)
+    if result.best is not None:
+        archs = {"best": validate(Architecture.from_dict(result.best["arch"]), plan.dataset.schema), **archs}
+    pending = [(name, k) for name in archs for k in range(cfg.final.seeds)]
+    outcomes: dict[str, list[TrialOutcome]] = {name: [] for name in archs}
+    while pending or pool.busy:
+        while pending and pool.free > 0:
+            name, k = pending.pop(0)
+            pool.submit((name, k), trial_spec(plan, f"final {name} seed {k}", archs[name],
+                                              cfg.seed + FINAL_SEED_OFFSET + k, f"final/{name}/seed{k}"))
+        for (name, k), outcome, _ in pool.wait(timeout=0.5):
+            outcomes[name].append(outcome)
+            retention.discard(plan.run_dir / "final" / name / f"seed{k}")
+    return {name: _summary(runs) for name, runs in outcomes.items()}
+
+
+def _summary(runs: list[TrialOutcome]) -> dict[str, Any]:
+    done = [o for o in runs if o.status == "complete"]
+    valid = [o.metrics["ne"] for o in done]
+    test = [o.test_metrics["ne"] for o in done]
+    return {"seeds": len(done), "valid_ne_mean": statistics.fmean(valid) if valid else None,
+            "valid_ne_std": statistics.stdev(valid) if len(valid) > 1 else None,
+            "test_ne_mean": statistics.fmean(test) if test else None,
+            "test_ne_std": statistics.stdev(test) if len(test) > 1 else None}
