@@ -50,7 +50,8 @@ class AskedTrial:
     """A candidate as the driver holds it from its ask to its tell: decoded and validated once."""
 
     candidate: Candidate
-    validated: ValidatedArchitecture | None = None  # None: its choices do not decode
+    arch: Architecture | None = None  # None: its choices do not decode
+    validated: ValidatedArchitecture | None = None  # None: it does not decode or validate
     attrs: dict[str, Any] = field(default_factory=dict)  # stored on the study trial at its tell
 
     @property
@@ -188,7 +189,7 @@ class Driver:
             # An earlier driver may have died before applying the policy to what it told.
             self.retention.apply(collect(self.plan.run_dir, self.searcher.study, with_planning=False))
             self.retention.discard_baselines(sorted(self.baselines.records))
-            self.queue = [t for t in self.queue if not self._adopt(t)]
+            self.queue = [t for t in self.queue if not self._settled(t)]
             self._tell_ready()
             while True:
                 self.baselines.submit(self.pool)
@@ -213,10 +214,13 @@ class Driver:
 
     # -- asking ----------------------------------------------------------------------------
     def _decoded(self, candidate: Candidate) -> AskedTrial:
+        trial = AskedTrial(candidate)
         try:
-            return AskedTrial(candidate, validate(self.plan.space.decode(candidate.choices), self.plan.space.schema))
+            trial.arch = self.plan.space.decode(candidate.choices)
+            trial.validated = validate(trial.arch, self.plan.space.schema)
         except (ArchitectureError, ConfigError) as exc:
-            return AskedTrial(candidate, attrs={"error": f"invalid architecture: {exc}"})
+            trial.attrs["error"] = f"invalid architecture: {exc}"
+        return trial
 
     def _ask(self) -> None:
         """Ask one candidate: queue it, or have its rejection told (invalid, over max_flops)."""
@@ -234,22 +238,29 @@ class Driver:
         self.gate.to_train += 1
         self.queue.append(trial)
 
+    def _settled(self, trial: AskedTrial) -> bool:
+        """Whether a trial asked by an earlier driver needs no training now: its choices do not
+        make a valid architecture (told failed), or a worker already left its outcome."""
+        if trial.validated is None:
+            self.order.put(trial, TrialOutcome(status="failed", error=trial.attrs.pop("error")), 0)
+            return True
+        return self._adopt(trial)
+
     def _adopt(self, trial: AskedTrial) -> bool:
         """Have the outcome a worker already left for `trial` told (the driver died before
         telling it), instead of training it again. False if there is none to adopt."""
         folder = self.plan.run_dir / "trials" / f"{trial.number:04d}"
         outcome = read_outcome(folder)
-        if outcome is None or outcome.status == "failed" or trial.validated is None:
+        if outcome is None or outcome.status == "failed" or trial.arch is None:
             return False
-        if not (folder / ARCH_FILE).is_file() or \
-                Architecture.load(folder / ARCH_FILE).to_dict() != trial.validated.arch.to_dict():
+        if not (folder / ARCH_FILE).is_file() or Architecture.load(folder / ARCH_FILE).to_dict() != trial.arch.to_dict():
             return False
         trial.attrs["adopted"] = True
         self.order.put(trial, outcome, 1)
         return True
 
     def _submit(self, trial: AskedTrial) -> None:
-        assert trial.validated is not None
+        assert trial.validated is not None  # only valid trials are queued (_ask, _settled)
         number = trial.number
         spec = trial_spec(self.plan, f"trial {number}", trial.validated, self.plan.config.seed + number,
                           f"trials/{number:04d}", self._pruning(number))
@@ -280,7 +291,7 @@ class Driver:
     def _tell(self, trial: AskedTrial, outcome: TrialOutcome, attempts: int) -> None:
         values = objective_values(self.plan.config.objectives, outcome.metrics) if outcome.status == "complete" \
             else None
-        stored = {"arch": trial.validated.arch.to_dict() if trial.validated else None, "metrics": outcome.metrics,
+        stored = {"arch": trial.arch.to_dict() if trial.arch else None, "metrics": outcome.metrics,
                   "test_metrics": outcome.test_metrics, "seconds": outcome.seconds,
                   "wall_seconds": outcome.wall_seconds, "attempts": attempts, "worker": outcome.worker, **trial.attrs}
         if outcome.error:

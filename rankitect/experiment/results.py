@@ -116,14 +116,14 @@ def pareto_front(trials: list[dict[str, Any]], directions: Sequence[str]) -> lis
 
 
 def ranked_trials(trials: list[dict[str, Any]], directions: Sequence[str] = ("minimize",)) -> list[dict[str, Any]]:
-    """Complete trials best first by the first objective on the validation dates, lowest number
-    on ties. The one rule for `best` (RUN/best/) and for which checkpoints
-    `budget.keep_checkpoints` keeps."""
-    return sorted(_scored(trials), key=lambda t: (minimized(t["values"][:1], directions[:1]), t["number"]))
+    """Complete trials best first by the first objective on the validation dates, ties broken by
+    the next objectives, then the lowest number: so the first is on the front. The one rule
+    for `best` (RUN/best/) and for which checkpoints `budget.keep_checkpoints` keeps."""
+    return sorted(_scored(trials), key=lambda t: (minimized(t["values"], directions), t["number"]))
 
 
 def best_trial(trials: list[dict[str, Any]], directions: Sequence[str] = ("minimize",)) -> dict[str, Any] | None:
-    """The best trial by the first objective (lowest number on ties): it is on the front."""
+    """The best trial by the first objective among the front (`ranked_trials`' first)."""
     ranked = ranked_trials(trials, directions)
     return ranked[0] if ranked else None
 

@@ -1,0 +1,52 @@
+"""result.json's front and best follow the configured objectives (directions included),
+checked against a brute-force dominance test."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from rankitect.experiment.results import best_trial, pareto_front, ranked_trials
+
+
+def _trials(n: int, objectives: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = [{"number": i, "status": "complete", "values": [rng.choice([0.1, 0.2, 0.3, rng.random()])
+                                                            for _ in range(objectives)]} for i in range(n)]
+    out += [{"number": n, "status": "failed", "values": None}, {"number": n + 1, "status": "complete",
+                                                                "values": [float("nan")] * objectives}]
+    return out
+
+
+def _brute_front(trials: list[dict], directions: list[str]) -> set[int]:
+    sign = [1 if d == "minimize" else -1 for d in directions]
+    scored = [t for t in trials if t["values"] and all(v == v for v in t["values"])]
+
+    def beats(a: dict, b: dict) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(sign, a["values"], b["values"])]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+    return {t["number"] for t in scored if not any(beats(o, t) for o in scored)}
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["minimize", "minimize"], ["maximize", "minimize"],
+                                        ["minimize", "maximize", "minimize"]])
+@pytest.mark.parametrize("seed", range(4))
+def test_front_and_best_over_the_configured_objectives(directions: list[str], seed: int) -> None:
+    trials = _trials(30, len(directions), seed)
+    front = pareto_front(trials, directions)
+    assert {t["number"] for t in front} == _brute_front(trials, directions)
+    last = [t["values"][-1] * (1 if directions[-1] == "minimize" else -1) for t in front]
+    assert last == sorted(last)
+    best = best_trial(trials, directions)
+    first = [t["values"][0] for t in trials if t["number"] in _brute_front(trials, directions)]
+    assert best["values"][0] == (min(first) if directions[0] == "minimize" else max(first))
+    assert best["number"] in {t["number"] for t in front}
+    ranked = ranked_trials(trials, directions)
+    assert ranked[0] is best and len(ranked) == 30
+    sign = [1 if d == "minimize" else -1 for d in directions]
+    for a, b in itertools.pairwise(ranked):  # by the first objective, ties by the next ones
+        assert ([s * v for s, v in zip(sign, a["values"])], a["number"]) < \
+               ([s * v for s, v in zip(sign, b["values"])], b["number"])
