@@ -214,25 +214,25 @@ def strategy(space: SearchSpace, opts: OneShotOptions, use_flops: bool, seed: in
 def search_paths(searcher: Searcher, score: Callable[[Choices], float], budget: int,
                  max_flops: int | None) -> list[dict[str, Any]]:
     """Records {choices, supernet_ne, flops} of up to `budget` distinct paths the searcher asks
-    for, in order. A path asked again is told its first score; one over `max_flops` is told
-    pruned unscored. Stops early when `MAX_REPEATS_IN_A_ROW` asks in a row bring nothing new
-    (the space holds fewer distinct paths than the budget)."""
+    for, in order. Each path is scored once: one asked again, or one over `max_flops`, is told
+    pruned (a repeat must not weigh twice in evolution's population). Stops early when
+    `MAX_REPEATS_IN_A_ROW` asks in a row bring nothing new (the space holds fewer distinct
+    paths than the budget)."""
     space, screen = searcher.space, FlopsScreen(max_flops)
-    seen: dict[str, dict[str, Any] | None] = {}
+    seen: set[str] = set()
     records: list[dict[str, Any]] = []
     repeats = 0
     while len(records) < budget and repeats <= MAX_REPEATS_IN_A_ROW:
         candidate = searcher.ask()
         key = choices_key(candidate.choices)
         repeats = repeats + 1 if key in seen else 0
+        record = None
         if key not in seen:
+            seen.add(key)
             flops = cost_of(space.decode(candidate.choices), space.schema).flops
-            seen[key] = None
             if screen.admits(flops):
-                seen[key] = {"choices": dict(candidate.choices), "supernet_ne": score(candidate.choices),
-                             "flops": flops}
-                records.append(seen[key])
-        record = seen[key]
+                record = {"choices": dict(candidate.choices), "supernet_ne": score(candidate.choices), "flops": flops}
+                records.append(record)
         if record is None:
             searcher.tell(candidate.number, None, "pruned")
         else:
