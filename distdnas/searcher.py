@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from distdnas.aggregate import AGGREGATIONS, aggregate
-from rankitect.errors import ConfigError
 from rankitect.searchers.base import register_searcher
 from rankitect.searchers.dnas import Dnas, DnasOptions, dnas_job
 from rankitect.searchers.planned import PlanningContext, Proposal, add_lambda_proposal
@@ -46,10 +45,8 @@ class DistDnasOptions(DnasOptions):
 
     def check(self) -> None:
         super().check()
-        if self.dates_per_shard < 1:
-            raise ConfigError(f"searcher.dates_per_shard: must be >= 1, got {self.dates_per_shard}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"searcher.aggregation: must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        self.require_at_least("dates_per_shard", 1)
+        self.require_one_of("aggregation", AGGREGATIONS)
 
 
 def shard_dates(dates: tuple[str, ...], per_shard: int) -> list[tuple[str, ...]]:

@@ -19,36 +19,28 @@ import rankitect.experiment.run as run_module
 import rankitect.searchers.base as searcher_base
 from rankitect.arch.validate import ValidatedArchitecture
 from rankitect.experiment.config import SearchConfig
+from rankitect.experiment.executor import TrialPool
 from rankitect.experiment.trial import TrialSpec, run_trial
 from rankitect.space import get_space
 from tests.helpers import tiny_synth
 
 
-class InProcessPool:
-    """TrialPool's interface, running each trial in this process when it is waited for."""
-
-    size = 1
+class InProcessPool(TrialPool):
+    """The Ray pool's bookkeeping, with each trial run in this process when it is waited for."""
 
     def __init__(self, *args: Any) -> None:
-        self.pending: list[tuple[Any, TrialSpec]] = []
-
-    @property
-    def free(self) -> int:
-        return self.size - len(self.pending)
-
-    @property
-    def busy(self) -> int:
-        return len(self.pending)
+        super().__init__(1, 1, 0.0, 0)
 
     def submit(self, job_id: Any, spec: TrialSpec) -> None:
-        self.pending.append((job_id, spec))
+        self._running[job_id] = (spec, None)
 
     def wait(self, timeout: float | None = None) -> list[tuple[Any, Any, int]]:
-        job_id, spec = self.pending.pop(0)
+        job_id = next(iter(self._running))
+        spec, _ = self._running.pop(job_id)
         return [(job_id, run_trial(spec), 1)]
 
     def shutdown(self) -> None:
-        self.pending.clear()
+        self._running.clear()
 
 
 @pytest.fixture(scope="module")

@@ -44,10 +44,19 @@ class SearcherOptions(SpaceOptions):
     concurrency: int | None = None  # trials asked before earlier ones are told; default: workers
 
     def check(self) -> None:
-        if self.pruner not in PRUNERS:
-            raise ConfigError(f"searcher.pruner: must be one of {PRUNERS}, got {self.pruner!r}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"searcher.concurrency: must be >= 1, got {self.concurrency}")
+        self.require_one_of("pruner", PRUNERS)
+        if self.concurrency is not None:
+            self.require_at_least("concurrency", 1)
+
+    def require_at_least(self, key: str, low: float) -> None:
+        """ConfigError naming `searcher.<key>` unless the option is >= `low`."""
+        if getattr(self, key) < low:
+            raise ConfigError(f"searcher.{key}: must be >= {low}, got {getattr(self, key)}")
+
+    def require_one_of(self, key: str, allowed: tuple[str, ...]) -> None:
+        """ConfigError naming `searcher.<key>` unless the option is one of `allowed`."""
+        if getattr(self, key) not in allowed:
+            raise ConfigError(f"searcher.{key}: must be one of {allowed}, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,8 @@ class DnasOptions(SearcherOptions):
         if not self.lambdas or any(not (math.isfinite(v) and v >= 0) for v in self.lambdas):
             raise ConfigError(f"searcher.lambdas: must be a non-empty list of finite values >= 0, got "
                               f"{list(self.lambdas)}")
-        if self.epochs < 1:
-            raise ConfigError(f"searcher.epochs: must be >= 1, got {self.epochs}")
-        if self.mode not in MODES:
-            raise ConfigError(f"searcher.mode: must be one of {MODES}, got {self.mode!r}")
+        self.require_at_least("epochs", 1)
+        self.require_one_of("mode", MODES)
         if not 0 < self.arch_fraction < 1:
             raise ConfigError(f"searcher.arch_fraction: must be in (0, 1), got {self.arch_fraction}")
         if not self.arch_lr > 0:

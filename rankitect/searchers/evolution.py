@@ -25,8 +25,7 @@ class EvolutionOptions(SearcherOptions):
 
     def check(self) -> None:
         super().check()
-        if self.population < 2:
-            raise ConfigError(f"searcher.population: must be >= 2, got {self.population}")
+        self.require_at_least("population", 2)
         if not 1 <= self.sample_size <= self.population:
             raise ConfigError(f"searcher.sample_size: must be in [1, population={self.population}], "
                               f"got {self.sample_size}")

@@ -85,30 +85,20 @@ class OneShotOptions(SearcherOptions):
 
     def check(self) -> None:
         super().check()
-        _at_least("supernet_epochs", self.supernet_epochs, 1)
-        _one_of("sampling", self.sampling, SAMPLING)
-        _at_least("sandwich_random", self.sandwich_random, 0)
+        self.require_at_least("supernet_epochs", 1)
+        self.require_one_of("sampling", SAMPLING)
+        self.require_at_least("sandwich_random", 0)
         if not 0 <= self.delayed_shrinking < 1:
             raise ConfigError(f"searcher.delayed_shrinking: must be in [0, 1), got {self.delayed_shrinking}")
-        _one_of("search", self.search, SEARCH)
-        _at_least("population", self.population, 2)
+        self.require_one_of("search", SEARCH)
+        self.require_at_least("population", 2)
         if not 1 <= self.sample_size <= self.population:
             raise ConfigError(f"searcher.sample_size: must be in [1, population={self.population}], "
                               f"got {self.sample_size}")
-        _at_least("eval_rows", self.eval_rows, 1)
-        _at_least("finetune_steps", self.finetune_steps, 0)
-        _at_least("top_k", self.top_k, 1)
-        _at_least("calibration", self.calibration, 0)
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"searcher.{key}: must be >= {low}, got {value}")
-
-
-def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"searcher.{key}: must be one of {allowed}, got {value!r}")
+        self.require_at_least("eval_rows", 1)
+        self.require_at_least("finetune_steps", 0)
+        self.require_at_least("top_k", 1)
+        self.require_at_least("calibration", 0)
 
 
 # -- job 1: supernet training -----------------------------------------------------------------

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import optuna
 
-from rankitect.errors import ConfigError
 from rankitect.searchers.base import Searcher, SearcherOptions, register_searcher
 
 
@@ -47,8 +46,7 @@ class TPEOptions(SearcherOptions):
 
     def check(self) -> None:
         super().check()
-        if self.n_startup_trials < 1:
-            raise ConfigError(f"searcher.n_startup_trials: must be >= 1, got {self.n_startup_trials}")
+        self.require_at_least("n_startup_trials", 1)
 
 
 @register_searcher
@@ -72,8 +70,7 @@ class NSGA2Options(SearcherOptions):
 
     def check(self) -> None:
         super().check()
-        if self.population_size < 2:
-            raise ConfigError(f"searcher.population_size: must be >= 2, got {self.population_size}")
+        self.require_at_least("population_size", 2)
 
 
 @register_searcher

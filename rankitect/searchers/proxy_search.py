@@ -53,8 +53,7 @@ class ProxyOptions(SearcherOptions):
         if self.proxy not in valid:
             raise ConfigError(f"searcher.proxy: unknown proxy {self.proxy!r}; proxies: {valid}")
         for key, low in (("top_k", 1), ("batches", 2), ("warmup_steps", 0), ("calibration", 0)):
-            if getattr(self, key) < low:
-                raise ConfigError(f"searcher.{key}: must be >= {low}, got {getattr(self, key)}")
+            self.require_at_least(key, low)
         if len(self.sigeo_weights) != 3:
             raise ConfigError(f"searcher.sigeo_weights: must be [zico, fisher_rao, loss], got "
                               f"{list(self.sigeo_weights)}")
