@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from launcher import cmd_blocks, cmd_data, cmd_export, cmd_jobs, cmd_launch, cmd_search, cmd_serve, cmd_train
@@ -36,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rankitect.experiment.ray_env import loopback_environment
 
     loopback_environment(getattr(args, "address", None))
+    if threading.current_thread() is threading.main_thread():
+        # Started in the background (`nohup ... &`) SIGINT arrives ignored; `kill -INT` must
+        # still stop a search or a training run the way Ctrl-C does (saving what it has).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from rankitect.experiment.run import SearchInterrupted
     from rankitect.train.trainer import TrainingInterrupted
 

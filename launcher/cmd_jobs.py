@@ -131,8 +131,8 @@ def event_line(event: Any) -> str:
         t = event.best.trial
         return f"{head} new best: trial {t.number}, valid NE {t.metrics.ne:.4f}, test NE {t.test_metrics.ne:.4f}"
     if kind == "pareto":
-        points = ", ".join(f"#{t.number} ({t.metrics.ne:.4f}, {t.metrics.flops_per_example:,})"
-                           for t in event.pareto.points)
+        points = ", ".join(f"{f'#{t.number}' if t.number >= 0 else t.name} ({t.metrics.ne:.4f}, "
+                           f"{t.metrics.flops_per_example:,})" for t in event.pareto.points)
         return f"{head} front (NE, FLOPs): {points}"
     if kind == "progress":
         p = event.progress

@@ -95,6 +95,12 @@ class SearchSpace(abc.ABC):
     def has_supernets(cls) -> bool:
         return cls.supernet is not SearchSpace.supernet
 
+    def baseline_choices(self, name: str) -> Choices | None:
+        """The choices of this space's member nearest to the registered baseline `name` (the
+        same architecture where the space holds it), or None when the space has no such member.
+        A sampling search starts from these (rankitect.experiment.plan). Default: none."""
+        return None
+
     def largest(self) -> Choices:
         """The choices of the largest sub-architecture (sandwich rule); default: the last option
         of each active choice."""

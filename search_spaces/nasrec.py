@@ -16,7 +16,7 @@ from typing import Any
 from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import get_block
 from rankitect.schema import Schema
-from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
+from rankitect.space import Choice, Choices, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
     GraphBuilder,
     check_pooling,
@@ -121,6 +121,47 @@ class NasRecSpace(SearchSpace):
             out.append(Choice(f"b{i}.{kind}_in0", sources))
             out += [Choice(f"b{i}.{kind}_in{k}", (NONE, *sources)) for k in range(1, self.options.max_inputs)]
         return out
+
+    # -- baselines as members -----------------------------------------------------------------
+    def baseline_choices(self, name: str) -> Choices | None:
+        """Nearest members of the baselines (widths rounded to the nearest option, extra blocks
+        as fc layers of the deep part): dlrm, a bottom fc, dot over it and the embeddings, then
+        fc layers; deepfm, the fm term plus fc layers over dense and flattened embeddings;
+        autoint, two attention layers over the embeddings, flattened into the last fc. None for lr
+        and dcnv2 (no linear-only path, no cross layer here)."""
+        n = self.options.blocks
+        if name == "dlrm" and n >= 2:
+            ops = ["fc"] * (n - 2) + ["dot", "fc"] if n >= 3 else ["fc", "dot"]
+            widths = [64] * (n - 2) + [128, 64] if n >= 3 else [64, 128]
+            return self._chain(False, ops, widths, merge=[False] * n, attention=0)
+        if name == "deepfm":
+            return self._chain(True, ["fc"] * n, [128] + [64] * (n - 1), merge=[True] + [False] * (n - 1),
+                               attention=0)
+        if name == "autoint" and "attention" in self._sparse_ops and n >= 2:
+            return self._chain(False, ["fc"] * n, [16] * n, merge=[False] * (n - 1) + [True], attention=min(2, n - 1))
+        return None
+
+    def _chain(self, fm: bool, ops: list[str], widths: list[int], merge: list[bool], attention: int) -> Choices:
+        """Blocks in a chain: block i reads block i-1's dense output (block 0 the dense input)
+        and, when `merge`, its sparse input; the first `attention` blocks' sparse ops are
+        attention layers chained over the embeddings, which every later block reads as its sparse
+        input; the other sparse ops are efc (unread, pruned)."""
+        c: dict[str, Any] = {"fm": fm}
+        heads = min(self._heads or (1,), key=lambda h: abs(h - 2))
+        for i, (op, width) in enumerate(zip(ops, widths)):
+            c[f"b{i}.dense_op"] = op
+            c[f"b{i}.width"] = min(self.options.dense_widths, key=lambda w: (abs(w - width), w))
+            if op != "dot":
+                c[f"b{i}.merge"] = merge[i]
+            if i < attention:
+                c[f"b{i}.sparse_op"], c[f"b{i}.heads"] = "attention", heads
+            else:
+                c[f"b{i}.sparse_op"], c[f"b{i}.efc_rows"] = "efc", self.options.efc_rows[0]
+            c[f"b{i}.dense_in0"] = self._dense_source if i == 0 else f"b{i - 1}"
+            c[f"b{i}.sparse_in0"] = f"b{min(i, attention) - 1}" if i and attention else INPUT_SPARSE
+            for k in range(1, self.options.max_inputs):
+                c[f"b{i}.dense_in{k}"] = c[f"b{i}.sparse_in{k}"] = NONE
+        return self.check_choices(c)
 
     # -- decode ------------------------------------------------------------------------------
     def decode(self, choices: Mapping[str, Any]) -> Architecture:

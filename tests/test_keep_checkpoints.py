@@ -72,13 +72,15 @@ def test_best_keeps_the_best_trials_checkpoint_only(ray_cluster, data, tmp_path,
     assert best == ranked_trials(saved["trials"])[0]["number"]
     assert _with_checkpoint(run) == {best} and saved["best"]["checkpoint"] is True
     _check_best(run, best)
-    others = [run / "trials" / f"{n:04d}" for n in range(4) if n != best]
+    numbers = [t["number"] for t in saved["trials"]]
+    assert len(numbers) == 5 and saved["trials"][0]["baseline"] == "dlrm"  # dlrm's member of nasrec first
+    others = [run / "trials" / f"{n:04d}" for n in numbers if n != best]
     finals = sorted((run / "final").glob("*/seed*"))
     assert len(finals) == 4  # best and dlrm, 2 seeds each: retrained from scratch, nothing kept
     _check_discarded(run, [*others, run / "baselines" / "dlrm", *finals], saved)
     assert saved["baselines"]["dlrm"]["checkpoint"] is False and result.final["best"]["seeds"] == 2
     assert saved["checkpoints"]["keep_checkpoints"] == "best"
-    assert any(line.startswith(f"checkpoints: kept for #{best}, not kept for 3 trials") for line in report_lines(saved))
+    assert any(line.startswith(f"checkpoints: kept for #{best}, not kept for 4 trials") for line in report_lines(saved))
 
     discarded = others[0]
     with pytest.raises(ExportError, match=r"budget.keep_checkpoints=best .*budget.keep_checkpoints: all"):
@@ -107,17 +109,18 @@ def test_all_keeps_everything_and_a_changed_policy_applies_from_then_on(ray_clus
     config = _config(data, trials=3, budget={"keep_checkpoints": "all"})
     search(config, run, progress=False)
     saved = json.loads((run / "result.json").read_text())
-    assert _with_checkpoint(run) == {0, 1, 2} and (run / "baselines" / "dlrm" / "checkpoint.pt").is_file()
+    # 3 trials and dlrm's member of the space, asked first (trial 0)
+    assert _with_checkpoint(run) == {0, 1, 2, 3} and (run / "baselines" / "dlrm" / "checkpoint.pt").is_file()
     assert all(t["checkpoint"] for t in saved["trials"]) and saved["baselines"]["dlrm"]["checkpoint"]
     assert not list(run.rglob(NOT_KEPT_FILE))
     _check_best(run, saved["best"]["number"])
     # Extended with `best`: the new driver applies it to the trials told before, and the baseline.
     config["budget"] = {"trials": 4, "keep_checkpoints": "best"}
     result = search(config, run, progress=False)
-    assert len(result.trials) == 4 and _with_checkpoint(run) == {result.best["number"]}
+    assert len(result.trials) == 5 and _with_checkpoint(run) == {result.best["number"]}
     _check_best(run, result.best["number"])
     saved = json.loads((run / "result.json").read_text())
-    others = [run / "trials" / f"{n:04d}" for n in range(4) if n != result.best["number"]]
+    others = [run / "trials" / f"{n:04d}" for n in range(5) if n != result.best["number"]]
     _check_discarded(run, [*others, run / "baselines" / "dlrm"], saved)
 
 

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from rankitect.experiment.results import best_trial, pareto_front, ranked_trials
+from rankitect.experiment.report import report_lines, verdict
+from rankitect.experiment.results import best_trial, mark_front, pareto_front, ranked_trials
 
 
 def _trials(n: int, objectives: int, seed: int) -> list[dict]:
@@ -50,3 +51,28 @@ def test_front_and_best_over_the_configured_objectives(directions: list[str], se
     for a, b in itertools.pairwise(ranked):  # by the first objective, ties by the next ones
         assert ([s * v for s, v in zip(sign, a["values"])], a["number"]) < \
                ([s * v for s, v in zip(sign, b["values"])], b["number"])
+
+
+def _entry(number: int | None, ne: float, flops: int, test_ne: float) -> dict:
+    return {**({"number": number} if number is not None else {}), "status": "complete", "values": [ne, flops],
+            "metrics": {"ne": ne, "flops_per_example": flops}, "test_metrics": {"ne": test_ne}}
+
+
+def test_the_front_holds_trials_and_baselines_and_marks_what_a_baseline_dominates() -> None:
+    directions = ["minimize", "minimize"]
+    trials = [_entry(0, 0.80, 1000, 0.81), _entry(1, 0.75, 5000, 0.76), _entry(2, 0.70, 90_000, 0.71)]
+    baselines = {"dlrm": _entry(None, 0.74, 4000, 0.73), "lr": _entry(None, 0.9, 40, 0.9)}
+    front = mark_front(trials, baselines, directions)
+    assert [t.get("number", t.get("baseline")) for t in front] == ["lr", 0, "dlrm", 2]
+    assert trials[1]["dominated_by"] == ["dlrm"] and "dominated_by" not in trials[0]
+    everything = trials + [{"baseline": n, **e} for n, e in baselines.items()]
+    assert front == pareto_front(everything, directions)
+    result = {"objectives": ["ne", "flops"], "trials": trials, "pareto": front, "best": best_trial(trials, directions),
+              "baselines": baselines}
+    assert verdict(result) == ("The search beat the best baseline on validation ne: best #2 0.7000 vs dlrm 0.7400 "
+                               "(90,000 vs 4,000 FLOPs/ex); on test 0.7100 vs 0.7300.")
+    lines = report_lines(result)
+    assert lines[0] == verdict(result) and "1 of 3 complete trials are dominated by a baseline (dlrm)" in lines
+    worse = {**result, "best": trials[1]}
+    assert verdict(worse).startswith("The search did NOT beat the best baseline on validation ne: best #1 0.7500 vs "
+                                     "dlrm 0.7400") and verdict(worse).endswith("nothing better than the baselines.")

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None, help="Ray address (a local Ray without it)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: the search saves what it has
+    # The runner cancels with SIGINT, and a server started in the background (`nohup ... &`)
+    # hands its drivers SIGINT ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     events = JsonLineEvents(sys.stdout)
     try:
         return run_job(args.job_dir, args.address, events)

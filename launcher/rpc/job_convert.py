@@ -89,6 +89,11 @@ def trial_to_proto(trial: Mapping[str, Any] | None, name: str | None = None) -> 
     return msg
 
 
+def front_point(entry: Mapping[str, Any]) -> spb.Trial | None:
+    """A point of the front: a trial, or a baseline (named "baseline NAME", number -1)."""
+    return trial_to_proto(entry, name=None if "number" in entry else f"baseline {entry['baseline']}")
+
+
 def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(json.loads(json.dumps(dict(values))))
@@ -124,7 +129,7 @@ def event_to_proto(event: StoredEvent) -> spb.JobEvent:
     elif event.kind == "best":
         msg.best.CopyFrom(spb.NewBest(trial=trial_to_proto(p["trial"])))
     elif event.kind == "pareto":
-        msg.pareto.CopyFrom(spb.ParetoFront(points=[trial_to_proto(t) for t in p.get("points", [])]))
+        msg.pareto.CopyFrom(spb.ParetoFront(points=[front_point(t) for t in p.get("points", [])]))
     elif event.kind == "progress":
         msg.progress.CopyFrom(spb.Progress(phase=p.get("phase", ""), done=int(p.get("done", 0)),
                                            total=int(p.get("total", 0)), unit=p.get("unit", "")))
@@ -136,7 +141,7 @@ def event_to_proto(event: StoredEvent) -> spb.JobEvent:
 def result_to_proto(job: JobRecord, result: Mapping[str, Any]) -> spb.SearchResult:
     msg = spb.SearchResult(job_id=job.job_id, state=state_to_proto(job.state),
                            trials=[trial_to_proto(t) for t in result.get("trials", [])],
-                           pareto=[trial_to_proto(t) for t in result.get("pareto", [])],
+                           pareto=[front_point(t) for t in result.get("pareto", [])],
                            result_json=json.dumps(result, indent=2))
     best = trial_to_proto(result.get("best"))
     if best is not None:

@@ -25,7 +25,6 @@ from rankitect.arch.graph import Architecture
 from rankitect.arch.validate import ValidatedArchitecture, validate
 from rankitect.cost import cost_of
 from rankitect.errors import ArchitectureError, ConfigError
-from rankitect.experiment.config import OBJECTIVES
 from rankitect.experiment.events import NO_EVENTS, SearchEvents
 from rankitect.experiment.executor import TrialPool
 from rankitect.experiment.plan import Plan
@@ -36,6 +35,7 @@ from rankitect.experiment.results import (
     collect,
     json_safe,
     load_baselines,
+    objective_values,
     save_baselines,
 )
 from rankitect.experiment.retention import CheckpointRetention
@@ -66,13 +66,6 @@ def trial_spec(plan: Plan, name: str, validated: ValidatedArchitecture, seed: in
     return TrialSpec(name=name, arch=validated, data_path=plan.dataset.uri, dates=plan.dates,
                      train=plan.config.trial_train(seed), out_dir=str(plan.run_dir / folder),
                      prune_metric=first if first in ("ne", "logloss", "auc") else "ne", pruning=pruning)
-
-
-def objective_values(objectives: tuple[str, ...], metrics: dict[str, Any]) -> list[float]:
-    """The study values of a trial's validation metrics (NaN where one is missing)."""
-    keys = [{"flops": "flops_per_example"}.get(name, name) for name in objectives]
-    return [float(metrics[k]) if name in OBJECTIVES and k in metrics else float("nan")
-            for name, k in zip(objectives, keys)]
 
 
 class AskGate:
@@ -154,7 +147,11 @@ class ProgressView:
         if result.best is not None and result.best["number"] != self.shown_best:
             self.shown_best = result.best["number"]
             self.events.best(result.best)
-        front = [t["number"] for t in result.pareto]
+        self.front(result)
+
+    def front(self, result: SearchResult) -> None:
+        """Tell the events of the front (over trials and baselines) when it changed."""
+        front = [t["number"] if "number" in t else t["baseline"] for t in result.pareto]
         if front != self.shown_front:
             self.shown_front = front
             self.events.pareto(result.pareto)
@@ -178,7 +175,11 @@ class Driver:
         stored = searcher.study.get_trials(deepcopy=False)
         rejected = sum(1 for t in told if stored[t.number].user_attrs.get("rejected"))
         asked = len(stored)
-        limit = searcher.trial_limit(plan.config.budget.trials)
+        seeded = {t.user_attrs.get("baseline") for t in stored}
+        for name, choices in plan.seeds.items():  # asked first; they do not count against budget.trials
+            if name not in seeded:
+                searcher.enqueue(choices, {"baseline": name})
+        limit = searcher.trial_limit(plan.config.budget.trials) + len(plan.seeds)
         self.gate = AskGate(limit, searcher.options.concurrency or pool.size, plan.config.budget.seconds,
                             asked=asked, told=len(told), to_train=len(told) - rejected + len(self.queue))
         self.order = TellOrder(min([t.number for t in self.queue] + [asked]))
@@ -187,7 +188,7 @@ class Driver:
     def run(self) -> None:
         try:
             # An earlier driver may have died before applying the policy to what it told.
-            self.retention.apply(collect(self.plan.run_dir, self.searcher.study, with_planning=False))
+            self.retention.apply(self._collect())
             self.retention.discard_baselines(sorted(self.baselines.records))
             self.queue = [t for t in self.queue if not self._settled(t)]
             self._tell_ready()
@@ -206,11 +207,16 @@ class Driver:
                 for (kind, key), outcome, attempts in self.pool.wait(timeout=0.5):
                     if kind == "baseline":
                         self.baselines.finished(key, outcome)
+                        self.view.front(self._collect())  # a baseline can change the front
                     else:
                         self.order.put(self.running.pop(key), outcome, attempts)
                 self._tell_ready()
         finally:
             self.view.close()
+
+    def _collect(self) -> SearchResult:
+        """The result as the study holds it now (no planning summary: this runs after every tell)."""
+        return collect(self.plan.run_dir, self.searcher.study, self.plan.config.objectives, with_planning=False)
 
     # -- asking ----------------------------------------------------------------------------
     def _decoded(self, candidate: Candidate) -> AskedTrial:
@@ -298,6 +304,6 @@ class Driver:
             stored["error"] = outcome.error
         self.searcher.tell(trial.number, values, outcome.status, outcome.intermediate, json_safe(stored))
         self.gate.told += 1
-        result = collect(self.plan.run_dir, self.searcher.study, with_planning=False)
+        result = self._collect()
         self.retention.apply(result)  # the told trial is in the study: best/ first, then removals
         self.view.told(result, None if trial.attrs.get("rejected") else trial.number)

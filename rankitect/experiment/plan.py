@@ -5,7 +5,7 @@ dates, the space, the searcher's options, the baselines (validated here, once), 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankitect.arch.validate import ValidatedArchitecture, validate
@@ -13,7 +13,16 @@ from rankitect.data.dataset import Dataset
 from rankitect.errors import ArchitectureError, ConfigError, UserError
 from rankitect.experiment.config import SearchConfig
 from rankitect.searchers.base import SearcherOptions, searcher_class, searcher_options
-from rankitect.space import SearchSpace, get_space, make_space, resolve_architecture, space_names
+from rankitect.searchers.planned import PlannedSearcher
+from rankitect.space import (
+    Choices,
+    SearchSpace,
+    baseline_names,
+    get_space,
+    make_space,
+    resolve_architecture,
+    space_names,
+)
 from rankitect.train.run import RunDates, claim_folder
 
 CONFIG_FILE = "config.json"
@@ -32,6 +41,8 @@ class Plan:
     space: SearchSpace
     searcher_options: SearcherOptions
     baselines: dict[str, ValidatedArchitecture]
+    # The space's members nearest to the baselines, asked as a sampling search's first trials.
+    seeds: dict[str, Choices] = field(default_factory=dict)
 
     @property
     def storage(self) -> str:
@@ -60,8 +71,12 @@ def plan_search(config: SearchConfig, out: Path) -> Plan:
         except ArchitectureError as exc:
             raise ConfigError(f"baselines[{i}] ({name}): {exc}") from None
         baselines[arch.name or Path(name).stem] = validated
+    planned = issubclass(searcher_class(config.searcher.name), PlannedSearcher)
+    members = {} if planned else {name: space.baseline_choices(name) for name in config.baselines
+                                  if name in baseline_names()}
     return Plan(config, Path(out), dataset,
-                RunDates(dates["train_dates"], dates["valid_dates"], dates["test_dates"]), space, options, baselines)
+                RunDates(dates["train_dates"], dates["valid_dates"], dates["test_dates"]), space, options, baselines,
+                {name: choices for name, choices in members.items() if choices is not None})
 
 
 def _check_supernets(config: SearchConfig, space: SearchSpace, options: SearcherOptions) -> None:

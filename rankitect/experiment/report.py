@@ -1,4 +1,6 @@
-"""The Pareto front as a table (`rankitect report RUN`) and as a plot (RUN/pareto.png)."""
+"""The Pareto front as a table (`rankitect report RUN`) and as a plot (RUN/pareto.png): the front
+over the trials and the baselines together, and first of all whether the search beat the best
+baseline."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rankitect.errors import UserError
-from rankitect.experiment.results import RESULT_FILE, SearchResult
+from rankitect.experiment.config import OBJECTIVES
+from rankitect.experiment.results import OBJECTIVE_METRIC, RESULT_FILE, SearchResult
 
 
 def _row(name: str, entry: dict[str, Any]) -> list[str]:
@@ -18,13 +21,48 @@ def _row(name: str, entry: dict[str, Any]) -> list[str]:
             fmt(m.get("latency"), ".2f"), fmt(entry.get("seconds"), ".0f")]
 
 
+def _label(entry: dict[str, Any]) -> str:
+    """A trial ("#7"; "#0 (dlrm in the space)" for a baseline's member) or a baseline."""
+    if "number" not in entry:
+        return f"baseline {entry['baseline']}"
+    return f"#{entry['number']}" + (f" ({entry['baseline']} in the space)" if entry.get("baseline") else "")
+
+
+def verdict(result: dict[str, Any]) -> str | None:
+    """Whether the search's best beat the best baseline on the first objective (validation),
+    and what the two score on test; None without a complete baseline."""
+    objective = (result.get("objectives") or ["ne"])[0]
+    key = OBJECTIVE_METRIC.get(objective, objective)
+    sign = 1 if OBJECTIVES.get(objective) == "minimize" else -1
+    done = {n: e for n, e in result.get("baselines", {}).items()
+            if e.get("status") == "complete" and isinstance(e.get("metrics", {}).get(key), (int, float))}
+    if not done:
+        return None
+    name = min(done, key=lambda n: sign * done[n]["metrics"][key])
+    base = done[name]
+    best = result.get("best")
+    if best is None:
+        return f"The search has no complete trial; the best baseline is {name} (validation {objective} " \
+               f"{base['metrics'][key]:.4f})."
+    value, base_value = best["metrics"][key], base["metrics"][key]
+    beat = sign * value < sign * base_value and not best.get("baseline")
+    test = lambda e: e.get("test_metrics", {}).get(key, e["metrics"].get(key))  # noqa: E731
+    return (f"The search {'beat' if beat else 'did NOT beat'} the best baseline on validation {objective}: "
+            f"best {_label(best)} {value:.4f} vs {name} {base_value:.4f} "
+            f"({best['metrics'].get('flops_per_example', 0):,} vs {base['metrics'].get('flops_per_example', 0):,} "
+            f"FLOPs/ex); on test {test(best):.4f} vs {test(base):.4f}"
+            + ("" if beat else "; the search found nothing better than the baselines") + ".")
+
+
 def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) -> list[str]:
-    """The front (by FLOPs), the best trial and the baselines, side by side."""
+    """Whether the search beat the best baseline, then the front over trials and baselines (by
+    FLOPs), the best trial and the baselines, side by side."""
     header = ["", "valid NE", "test NE", "test AUC", "FLOPs/ex", "params", "lat. us/ex", "seconds"]
-    rows = [_row(f"front #{t['number']}", t) for t in result.get("pareto", [])]
+    rows = [_row(f"front {_label(t)}", t) for t in result.get("pareto", [])]
     best = result.get("best")
     if best is not None:
-        rows.append(_row(f"best #{best['number']}", best))
+        beaten = best.get("dominated_by")
+        rows.append(_row(f"best #{best['number']}" + (f" (dominated by {', '.join(beaten)})" if beaten else ""), best))
     for name, entry in sorted(result.get("baselines", {}).items()):
         rows.append(_row(f"baseline {name}", entry))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -34,7 +72,14 @@ def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) ->
     trials = result.get("trials", [])
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("complete", "failed", "pruned")}
     lines.append(f"trials: {len(trials)} ({counts['complete']} complete, {counts['failed']} failed, "
-                 f"{counts['pruned']} pruned); Pareto front: {len(result.get('pareto', []))}")
+                 f"{counts['pruned']} pruned); Pareto front over trials and baselines: {len(result.get('pareto', []))}")
+    dominated = [t for t in trials if t.get("dominated_by")]
+    if dominated:
+        lines.append(f"{len(dominated)} of {counts['complete']} complete trials are dominated by a baseline "
+                     f"({', '.join(sorted({b for t in dominated for b in t['dominated_by']}))})")
+    said = verdict(result)
+    if said:
+        lines.insert(0, said)
     lines += checkpoint_lines(result)
     if truth and best is not None:
         test_dates = best.get("test_metrics", {}).get("eval_dates", [])
@@ -58,7 +103,7 @@ def checkpoint_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"checkpoints: kept for {', '.join(kept) or 'no trial'}, not kept for "
              f"{len(trials) - len(kept)} trials (budget.keep_checkpoints={policy})"
              + ("; best/ holds the best's" if result.get("best") else "")]
-    gone = [f"#{t['number']}" for t in result.get("pareto", []) if t.get("checkpoint") is False]
+    gone = [f"#{t['number']}" for t in result.get("pareto", []) if "number" in t and t.get("checkpoint") is False]
     if gone:
         lines.append(f"front {', '.join(gone)}: checkpoint not kept (budget.keep_checkpoints={policy}); "
                      f"retrain with `rankitect train --arch RUN/trials/NNNN/arch.json`, or search with "
@@ -94,29 +139,47 @@ def load_result(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def write_pareto_plot(result: SearchResult, path: Path) -> None:
-    """Validation NE against FLOPs of every complete trial, the front (over the configured
-    objectives), and the baselines. Drawn on a Figure of its own with the Agg canvas: no
-    pyplot, no global backend switched."""
+def bayes_ne(truth: dict[str, Any] | None, dates: list[str]) -> float | None:
+    """The mean Bayes-optimal NE of `dates` in a synthetic dataset's truth.json (None without)."""
+    known = [truth["bayes_ne"][d] for d in dates if d in (truth or {}).get("bayes_ne", {})]
+    return sum(known) / len(known) if known and len(known) == len(dates) else None
+
+
+def write_pareto_plot(result: SearchResult, path: Path, truth: dict[str, Any] | None = None) -> None:
+    """Validation NE against FLOPs: every complete trial, the front over trials and baselines
+    (trial numbers on its points), each baseline with its own marker, and the Bayes-optimal NE
+    as a line when the data's truth.json is given. Drawn on a Figure of its own with the Agg
+    canvas: no pyplot, no global backend switched."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     done = [t for t in result.trials if t["status"] == "complete" and t["metrics"].get("ne") is not None]
     ax.scatter([t["metrics"]["flops_per_example"] for t in done], [t["metrics"]["ne"] for t in done],
-               s=14, c="0.7", label="trials")
-    front = result.pareto
+               s=14, c="0.7", label="trials", zorder=2)
+    front = [t for t in result.pareto if t["metrics"].get("ne") is not None]
     ax.plot([t["metrics"]["flops_per_example"] for t in front], [t["metrics"]["ne"] for t in front],
-            "o-", c="tab:blue", label="Pareto front")
-    for name, entry in sorted(result.baselines.items()):
+            "-", c="tab:blue", label="front (trials and baselines)", zorder=3)
+    for t in front:
+        if "number" in t:
+            ax.scatter([t["metrics"]["flops_per_example"]], [t["metrics"]["ne"]], s=30, c="tab:blue", zorder=4)
+            ax.annotate(f"#{t['number']}", (t["metrics"]["flops_per_example"], t["metrics"]["ne"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for (name, entry), marker in zip(sorted(result.baselines.items()), "sDv^P*Xph"):
         m = entry.get("metrics", {})
         if m.get("ne") is not None:
-            ax.scatter([m["flops_per_example"]], [m["ne"]], marker="s", s=36, label=f"baseline {name}")
+            ax.scatter([m["flops_per_example"]], [m["ne"]], marker=marker, s=48, edgecolors="black",
+                       linewidths=0.5, label=f"baseline {name}", zorder=5)
+    valid_dates = (result.best or {}).get("metrics", {}).get("eval_dates", [])
+    bayes = bayes_ne(truth, valid_dates)
+    if bayes is not None:
+        ax.axhline(bayes, ls="--", c="tab:green", lw=1, label=f"Bayes-optimal NE {bayes:.4f}")
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per example")
     ax.set_ylabel("validation NE")
+    ax.set_title(f"{result.run_dir.name}: {len(done)} trials, front over trials and baselines", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

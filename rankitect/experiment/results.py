@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from rankitect.searchers.pareto import minimized, pareto_ranks
+from rankitect.searchers.pareto import dominates, minimized, pareto_ranks
 from rankitect.searchers.planned import read_plan_summary
 from rankitect.searchers.rank_stats import kendall_tau, spearman
 from rankitect.train.checkpoint import CHECKPOINT_FILE
@@ -28,6 +28,7 @@ RESULT_FILE = "result.json"
 BASELINES_FILE = "baselines.json"
 TRIALS_DIR = "trials"
 BASELINES_DIR = "baselines"
+OBJECTIVE_METRIC = {"flops": "flops_per_example"}  # objectives named otherwise than their metric
 _STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}
 
 
@@ -41,9 +42,11 @@ class SearchResult:
     final: dict[str, Any] = field(default_factory=dict)
     planning: dict[str, Any] = field(default_factory=dict)  # one-shot, DNAS or proxy searchers
     checkpoints: dict[str, Any] = field(default_factory=dict)  # the budget.keep_checkpoints policy applied
+    objectives: list[str] = field(default_factory=lambda: ["ne", "flops"])
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"trials": self.trials, "pareto": self.pareto, "best": self.best, "baselines": self.baselines}
+        out = {"objectives": self.objectives, "trials": self.trials, "pareto": self.pareto, "best": self.best,
+               "baselines": self.baselines}
         if self.checkpoints:
             out["checkpoints"] = self.checkpoints
         if self.final:
@@ -95,6 +98,8 @@ def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
         record["error"] = attrs["error"]
     if attrs.get("rejected"):
         record["rejected"] = True
+    if attrs.get("baseline"):  # the trial is a baseline's member of the space, asked first
+        record["baseline"] = attrs["baseline"]
     if attrs.get("proposal"):
         record["proposal"] = attrs["proposal"]
     return record
@@ -107,12 +112,12 @@ def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pareto_front(trials: list[dict[str, Any]], directions: Sequence[str]) -> list[dict[str, Any]]:
-    """Complete trials not dominated on the objectives (validation values), ordered by the last
-    objective (FLOPs by default), then number."""
+    """Complete entries (trials, or baselines) not dominated on the objectives (validation
+    values), ordered by the last objective (FLOPs by default), then number (baselines last)."""
     scored = _scored(trials)
     points = [minimized(t["values"], directions) for t in scored]
     front = [t for t, rank in zip(scored, pareto_ranks(points)) if rank == 0]
-    return sorted(front, key=lambda t: (minimized(t["values"], directions)[-1], t["number"]))
+    return sorted(front, key=lambda t: (minimized(t["values"], directions)[-1], t.get("number", len(trials))))
 
 
 def ranked_trials(trials: list[dict[str, Any]], directions: Sequence[str] = ("minimize",)) -> list[dict[str, Any]]:
@@ -168,20 +173,44 @@ def proxy_agreement(trials: list[dict[str, Any]], key: str) -> dict[str, Any] | 
             "spearman": spearman(predicted, trained)}
 
 
-def collect(run_dir: Path, study: optuna.Study, with_planning: bool = True) -> SearchResult:
+def objective_values(objectives: Sequence[str], metrics: dict[str, Any]) -> list[float]:
+    """The values of `objectives` in a run's validation metrics, as the study holds them (NaN
+    where one is missing)."""
+    keys = [OBJECTIVE_METRIC.get(name, name) for name in objectives]
+    return [float(metrics[k]) if k in metrics and _finite(metrics[k]) else float("nan") for k in keys]
+
+
+def mark_front(trials: list[dict[str, Any]], baselines: dict[str, dict[str, Any]],
+               directions: Sequence[str]) -> list[dict[str, Any]]:
+    """The front over the trials and the baselines together (a baseline on it is its entry with
+    `baseline`: its name, and no `number`). A trial a baseline dominates gets `dominated_by`:
+    those baselines."""
+    entries = [{"baseline": name, **entry} for name, entry in sorted(baselines.items())]
+    for trial in _scored(trials):
+        point = minimized(trial["values"], directions)
+        beaten_by = [e["baseline"] for e in _scored(entries) if dominates(minimized(e["values"], directions), point)]
+        if beaten_by:
+            trial["dominated_by"] = beaten_by
+    return pareto_front([*trials, *entries], directions)
+
+
+def collect(run_dir: Path, study: optuna.Study, objectives: Sequence[str],
+            with_planning: bool = True) -> SearchResult:
     """The result as the study and run folder hold it now; `with_planning` False skips reading
     the planning summary (for the progress bar, after every tell)."""
     trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
     trials.sort(key=lambda t: t["number"])
     for trial in trials:  # kept or not: budget.keep_checkpoints (experiment/retention.py)
         trial["checkpoint"] = not trial.get("rejected") and has_checkpoint(trial_folder(run_dir, trial["number"]))
-    baselines = {name: {**entry, "checkpoint": has_checkpoint(run_dir / BASELINES_DIR / name)}
+    baselines = {name: {**entry, "checkpoint": has_checkpoint(run_dir / BASELINES_DIR / name),
+                        "values": objective_values(objectives, entry.get("metrics") or {})
+                        if entry.get("status") == "complete" else None}
                  for name, entry in load_baselines(run_dir).items()}
     planning = read_plan_summary(run_dir) if with_planning else {}
     score_key = planning.get("score_key")
     if score_key:
         planning = {**planning, "agreement": proxy_agreement(trials, score_key)}
     directions = [d.name.lower() for d in study.directions]
-    return SearchResult(run_dir=run_dir, trials=trials, pareto=pareto_front(trials, directions),
+    return SearchResult(run_dir=run_dir, trials=trials, pareto=mark_front(trials, baselines, directions),
                         best=best_trial(trials, directions),
-                        baselines=baselines, planning=planning)
+                        baselines=baselines, planning=planning, objectives=list(objectives))

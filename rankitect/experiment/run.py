@@ -9,6 +9,7 @@ numbers. RUN/best/ follows the best trial as trials are told, and only the check
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +63,7 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
                     searcher.prepare(planning_context(plan, PoolJobRunner(pool, show, events)))
                 events.phase("trials", f"training trials on {pool.size} workers")
                 Driver(plan, searcher, pool, show, events, retention).run()
-                result = collect(plan.run_dir, study)
+                result = collect(plan.run_dir, study, cfg.objectives)
                 if cfg.final.seeds >= 2:
                     events.phase("final", f"retraining the best and the baselines with {cfg.final.seeds} seeds")
                     result.final = final_seeds(plan, result, pool, retention)
@@ -70,14 +71,16 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
                 pool.shutdown()
     except KeyboardInterrupt:
         # Wherever Ctrl-C lands (Ray calls included), what was told is in the study already.
-        interrupted = collect(plan.run_dir, study)
+        interrupted = collect(plan.run_dir, study, cfg.objectives)
         retention.describe(interrupted)
         interrupted.save()
         raise SearchInterrupted(f"search interrupted; run the same command again to continue "
                                 f"({plan.run_dir})") from None
     retention.apply(result)  # RUN/best/ and the checkpoints kept, before result.json says so
     result.save()
-    write_pareto_plot(result, plan.run_dir / "pareto.png")
+    truth_file = Path(plan.dataset.uri) / "truth.json"  # a synthetic dataset's known answer
+    write_pareto_plot(result, plan.run_dir / "pareto.png",
+                      json.loads(truth_file.read_text()) if truth_file.is_file() else None)
     return result
 
 

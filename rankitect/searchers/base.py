@@ -104,10 +104,17 @@ class Searcher(abc.ABC):
         """How many trials to train: `budget.trials`, unless the searcher decides otherwise."""
         return budget_trials
 
+    def enqueue(self, choices: Choices, attrs: Mapping[str, Any]) -> None:
+        """Have `choices` asked before anything the searcher proposes (a baseline's member of
+        the space, say), with `attrs` stored on its trial."""
+        self.study.enqueue_trial(dict(choices), user_attrs=dict(attrs))
+
     def ask(self) -> Candidate:
-        number = len(self.study.get_trials(deepcopy=False))
+        trials = self.study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        number = waiting[0].number if waiting else len(trials)
         rng = random.Random(f"{self.seed}:{number}")
-        trial = self._ask(number, rng)
+        trial = self.study.ask() if waiting else self._ask(number, rng)  # enqueued trials first
         if trial.number != number:
             raise RuntimeError(f"the study gave trial {trial.number}, expected {number}: is another "
                                f"driver writing to this storage?")
