@@ -151,6 +151,11 @@ def test_final_seeds_report_mean_and_std(ray_cluster, data, tmp_path) -> None:
     result = search(make_config(data, "random", trials=2, final={"seeds": 2}), tmp_path / "run", progress=False)
     assert set(result.final) == {"best", "lr"}
     assert result.final["best"]["seeds"] == 2 and result.final["best"]["test_ne_std"] is not None
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    for entry, summary in ((saved["best"], result.final["best"]), (saved["baselines"]["lr"], result.final["lr"])):
+        assert entry["test_metrics"]["seeds"] == 2  # best's and each baseline's test NE: the mean over seeds
+        assert entry["test_metrics"]["ne"] == pytest.approx(summary["test_ne_mean"], rel=1e-12)
+        assert entry["test_metrics"]["single_run_ne"] != entry["test_metrics"]["ne"]
 
 
 def _write_config(tmp_path: Path, config: dict) -> Path:

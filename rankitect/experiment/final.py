@@ -1,5 +1,6 @@
 """Final seeds (`final.seeds` >= 2): the best architecture and the baselines retrained with
-several seeds, for a mean and a spread of their NE."""
+several seeds, for a mean and a spread of their NE; `best`'s and every baseline's
+`test_metrics` then become the means over the seeds (`with_seed_means`)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,30 @@ def final_seeds(plan: Plan, result: SearchResult, pool: TrialPool, retention: Ch
     return {name: _summary(runs) for name, runs in outcomes.items()}
 
 
+def with_seed_means(result: SearchResult) -> None:
+    """`best`'s and every baseline's `test_metrics` as the means over their final seeds (with
+    `seeds`: how many), where the final seeds ran; the single run's NE stays as `single_run_ne`.
+    The trial's own record in `trials` keeps its single run."""
+    for name, summary in result.final.items():
+        entry = result.best if name == "best" else result.baselines.get(name)
+        if entry is None or not summary["seeds"]:
+            continue
+        single = entry.get("test_metrics", {})
+        means = {**single, **summary["test_metrics_mean"], "seeds": summary["seeds"], "single_run_ne": single.get("ne")}
+        if name == "best":
+            result.best = {**entry, "test_metrics": means}
+        else:
+            result.baselines[name] = {**entry, "test_metrics": means}
+
+
 def _summary(runs: list[TrialOutcome]) -> dict[str, Any]:
     done = [o for o in runs if o.status == "complete"]
     valid = [o.metrics["ne"] for o in done]
     test = [o.test_metrics["ne"] for o in done]
-    return {"seeds": len(done), "valid_ne_mean": statistics.fmean(valid) if valid else None,
+    numeric = [k for k, v in (done[0].test_metrics.items() if done else ()) if isinstance(v, (int, float))]
+    means = {k: statistics.fmean(o.test_metrics[k] for o in done) for k in numeric}
+    return {"seeds": len(done), "test_metrics_mean": means,
+            "valid_ne_mean": statistics.fmean(valid) if valid else None,
             "valid_ne_std": statistics.stdev(valid) if len(valid) > 1 else None,
             "test_ne_mean": statistics.fmean(test) if test else None,
             "test_ne_std": statistics.stdev(test) if len(test) > 1 else None}

@@ -22,7 +22,7 @@ from rankitect.experiment.config import SearchConfig
 from rankitect.experiment.driver import Driver
 from rankitect.experiment.events import NO_EVENTS, SearchEvents
 from rankitect.experiment.executor import TrialPool, cluster_slots, ray_session
-from rankitect.experiment.final import final_seeds
+from rankitect.experiment.final import final_seeds, with_seed_means
 from rankitect.experiment.plan import Plan, plan_search, prepare_search_folder
 from rankitect.experiment.planning import PoolJobRunner
 from rankitect.experiment.ray_env import loopback_environment
@@ -67,6 +67,7 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
                 if cfg.final.seeds >= 2:
                     events.phase("final", f"retraining the best and the baselines with {cfg.final.seeds} seeds")
                     result.final = final_seeds(plan, result, pool, retention)
+                    with_seed_means(result)
             finally:
                 pool.shutdown()
     except KeyboardInterrupt:
