@@ -138,6 +138,31 @@ class InteractionsSpace(SearchSpace):
 
         return extreme_choices(self, largest=False)
 
+    # -- baselines as members -----------------------------------------------------------------
+    def baseline_choices(self, name: str) -> dict[str, Any] | None:
+        """Nearest members of the baselines (sizes rounded to the options, unused layers skip):
+        dlrm, a dot layer then an mlp; dcnv2, full-rank dcn layers then an mlp; deepfm, an fm
+        layer then an mlp; autoint, two attention layers; lr, every layer skip at the smallest
+        width. None when a module it needs is not a candidate here."""
+        n = self.options.layers
+        layers = {"dlrm": ["dot", "mlp"], "dcnv2": ["dcn"] * max(1, min(3, n - 1)) + ["mlp"],
+                  "deepfm": ["fm", "mlp"], "autoint": ["attention"] * 2, "lr": []}.get(name)
+        if layers is None or any(m not in self._modules for m in layers[:n]) or \
+                (len(layers) < n and "skip" not in self._modules):
+            return None
+        nearest = lambda options, target: min(options, key=lambda v: (abs(v - target), v))  # noqa: E731
+        c: dict[str, Any] = {"width": min(self.options.widths) if name == "lr" else nearest(self.options.widths, 64)}
+        for i in range(n):
+            module = layers[i] if i < len(layers) else "skip"
+            c[f"l{i}.module"] = module
+            if module == "dcn":
+                c[f"l{i}.dcn_rank"] = nearest(self.options.dcn_ranks, 0)
+            elif module == "mlp":
+                c[f"l{i}.mlp_hidden"] = nearest(self.options.mlp_hidden, 128)
+            elif module == "attention":
+                c[f"l{i}.heads"] = nearest(self._heads, 2)
+        return self.check_choices(c)
+
     def _build_choices(self) -> tuple[Choice, ...]:
         out = [Choice("width", tuple(self.options.widths))]
         for i in range(self.options.layers):
