@@ -44,7 +44,27 @@ def main() -> int:
     export = args.workdir / "export"
     run("export", "--run", str(args.workdir / "search"), "--out", str(export), "--int8", "--force")
     score_raw_rows(export, data, args.workdir / "raw_rows.jsonl")
+    print("\n" + verdict(json.loads((args.workdir / "search" / "result.json").read_text())))
     return 0
+
+
+def verdict(result: dict) -> str:
+    """Did the search's pick beat every baseline on test NE at no more FLOPs than the best
+    baseline (the one with the lowest validation NE)? Said plainly either way, with the margin."""
+    best = result.get("best")
+    baselines = {n: b for n, b in result.get("baselines", {}).items() if b.get("status") == "complete"}
+    if best is None or not baselines:
+        return "The demo's search has no complete trial or no complete baseline to compare."
+    top = min(baselines, key=lambda n: baselines[n]["metrics"]["ne"])
+    test, flops = best["test_metrics"]["ne"], best["metrics"]["flops_per_example"]
+    best_test = min(b["test_metrics"]["ne"] for b in baselines.values())
+    budget = baselines[top]["metrics"]["flops_per_example"]
+    margin = f"{test / best_test - 1:+.2%}"
+    if test < best_test and flops <= budget:
+        return (f"The pick #{best['number']} beats every baseline on test NE: {test:.4f} against the best baseline's "
+                f"{best_test:.4f} ({margin}), at {flops:,} FLOPs/ex, no more than {top}'s {budget:,}.")
+    return (f"This run's pick #{best['number']} does NOT beat every baseline at no more FLOPs: test NE {test:.4f} "
+            f"against the best baseline's {best_test:.4f} ({margin}), {flops:,} FLOPs/ex against {top}'s {budget:,}.")
 
 
 def score_raw_rows(export: Path, data: Path, rows_file: Path, count: int = 5) -> None:
