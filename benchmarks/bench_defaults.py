@@ -32,8 +32,8 @@ SETTINGS = {"defaults": [], "1 ep, 1024, lr 1e-3 (old train)": ["--epochs", "1",
 
 def measure(data: Path, work: Path, train_dates: str, eval_dates: str, seeds: list[int]) -> dict[str, dict]:
     out = {}
-    for label, flags in SETTINGS.items():
-        runs = [train(data, work / f"{data.name}-{abs(hash(label))}-{s}", [*flags, "--seed", str(s)], train_dates,
+    for i, (label, flags) in enumerate(SETTINGS.items()):
+        runs = [train(data, work / f"{data.name}-{i}-{s}", [*flags, "--seed", str(s)], train_dates,
                       eval_dates, arch="dcnv2") for s in seeds]
         out[label] = {"by_date": [r["by_date"] for r in runs], "seconds": statistics.median(r["train_seconds"] for r in runs)}
     return out

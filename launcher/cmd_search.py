@@ -33,7 +33,7 @@ def run_search(args: argparse.Namespace) -> int:
     from launcher.config_file import load_config
     from rankitect.errors import ConfigError
     from rankitect.experiment.config import SearchConfig
-    from rankitect.experiment.report import load_result, report_lines
+    from rankitect.experiment.report import load_result, load_truth, report_lines
     from rankitect.experiment.run import search
 
     raw = load_config(args.config, args.overrides)
@@ -43,25 +43,20 @@ def run_search(args: argparse.Namespace) -> int:
     config = SearchConfig.from_dict(raw)
     result = search(config, Path(out), address=args.address, force=args.force,
                     progress=True if args.progress else None)
-    truth_path = Path(config.data.path) / "truth.json"
-    truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
-    print("\n".join(report_lines(load_result(result.run_dir), truth)))
+    print("\n".join(report_lines(load_result(result.run_dir), load_truth(config.data.path))))
     print(f"wrote {result.run_dir / 'result.json'}, {result.run_dir / 'pareto.png'}, {result.run_dir / 'best'}")
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from rankitect.experiment.report import load_result, report_lines
+    from rankitect.experiment.report import load_result, load_truth, report_lines
 
     result = load_result(args.run_dir)
     if args.json:
         print(json.dumps({k: result.get(k) for k in ("pareto", "best", "baselines", "final")}, indent=2))
         return 0
     config_path = args.run_dir / "config.json"
-    truth = None
-    if config_path.is_file():
-        truth_path = Path(json.loads(config_path.read_text())["data"]["path"]) / "truth.json"
-        truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
+    truth = load_truth(json.loads(config_path.read_text())["data"]["path"]) if config_path.is_file() else None
     print("\n".join(report_lines(result, truth)))
     return 0
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankitect.arch.validate import ValidatedArchitecture, validate
+from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.data.dataset import Dataset
 from rankitect.errors import ArchitectureError, ConfigError, UserError
 from rankitect.experiment.config import SearchConfig
@@ -87,7 +88,7 @@ def _check_supernets(config: SearchConfig, space: SearchSpace, options: Searcher
         raise ConfigError(f"searcher.name: {config.searcher.name!r} needs a space that builds supernets; "
                           f"space {space.name!r} does not (spaces that do: {with_supernets})")
     trains_supernet = needs_supernet or (space.has_supernets() and getattr(options, "warmup_steps", 0))
-    if trains_supernet and config.train.embedding_optimizer in ("adam", "rowwise_adam"):
+    if trains_supernet and config.train.embedding_optimizer in CUDA_ONLY_OPTIMIZERS:
         raise ConfigError(f"train.embedding_optimizer: {config.train.embedding_optimizer!r} runs on CUDA only, and "
                           f"searcher {config.searcher.name!r} trains supernets on CPU; use rowwise_adagrad, "
                           f"adagrad, sgd or dense")

@@ -139,6 +139,12 @@ def load_result(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def load_truth(data_path: str) -> dict[str, Any] | None:
+    """A synthetic dataset's truth.json (its Bayes-optimal NE per date), None for other data."""
+    path = Path(data_path) / "truth.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def bayes_ne(truth: dict[str, Any] | None, dates: list[str]) -> float | None:
     """The mean Bayes-optimal NE of `dates` in a synthetic dataset's truth.json (None without)."""
     known = [truth["bayes_ne"][d] for d in dates if d in (truth or {}).get("bayes_ne", {})]

@@ -9,7 +9,6 @@ numbers. RUN/best/ follows the best trial as trials are told, and only the check
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from rankitect.experiment.final import final_seeds, with_seed_means
 from rankitect.experiment.plan import Plan, plan_search, prepare_search_folder
 from rankitect.experiment.planning import PoolJobRunner
 from rankitect.experiment.ray_env import loopback_environment
-from rankitect.experiment.report import write_pareto_plot
+from rankitect.experiment.report import load_truth, write_pareto_plot
 from rankitect.experiment.results import SearchResult, collect
 from rankitect.experiment.retention import CheckpointRetention
 from rankitect.experiment.study import open_study
@@ -79,9 +78,7 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
                                 f"({plan.run_dir})") from None
     retention.apply(result)  # RUN/best/ and the checkpoints kept, before result.json says so
     result.save()
-    truth_file = Path(plan.dataset.uri) / "truth.json"  # a synthetic dataset's known answer
-    write_pareto_plot(result, plan.run_dir / "pareto.png",
-                      json.loads(truth_file.read_text()) if truth_file.is_file() else None)
+    write_pareto_plot(result, plan.run_dir / "pareto.png", load_truth(plan.dataset.uri))
     return result
 
 
