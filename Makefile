@@ -7,7 +7,7 @@ DEMO_DIR ?= .demo
 VENV_GPU := .venv-gpu
 GPU_STAMP := $(VENV_GPU)/.installed
 
-.PHONY: setup setup-gpu demo test bench bench-gpu lock lint clean proto
+.PHONY: setup setup-gpu setup-bench demo test bench bench-gpu lock lint clean proto
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ $(GPU_STAMP): requirements.lock requirements-gpu.lock pyproject.toml
 	  echo "fbgemm-gpu-cpu is installed in $(VENV_GPU) beside fbgemm-gpu: remove $(VENV_GPU)"; exit 1; fi
 	$(VENV_GPU)/bin/python -c "import torch, fbgemm_gpu, torchrec; print('torch', torch.__version__, 'CUDA', torch.version.cuda, '- GPU visible:', torch.cuda.is_available())"
 	@touch $(GPU_STAMP)
+
+# The benchmarks' own references (scikit-learn, LightGBM for bench_adult) in .venv.
+setup-bench: setup
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-bench.lock
 
 demo: setup
 	$(BIN)/python examples/demo.py --workdir $(DEMO_DIR)

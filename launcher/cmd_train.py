@@ -17,9 +17,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", required=True, help="lr, dlrm, dcnv2, deepfm, autoint, or FILE.json")
     p.add_argument("--train-dates", required=True,
                    help="D, D1..D2, first:K, last:K, or a comma list of those")
-    p.add_argument("--eval-dates", required=True, help="same forms as --train-dates")
+    p.add_argument("--eval-dates", required=True,
+                   help="validation dates, same forms as --train-dates: scored into metrics.json and, "
+                        "with --early-stopping, what the run keeps its best epoch on")
+    p.add_argument("--test-dates", default=None,
+                   help="dates only scored (metrics.json's test_metrics), never selected on")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"at most this many epochs (default {d.epochs})")
+    p.add_argument("--early-stopping", type=int, default=d.early_stopping,
+                   help=f"stop after N epochs in a row without a better validation NE and keep the best "
+                        f"epoch; 0: train every epoch (default {d.early_stopping})")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, seed=args.seed,
-                         device=args.device, precision=args.precision,
+                         early_stopping=args.early_stopping, device=args.device, precision=args.precision,
                          embedding_optimizer=args.embedding_optimizer, embedding_lr=args.embedding_lr,
                          loader_workers=args.loader_workers,
                          checkpoint_every=args.checkpoint_every,
@@ -83,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
         arch = dataclasses.replace(arch, embedding={**arch.embedding, "rows": args.table_rows})
     train_dates = dataset.select_dates(args.train_dates, "--train-dates")
     eval_dates = dataset.select_dates(args.eval_dates, "--eval-dates")
+    test_dates = dataset.select_dates(args.test_dates, "--test-dates") if args.test_dates else []
     metrics = train_run(dataset, arch, train_dates, eval_dates, config, args.out,
-                        resume=args.resume, force=args.force)
+                        resume=args.resume, force=args.force, test_dates=test_dates)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -92,5 +100,9 @@ def run(args: argparse.Namespace) -> int:
               f"AUC {metrics['auc']:.4f}  calibration {metrics['calibration']:.3f}  "
               f"FLOPs/example {metrics['flops_per_example']:,}  params {metrics['params']:,}  "
               f"{metrics['examples_per_second']:,.0f} examples/s")
+        if "test_metrics" in metrics:
+            print(f"test dates: NE {metrics['test_metrics']['ne']:.4f}  AUC {metrics['test_metrics']['auc']:.4f}")
+        if "best_epoch" in metrics:
+            print(f"kept epoch {metrics['best_epoch']} of {metrics['epochs_trained']} (best validation NE)")
         print(f"wrote {args.out / 'metrics.json'}")
     return 0

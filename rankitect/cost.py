@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from rankitect.arch.graph import Architecture
 from rankitect.arch.validate import ValidatedArchitecture, embedding_block, validate
+from rankitect.dense_prep import dense_clip_flops, dense_prep_flops
 from rankitect.schema import Schema
 
 
@@ -33,7 +34,9 @@ def cost_of(arch: Architecture | ValidatedArchitecture, schema: Schema | None = 
     by_node: dict[str, int] = {}
     emb_params = 0
     if arch.uses_dense:
-        by_node["dense"] = 2 * arch.schema.num_dense  # (x - mean) * (1 / std)
+        by_node["dense"] = dense_prep_flops(arch.schema)  # clip, log1p, (x - mean) * (1 / std)
+    elif arch.uses_sparse and arch.embedding_params["dense_buckets"]:
+        by_node["dense"] = dense_clip_flops(arch.schema)  # the clip the buckets read
     if arch.uses_sparse:
         block = embedding_block()
         by_node["sparse"] = block.flops_for(arch.schema, arch.embedding_params)

@@ -10,14 +10,16 @@ from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.arch.validate import ValidatedArchitecture, embedding_block, validate
 from rankitect.blocks import get_block
 from rankitect.blocks.fused_tables import TableOptimizer
+from rankitect.dense_prep import DenseBuckets, DensePrep
 from rankitect.schema import Schema
 
 
 class RankingModel(nn.Module):
     """forward(dense (B, D) raw float columns, sparse KJT of the schema's keys) -> logits (B,).
 
-    Dense inputs are normalized with the schema's mean / std inside the model, so the model
-    takes columns exactly as the dataset stores them. With `table_optimizer` the embedding
+    Dense inputs are clipped, scaled and normalized as the schema says inside the model
+    (rankitect.dense_prep), so the model takes columns exactly as the dataset stores them; with
+    `embedding.dense_buckets` their quantile buckets' embeddings follow the sparse columns' rows. With `table_optimizer` the embedding
     tables are fused (trained inside the backward pass by that optimizer, see
     rankitect.blocks.fused_tables); without, they are ordinary parameters.
     """
@@ -31,8 +33,11 @@ class RankingModel(nn.Module):
                                                         dtype=torch.float32, device=device))
         self.register_buffer("dense_inv_std", torch.tensor([1.0 / c.std for c in schema.dense],
                                                            dtype=torch.float32, device=device))
+        self.dense_prep = DensePrep(schema, device)
         self.embedding = (embedding_block().build_for(schema, validated.embedding_params, device, table_optimizer)
-                          if validated.uses_sparse else None)
+                          if validated.uses_sparse and schema.num_sparse else None)
+        self.dense_buckets = (DenseBuckets(schema, validated.embedding_dim, device)
+                              if validated.uses_sparse and validated.embedding_params["dense_buckets"] else None)
         self.blocks = nn.ModuleDict({
             n.id: get_block(n.block).build(list(n.input_shapes), n.params) for n in validated.nodes})
         if device is not None:
@@ -49,8 +54,14 @@ class RankingModel(nn.Module):
         return self.interact(dense, embedded)
 
     def interact(self, dense: torch.Tensor, embedded: torch.Tensor | None) -> torch.Tensor:
-        """Everything after the lookup: dense (B, D), embedded (B, F, E) -> logits (B,)."""
-        values: dict[str, torch.Tensor] = {INPUT_DENSE: (dense - self.dense_mean) * self.dense_inv_std}
+        """Everything after the lookup: dense (B, D) stored columns, embedded (B, F, E) -> logits (B,)."""
+        values: dict[str, torch.Tensor] = {}
+        clipped = self.dense_prep.clipped(dense) if self.validated.uses_dense or self.dense_buckets is not None else dense
+        if self.validated.uses_dense:
+            values[INPUT_DENSE] = self.dense_prep.normalized(clipped, self.dense_mean, self.dense_inv_std)
+        if self.dense_buckets is not None:
+            buckets = self.dense_buckets(clipped)  # (B, D, E)
+            embedded = buckets if embedded is None else torch.cat([embedded, buckets], 1)
         if embedded is not None:
             values[INPUT_SPARSE] = embedded
         for node_id, inputs in self.plan:

@@ -2,14 +2,16 @@
 
 Stored values are already preprocessed: dense columns hold the transformed value (e.g.
 log1p of a count, missing filled), sparse columns hold ids in `[0, hash_size)` with 0 meaning
-"missing". The model normalizes dense inputs with `mean` / `std` recorded here.
+"missing". The model then clips a dense column to [clip_min, clip_max], applies its `scale`
+and normalizes with `mean` / `std`, all recorded here (chosen at import:
+rankitect.data.dense_stats; applied by rankitect.dense_prep).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +20,29 @@ from rankitect.errors import DataError
 SCHEMA_FILE = "schema.json"
 SCHEMA_VERSION = 1
 DENSE_TRANSFORMS = ("none", "log1p")
+DENSE_SCALES = ("linear", "log1p")
 HASHINGS = ("identity", "fnv1a64")
 
 
 @dataclass(frozen=True)
 class DenseColumn:
-    """A float feature. `transform` was applied at import after filling missing values with `fill`."""
+    """A float feature. `transform` was applied at import after filling missing values with `fill`.
+
+    The model reads a stored value v as `scale(clip(v, clip_min, clip_max))` normalized with
+    `mean` / `std` (the statistics of that scaled value); `buckets` are ascending quantile
+    boundaries of the clipped stored values, for feeding the column as a categorical feature.
+    Datasets written before these were chosen have scale "linear", no clip and no buckets.
+    """
 
     name: str
     mean: float = 0.0
     std: float = 1.0
     transform: str = "none"
     fill: float = 0.0
+    scale: str = "linear"
+    clip_min: float | None = None
+    clip_max: float | None = None
+    buckets: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ class Schema:
         try:
             schema = Schema(
                 label=_require(raw, "label", str, where),
-                dense=tuple(DenseColumn(**c) for c in raw.get("dense", [])),
+                dense=tuple(_dense_column(c) for c in raw.get("dense", [])),
                 sparse=tuple(SparseColumn(**c) for c in raw.get("sparse", [])),
                 embedding_dim=int(raw.get("embedding_dim", 16)),
                 date_column=str(raw.get("date_column", "date")),
@@ -132,6 +145,7 @@ class Schema:
             if not (math.isfinite(c.mean) and math.isfinite(c.std) and c.std > 0):
                 raise DataError(f"{where}: dense column {c.name!r}: needs finite mean and "
                                 f"std > 0, got mean={c.mean}, std={c.std}")
+            _check_scaling(c, where)
         for s in self.sparse:
             if s.hash_size < 2:
                 raise DataError(f"{where}: sparse column {s.name!r}: hash_size must be >= 2, "
@@ -159,6 +173,37 @@ class Schema:
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON: {exc}") from None
         return Schema.from_dict(raw, where=str(path))
+
+
+def _dense_column(raw: dict[str, Any]) -> DenseColumn:
+    column = DenseColumn(**raw)
+    if isinstance(column.buckets, list):
+        column = replace(column, buckets=tuple(column.buckets))
+    return column
+
+
+def _check_scaling(c: DenseColumn, where: str) -> None:
+    """DataError naming the column and field unless scale, clip and buckets are sound."""
+    if c.scale not in DENSE_SCALES:
+        raise DataError(f"{where}: dense column {c.name!r}: scale {c.scale!r} is not one of {DENSE_SCALES}")
+    bounds = (c.clip_min, c.clip_max)
+    if (bounds[0] is None) != (bounds[1] is None):
+        raise DataError(f"{where}: dense column {c.name!r}: clip_min and clip_max are set together, "
+                        f"got clip_min={c.clip_min}, clip_max={c.clip_max}")
+    if bounds[0] is not None and not (_is_number(bounds[0]) and _is_number(bounds[1]) and bounds[0] < bounds[1]):
+        raise DataError(f"{where}: dense column {c.name!r}: needs finite clip_min < clip_max, "
+                        f"got clip_min={c.clip_min}, clip_max={c.clip_max}")
+    if c.scale == "log1p" and c.clip_min is not None and c.clip_min < 0:
+        raise DataError(f"{where}: dense column {c.name!r}: scale 'log1p' needs clip_min >= 0 "
+                        f"(the model takes log1p of max(v, 0)), got clip_min={c.clip_min}")
+    if not isinstance(c.buckets, tuple) or not all(_is_number(b) for b in c.buckets) \
+            or any(a >= b for a, b in zip(c.buckets, c.buckets[1:])):
+        raise DataError(f"{where}: dense column {c.name!r}: buckets must be finite numbers in "
+                        f"ascending order, got {str(c.buckets)[:200]}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _require(raw: dict[str, Any], key: str, kind: type, where: str) -> Any:

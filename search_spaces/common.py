@@ -45,10 +45,11 @@ def check_pooling(value: Any) -> None:
         raise ConfigError(f"space.pooling: {exc}") from None
 
 
-def embedding_entry(pooling: str) -> dict[str, Any]:
-    """An architecture's embedding entry for `pooling`: empty for the default "sum", so that
-    architectures decoded before the option existed compare equal to today's."""
-    return {} if pooling == "sum" else {"pooling": pooling}
+def embedding_entry(pooling: str, dense_buckets: bool = False) -> dict[str, Any]:
+    """An architecture's embedding entry for `pooling` and `dense_buckets`: defaults left out
+    ("sum", False), so that architectures decoded before an option existed compare equal to
+    today's."""
+    return ({} if pooling == "sum" else {"pooling": pooling}) | ({"dense_buckets": True} if dense_buckets else {})
 
 
 def head_options(e: int, wanted: Iterable[int] = (1, 2)) -> tuple[int, ...]:

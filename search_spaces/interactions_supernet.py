@@ -42,6 +42,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.cost import cost_of
+from rankitect.dense_prep import DensePrep
 from rankitect.supernet import MixedOpSupernet, WeightSharingSupernet
 from search_spaces.interactions import DENSE_MODULES, SPARSE_MODULES
 
@@ -310,6 +311,7 @@ class _SharedWeights(nn.Module):
         self.register_buffer("dense_mean", torch.tensor([c.mean for c in schema.dense], dtype=torch.float32))
         self.register_buffer("dense_inv_std", torch.tensor([1.0 / c.std for c in schema.dense],
                                                            dtype=torch.float32))
+        self.dense_prep = DensePrep(schema)
         start = schema.num_dense or self.d.rows * self.d.dim
         self.h0 = nn.Linear(start, self.d.wmax)
         self.layers = nn.ModuleList(_LayerWeights(c, self.d) for c in space.layer_candidates())
@@ -322,7 +324,7 @@ class _SharedWeights(nn.Module):
     def _h0(self, dense: torch.Tensor, embedded: torch.Tensor, width: int) -> torch.Tensor:
         """h0 (B, width) from the normalized dense input, or the flattened sparse input."""
         if self.space.schema.num_dense:
-            x = (dense - self.dense_mean) * self.dense_inv_std  # (B, D)
+            x = self.dense_prep(dense, self.dense_mean, self.dense_inv_std)  # (B, D)
         else:
             x = embedded.flatten(1)  # (B, F*E)
         return torch.relu(F.linear(x, self.h0.weight[:width], self.h0.bias[:width]))

@@ -15,6 +15,7 @@ from typing import Any
 
 from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import get_block
+from rankitect.errors import ConfigError
 from rankitect.schema import Schema
 from rankitect.space import Choice, Choices, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
@@ -30,6 +31,7 @@ from search_spaces.common import (
 DENSE_OPS = ("fc", "dot", "gating", "sum")
 SPARSE_OPS = ("efc", "attention")
 NONE = "none"  # an unused extra input
+DENSE_BUCKETS = ("search", "on", "off")
 STEM = "stem"  # the dense source when the schema has no dense columns: fc(flat sparse)
 _MAX_FC_WIDTH = int(get_block("fc").spec.param("width").high or 16_384)
 _MAX_ROWS = int(get_block("efc").spec.param("out_rows").high or 1024)
@@ -40,7 +42,10 @@ class NasRecOptions(SpaceOptions):
     """blocks: 1..12 choice blocks; dense_widths: widths of the dense ops; efc_rows: output
     row counts of efc; max_inputs: 1..4 dense (and sparse) inputs per block; stem_width: width
     of fc(flattened sparse), the dense source of a schema without dense columns; pooling: of the
-    embedding over a row's ids ("sum" or "mean"; only list columns differ)."""
+    embedding over a row's ids ("sum" or "mean"; only list columns differ); dense_buckets:
+    whether the dense columns' quantile buckets join the sparse input (embedding.dense_buckets):
+    "search" makes it a choice, "on" / "off" fix it ("search" and "on" need a schema whose
+    dense columns have buckets; "search" is "off" for one that has none)."""
 
     blocks: int = 4
     dense_widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -48,6 +53,7 @@ class NasRecOptions(SpaceOptions):
     max_inputs: int = 2
     stem_width: int = 64
     pooling: str = "sum"
+    dense_buckets: str = "search"
 
     def check(self) -> None:
         check_range("blocks", self.blocks, 1, 12)
@@ -56,13 +62,16 @@ class NasRecOptions(SpaceOptions):
         check_range("max_inputs", self.max_inputs, 1, 4)
         check_range("stem_width", self.stem_width, 1, _MAX_FC_WIDTH)
         check_pooling(self.pooling)
+        if self.dense_buckets not in DENSE_BUCKETS:
+            raise ConfigError(f"space.dense_buckets: must be one of {DENSE_BUCKETS}, got {self.dense_buckets!r}")
 
 
 @register_space
 class NasRecSpace(SearchSpace):
     """Block-wise NASRec space over dense (B, D) and sparse (B, F, E) inputs.
 
-    Choices, in order: "fm" (bool: add fm(sparse) (B, 1) to the head), then per block i:
+    Choices, in order: "fm" (bool: add fm(sparse) (B, 1) to the head), "dense_buckets" (bool,
+    with the option "search": the dense columns' buckets as F more sparse rows), then per block i:
       b{i}.dense_op    fc | dot | gating | sum; output (B, b{i}.width)
       b{i}.width       from `dense_widths`
       b{i}.merge       bool, not for dot: the dense op also takes the flattened sparse input
@@ -90,7 +99,18 @@ class NasRecSpace(SearchSpace):
         self._dense_source = INPUT_DENSE if schema.num_dense else STEM
         self._heads = head_options(self._e)
         self._sparse_ops = SPARSE_OPS if self._heads else ("efc",)
+        self._buckets = self._bucket_values(schema)
         self._choices = self._build_choices()
+
+    def _bucket_values(self, schema: Schema) -> tuple[bool, ...]:
+        """The values `embedding.dense_buckets` may take; ConfigError when "on" cannot hold."""
+        has = bool(schema.dense) and all(c.buckets for c in schema.dense)
+        if self.options.dense_buckets == "on" and not has:
+            raise ConfigError("space.dense_buckets: 'on' needs dense columns with bucket boundaries in "
+                              "schema.json (import the data again)")
+        if self.options.dense_buckets == "search" and has:
+            return (False, True)
+        return (self.options.dense_buckets == "on",)
 
     def choices(self) -> Sequence[Choice]:
         return self._choices
@@ -98,6 +118,8 @@ class NasRecSpace(SearchSpace):
     # -- choices -----------------------------------------------------------------------------
     def _build_choices(self) -> tuple[Choice, ...]:
         out = [Choice("fm", (False, True))]
+        if len(self._buckets) > 1:
+            out.append(Choice("dense_buckets", self._buckets))
         for i in range(self.options.blocks):
             out += self._op_choices(i) + self._input_choices(i)
         return tuple(out)
@@ -147,6 +169,8 @@ class NasRecSpace(SearchSpace):
         attention layers chained over the embeddings, which every later block reads as its sparse
         input; the other sparse ops are efc (unread, pruned)."""
         c: dict[str, Any] = {"fm": fm}
+        if len(self._buckets) > 1:
+            c["dense_buckets"] = False  # the published models feed numbers only as numbers
         heads = min(self._heads or (1,), key=lambda h: abs(h - 2))
         for i, (op, width) in enumerate(zip(ops, widths)):
             c[f"b{i}.dense_op"] = op
@@ -181,7 +205,8 @@ class NasRecSpace(SearchSpace):
         if c["fm"]:
             head.append(g.add("fm", "fm", [INPUT_SPARSE], reduce=True))
         g.add("logit", "fc", [g.flat("head_in", head)], width=1, activation="none")
-        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling))
+        buckets = c.get("dense_buckets", self._buckets[0])
+        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling, buckets))
 
     def _picked(self, c: Mapping[str, Any], i: int, kind: str) -> list[str]:
         """Block i's distinct source labels of `kind` ("dense" / "sparse"), "none" dropped."""

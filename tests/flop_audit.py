@@ -2,13 +2,14 @@
 
 Matrix products are counted by torch.utils.flop_counter. Everything else is counted here
 from the aten ops actually dispatched: 1 FLOP per output element of a pointwise op, n-1 per
-reduced group of a sum, 3 per element of a softmax (exp, sum, divide), and the bias add that
-addmm fuses into the product. An op this audit does not know fails the count, so a new op in
+reduced group of a sum, 3 per element of a softmax (exp, sum, divide), ceil(log2(K + 1)) per
+element of a binary search over K boundaries, and the bias add that addmm fuses into the product. An op this audit does not know fails the count, so a new op in
 a block cannot slip through uncounted.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,13 +18,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 _POINTWISE = {"add.Tensor", "sub.Tensor", "mul.Tensor", "div.Tensor", "relu.default",
               "sigmoid.default", "tanh.default", "gelu.default", "silu.default", "exp.default",
-              "rsub.Scalar", "neg.default"}
+              "rsub.Scalar", "neg.default", "clamp.Tensor", "log1p.default"}
 _FREE = {"_unsafe_view.default", "view.default", "cat.default", "clone.default", "detach.default",
          "expand.default", "index.Tensor", "t.default", "transpose.int", "unsqueeze.default",
          "squeeze.dim", "reshape.default", "permute.default", "slice.Tensor", "select.int",
          "_to_copy.default", "alias.default", "lift_fresh.default", "mm.default", "bmm.default",
          "flatten.using_ints", "zeros.default", "empty.memory_format", "copy_.default",
-         "split_with_sizes.default", "_reshape_alias.default", "contiguous.default", "unbind.int"}
+         "split_with_sizes.default", "_reshape_alias.default", "contiguous.default", "unbind.int",
+         "index_select.default", "embedding.default"}
 
 
 class _ElementwiseCounter(TorchDispatchMode):
@@ -41,6 +43,8 @@ class _ElementwiseCounter(TorchDispatchMode):
             self.flops += args[0].numel() - out.numel()
         elif name == "_softmax.default":
             self.flops += 3 * out.numel()
+        elif name == "searchsorted.Tensor":  # a binary search: ceil(log2(K + 1)) comparisons
+            self.flops += out.numel() * math.ceil(math.log2(args[0].shape[-1] + 1))
         elif name == "addmm.default":
             self.flops += out.numel()  # the fused bias add
         elif name not in _FREE:

@@ -192,6 +192,7 @@ class _PathSupernet(nn.Module):
         self.model = model
         self.register_buffer("dense_mean", model.dense_mean.clone())
         self.register_buffer("dense_inv_std", model.dense_inv_std.clone())
+        self.dense_prep = model.dense_prep
 
     def embed(self, sparse):
         return self.model.embedding(sparse)

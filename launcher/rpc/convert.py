@@ -162,7 +162,8 @@ def architecture_from_proto(msg: apb.Architecture, field: str = "architecture") 
 def schema_to_proto(schema: Schema) -> apb.Schema:
     msg = apb.Schema(label=schema.label, embedding_dim=schema.embedding_dim, date_column=schema.date_column)
     for c in schema.dense:
-        msg.dense.add(name=c.name, mean=c.mean, std=c.std, transform=c.transform, fill=c.fill)
+        msg.dense.add(name=c.name, mean=c.mean, std=c.std, transform=c.transform, fill=c.fill, scale=c.scale,
+                      clip_min=c.clip_min, clip_max=c.clip_max, buckets=c.buckets)
     for s in schema.sparse:
         msg.sparse.add(name=s.name, hash_size=s.hash_size, multi=s.multi, hashing=s.hashing, avg_len=s.avg_len,
                        distinct=s.distinct)
@@ -173,7 +174,7 @@ def schema_from_proto(msg: apb.Schema, field: str = "schema") -> Schema:
     """The Schema of the message, unset fields at their documented defaults; Refused
     INVALID_ARGUMENT naming the field (e.g. `schema.sparse[2].avg_len`) otherwise."""
     from rankitect.errors import DataError
-    from rankitect.schema import DENSE_TRANSFORMS, HASHINGS, DenseColumn, Schema, SparseColumn
+    from rankitect.schema import DENSE_SCALES, DENSE_TRANSFORMS, HASHINGS, DenseColumn, Schema, SparseColumn
 
     def finite(value: float, where: str) -> float:
         if not math.isfinite(value):
@@ -200,7 +201,11 @@ def schema_from_proto(msg: apb.Schema, field: str = "schema") -> Schema:
         dense.append(DenseColumn(name=name(c.name, f"{where}.name"), mean=finite(c.mean, f"{where}.mean"),
                                  std=std, transform=one_of(c.transform, DENSE_TRANSFORMS, "none",
                                                            f"{where}.transform"),
-                                 fill=finite(c.fill, f"{where}.fill")))
+                                 fill=finite(c.fill, f"{where}.fill"),
+                                 scale=one_of(c.scale, DENSE_SCALES, "linear", f"{where}.scale"),
+                                 clip_min=c.clip_min if c.HasField("clip_min") else None,
+                                 clip_max=c.clip_max if c.HasField("clip_max") else None,
+                                 buckets=tuple(c.buckets)))
     sparse = []
     for i, s in enumerate(msg.sparse):
         where = f"{field}.sparse[{i}]"

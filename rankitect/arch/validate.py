@@ -63,14 +63,16 @@ def validate(arch: Architecture, schema: Schema) -> ValidatedArchitecture:
     order, cycle_problems = _topological_order(arch, resolved)
     problems += cycle_problems
 
-    shapes: dict[str, Shape] = {INPUT_DENSE: (schema.num_dense,), INPUT_SPARSE: (schema.num_sparse, emb_dim)}
+    problems += [("embedding", "embedding.dense_buckets", m) for m in _bucket_problems(emb_params, schema)]
+    sparse_rows = emb_block.output_shape_for(schema, emb_params)[0] if not emb_problems else schema.num_sparse
+    shapes: dict[str, Shape] = {INPUT_DENSE: (schema.num_dense,), INPUT_SPARSE: (sparse_rows, emb_dim)}
     infos: dict[str, NodeInfo] = {}
     for node_id in order:
         node = arch.node(node_id)
         block, params = resolved[node_id]
         if any(i not in shapes for i in node.inputs):
             continue  # an input already failed; its problem is reported
-        for name, empty in ((INPUT_DENSE, schema.num_dense == 0), (INPUT_SPARSE, schema.num_sparse == 0)):
+        for name, empty in ((INPUT_DENSE, schema.num_dense == 0), (INPUT_SPARSE, sparse_rows == 0)):
             if name in node.inputs and empty:
                 problems.append((node_id, "inputs", f"input {name!r} has no columns in this schema"))
         in_shapes = [shapes[i] for i in node.inputs]
@@ -103,6 +105,17 @@ def validate(arch: Architecture, schema: Schema) -> ValidatedArchitecture:
     return ValidatedArchitecture(arch=arch, schema=schema, embedding_params=emb_params,
                                  nodes=tuple(infos[i] for i in order), output=output,
                                  uses_dense=INPUT_DENSE in used, uses_sparse=INPUT_SPARSE in used)
+
+
+def _bucket_problems(emb_params: dict[str, Any], schema: Schema) -> list[str]:
+    """Why `embedding.dense_buckets` cannot hold for `schema`, as messages."""
+    if not emb_params.get("dense_buckets"):
+        return []
+    if not schema.num_dense:
+        return ["true, but the schema has no dense column"]
+    missing = [c.name for c in schema.dense if not c.buckets]
+    return [f"true, but dense column(s) {missing} have no bucket boundaries in schema.json "
+            f"(a dataset imported before they were recorded: import it again)"] if missing else []
 
 
 def embedding_block() -> Embedding:

@@ -20,6 +20,7 @@ from rankitect.blocks.fused_tables import FusedTables, TableOptimizer
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, HyperParam, Shape
 from rankitect.blocks.table_rows import AUTO, MIN_ROWS, table_rows
+from rankitect.dense_prep import bucket_flops, bucket_sizes
 from rankitect.schema import Schema
 
 EMBEDDING = "embedding"
@@ -129,6 +130,9 @@ class Embedding(Block):
             HyperParam("dim", "int", 0, "E; 0 takes the schema's embedding_dim", low=0, high=1024),
             HyperParam("pooling", "choice", "sum", "pooling over the ids of a row",
                        choices=("sum", "mean")),
+            HyperParam("dense_buckets", "bool", False, "also feed each dense column as a categorical "
+                       "feature: its quantile bucket (schema.json's buckets), embedded in a table of "
+                       "its own; these rows follow the sparse columns' in the sparse input"),
             HyperParam("rows", "table_rows", AUTO, "rows of each column's table: \"auto\" (from the "
                        "column's distinct ids, capped at its hash_size), one number for every column, "
                        "or {column: rows}; at most the column's hash_size", low=MIN_ROWS, high=MAX_ROWS),
@@ -157,20 +161,26 @@ class Embedding(Block):
 
     # -- schema-taking forms -------------------------------------------------------------
     def output_shape_for(self, schema: Schema, p: dict[str, Any]) -> Shape:
-        return (schema.num_sparse, resolved_dim(schema, p))
+        """(F, E): the sparse columns' rows, then with `dense_buckets` one per dense column."""
+        bucket_rows = schema.num_dense if p["dense_buckets"] else 0
+        return (schema.num_sparse + bucket_rows, resolved_dim(schema, p))
 
     def flops_for(self, schema: Schema, p: dict[str, Any]) -> int:
-        """Pooling adds (ids - 1) * E per column (+ E divisions for mean); lookups are free."""
+        """Pooling adds (ids - 1) * E per column (+ E divisions for mean); lookups are free;
+        dense buckets cost their search (rankitect.dense_prep.bucket_flops)."""
         e = resolved_dim(schema, p)
         total = 0
         for col in schema.sparse:
             total += round(max(col.avg_len - 1.0, 0.0) * e)
             if p["pooling"] == "mean":
                 total += e
+        if p["dense_buckets"]:
+            total += bucket_flops(schema)
         return total
 
     def num_params_for(self, schema: Schema, p: dict[str, Any]) -> int:
-        return sum(table_rows(schema, p["rows"])) * resolved_dim(schema, p)
+        buckets = sum(bucket_sizes(schema)) if p["dense_buckets"] else 0
+        return (sum(table_rows(schema, p["rows"])) + buckets) * resolved_dim(schema, p)
 
     def build_for(self, schema: Schema, p: dict[str, Any], device: torch.device | None = None,
                   optimizer: TableOptimizer | None = None) -> EmbeddingModule:

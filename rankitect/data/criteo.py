@@ -64,7 +64,7 @@ def criteo_plan(hash_size: int, embedding_dim: int) -> ColumnPlan:
     """The output columns and the preprocessing recorded in schema.json."""
     return ColumnPlan(
         label=LABEL,
-        dense=tuple(DenseColumn(name=n, transform="log1p", fill=0.0) for n in DENSE),
+        dense=tuple(DenseColumn(name=n, transform="log1p", fill=0.0, scale="auto") for n in DENSE),
         sparse=tuple(SparseColumn(name=n, hash_size=hash_size) for n in SPARSE),
         embedding_dim=embedding_dim,
         source=SOURCE,

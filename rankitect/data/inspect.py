@@ -40,7 +40,9 @@ def format_inspection(info: dict[str, Any]) -> list[str]:
            f"label: {schema['label']}    embedding_dim: {schema['embedding_dim']}",
            f"dense columns ({len(schema['dense'])}):"]
     for c in schema["dense"]:
-        out.append(f"  {c['name']:<16} transform={c['transform']:<6} mean={c['mean']:.4g} std={c['std']:.4g}")
+        clip = "-" if c.get("clip_min") is None else f"[{c['clip_min']:.4g}, {c['clip_max']:.4g}]"
+        out.append(f"  {c['name']:<16} transform={c['transform']:<6} clip={clip:<20} scale={c.get('scale', 'linear'):<6} "
+                   f"mean={c['mean']:.4g} std={c['std']:.4g} buckets={len(c.get('buckets', ())) + 1}")
     out.append(f"sparse columns ({len(schema['sparse'])}):")
     for c in schema["sparse"]:
         kind = f"list (avg {c['avg_len']:.2f} ids)" if c["multi"] else "single id"

@@ -1,7 +1,8 @@
 """Import any CSV/TSV or parquet table whose columns the user names.
 
 - label: 0/1 (text, integer, float or boolean).
-- dense: floats; missing (null, empty, NaN) -> 0.0; no transform.
+- dense: floats; missing (null, empty, NaN) -> 0.0, stored as they are; the clip and scale the
+  model applies are chosen from the column's statistics (rankitect.data.dense_stats).
 - sparse: one id per row from a string or integer value (rankitect.data.hashing; missing -> 0).
 - multi_sparse: a list of ids per row, from a parquet list column or, in CSV, text joined with
   `list_sep`; each element is hashed and empty elements are dropped.
@@ -98,10 +99,11 @@ def table_plan(cols: TableColumns, hash_size: int, embedding_dim: int, list_sep:
     sparse += tuple(SparseColumn(name=n, hash_size=hash_size, multi=True) for n in cols.multi_sparse)
     return ColumnPlan(
         label=cols.label,
-        dense=tuple(DenseColumn(name=n, transform="none", fill=0.0) for n in cols.dense),
+        dense=tuple(DenseColumn(name=n, transform="none", fill=0.0, scale="auto") for n in cols.dense),
         sparse=sparse, embedding_dim=embedding_dim, source=source,
         preprocessing={
-            "dense": "float; missing -> 0.0; no transform",
+            "dense": "float; missing -> 0.0; stored as is; the model clips and scales each column as "
+                     "its statistics say (schema.json: clip_min, clip_max, scale)",
             "sparse": "fnv1a64 of the value's text mod hash_size-1, +1; missing -> 0",
             "multi_sparse": f"list elements (CSV: split on {list_sep!r}) hashed like sparse; "
                             f"empty elements dropped",

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rankitect.data.dense_stats import RowSample, choose_scaling
 from rankitect.data.distinct import DistinctCounter
 from rankitect.errors import DataError
 from rankitect.schema import SCHEMA_FILE, DateStats, DenseColumn, Schema, SparseColumn
@@ -32,7 +33,9 @@ LIST_TYPE = pa.list_(pa.int64())
 
 @dataclass(frozen=True)
 class ColumnPlan:
-    """What an importer will write; statistics are filled in by the writer."""
+    """What an importer will write; statistics are filled in by the writer. A dense column of
+    scale "auto" gets its clip, scale and statistics chosen from a sample of its values
+    (rankitect.data.dense_stats); every dense column gets its bucket boundaries from it."""
 
     label: str
     dense: tuple[DenseColumn, ...]
@@ -93,6 +96,7 @@ class DatasetWriter:
         n_dense = len(plan.dense)
         self._dense_sum = np.zeros(n_dense, np.float64)
         self._dense_sumsq = np.zeros(n_dense, np.float64)
+        self._dense_sample = RowSample(n_dense)
         self._list_ids = {c.name: 0 for c in plan.sparse if c.multi}
         self._distinct = {c.name: DistinctCounter() for c in plan.sparse}
         self.schema: Schema | None = None
@@ -117,10 +121,11 @@ class DatasetWriter:
         labels = table.column(self.plan.label)
         self._date_rows[date] = self._date_rows.get(date, 0) + table.num_rows
         self._date_pos[date] = self._date_pos.get(date, 0) + int(pc.sum(labels).as_py() or 0)
-        for i, col in enumerate(self.plan.dense):
-            values = table.column(col.name).to_numpy().astype(np.float64)
-            self._dense_sum[i] += values.sum()
-            self._dense_sumsq[i] += np.square(values).sum()
+        if self.plan.dense:
+            block = np.stack([table.column(c.name).to_numpy().astype(np.float64) for c in self.plan.dense], 1)
+            self._dense_sum += block.sum(0)
+            self._dense_sumsq += np.square(block).sum(0)
+            self._dense_sample.add(block)
         for name in self._list_ids:
             self._list_ids[name] += int(pc.sum(pc.list_value_length(table.column(name))).as_py() or 0)
         for col in self.plan.sparse:
@@ -185,8 +190,8 @@ class DatasetWriter:
         var = np.maximum(self._dense_sumsq / total - mean ** 2, 0.0)
         # A constant column keeps std 1 so normalization stays finite.
         std = np.where(var > 1e-12, np.sqrt(var), 1.0)
-        dense = tuple(replace(c, mean=float(m), std=float(s))
-                      for c, m, s in zip(self.plan.dense, mean, std))
+        dense = tuple(_dense_statistics(c, float(m), float(s), self._dense_sample.rows[:, j])
+                      for j, (c, m, s) in enumerate(zip(self.plan.dense, mean, std)))
         sparse = tuple(replace(c, avg_len=(self._list_ids[c.name] / total) if c.multi else 1.0,
                                distinct=self._distinct[c.name].count())
                        for c in self.plan.sparse)
@@ -219,3 +224,15 @@ class DatasetWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _dense_statistics(col: DenseColumn, mean: float, std: float, sample: np.ndarray) -> DenseColumn:
+    """`col` with its statistics: the exact `mean` / `std` of its stored values and buckets from
+    `sample`; with scale "auto", clip, scale, mean and std chosen from `sample` instead."""
+    scaling = choose_scaling(sample)
+    if col.scale != "auto":
+        return replace(col, mean=mean, std=std, buckets=scaling.buckets)
+    if scaling.scale == "linear" and scaling.clip_min is None:  # nothing changes the values: exact
+        return replace(col, scale="linear", mean=mean, std=std, buckets=scaling.buckets)
+    return replace(col, scale=scaling.scale, clip_min=scaling.clip_min, clip_max=scaling.clip_max,
+                   mean=scaling.mean, std=scaling.std, buckets=scaling.buckets)

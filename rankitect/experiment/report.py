@@ -5,20 +5,72 @@ baseline."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from rankitect.bootstrap import LEVEL, Difference, paired_difference, spread
 from rankitect.errors import UserError
 from rankitect.experiment.config import OBJECTIVES
 from rankitect.experiment.results import OBJECTIVE_METRIC, RESULT_FILE, SearchResult
 
 
-def _row(name: str, entry: dict[str, Any]) -> list[str]:
+def _row(name: str, entry: dict[str, Any], reference: dict[str, Any] | None = None) -> list[str]:
     m, t = entry.get("metrics", {}), entry.get("test_metrics", {})
     fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) else "-"  # noqa: E731
-    return [name, fmt(m.get("ne"), ".4f"), fmt(t.get("ne"), ".4f"), fmt(t.get("auc"), ".4f"),
+    se = spread(m.get("valid_ne_replicates", []))
+    valid = fmt(m.get("ne"), ".4f") + (f" ±{se:.4f}" if math.isfinite(se) else "")
+    return [name, valid, _versus(entry, reference), fmt(t.get("ne"), ".4f"), fmt(t.get("auc"), ".4f"),
             fmt(m.get("flops_per_example"), ",d"), fmt(m.get("params"), ",d"),
             fmt(m.get("latency"), ".2f"), fmt(entry.get("seconds"), ".0f")]
+
+
+def _difference(entry: dict[str, Any], reference: dict[str, Any] | None) -> Difference | None:
+    if reference is None or entry is reference:
+        return None
+    return paired_difference(entry.get("metrics", {}).get("valid_ne_replicates", []),
+                             reference.get("metrics", {}).get("valid_ne_replicates", []))
+
+
+def _versus(entry: dict[str, Any], reference: dict[str, Any] | None) -> str:
+    """The paired bootstrap difference of validation NE against `reference`: "-0.0042
+    [-0.0071, -0.0013]" (a 90% interval), "*" marking an interval that excludes 0."""
+    d = _difference(entry, reference)
+    if d is None:
+        return "-"
+    return f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" + ("*" if d.clear else "")
+
+
+def best_baseline(result: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(name, entry) of the complete baseline with the lowest validation NE."""
+    done = {n: e for n, e in result.get("baselines", {}).items()
+            if e.get("status") == "complete" and isinstance(e.get("metrics", {}).get("ne"), (int, float))}
+    if not done:
+        return None
+    name = min(done, key=lambda n: done[n]["metrics"]["ne"])
+    return name, done[name]
+
+
+def uncertainty_lines(result: dict[str, Any]) -> list[str]:
+    """Whether the validation rows tell the best apart from the best baseline and from the
+    runner-up (paired bootstrap, rankitect.bootstrap)."""
+    best = result.get("best")
+    if best is None or not best.get("metrics", {}).get("valid_ne_replicates"):
+        return []
+    rows = f"{best['metrics']['rows']:,}" if isinstance(best["metrics"].get("rows"), int) else "?"
+    lines = []
+    base = best_baseline(result)
+    others = [t for t in result.get("trials", []) if t.get("status") == "complete" and t is not best
+              and t.get("number") != best.get("number") and isinstance(t.get("metrics", {}).get("ne"), (int, float))]
+    runner = min(others, key=lambda t: t["metrics"]["ne"], default=None)
+    for what, entry in ((f"the best baseline {base[0]}" if base else "", base[1] if base else None),
+                        (f"the runner-up #{runner['number']}" if runner else "", runner)):
+        d = _difference(best, entry)
+        if d is not None:
+            lines.append(f"validation NE of best #{best['number']} minus {what}: {d.mean:+.4f}, {LEVEL:.0%} interval "
+                         f"[{d.low:+.4f}, {d.high:+.4f}]: the {rows} validation rows "
+                         + ("tell them apart" if d.clear else "are too few to tell them apart"))
+    return lines
 
 
 def _label(entry: dict[str, Any]) -> str:
@@ -57,14 +109,18 @@ def verdict(result: dict[str, Any]) -> str | None:
 def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) -> list[str]:
     """Whether the search beat the best baseline, then the front over trials and baselines (by
     FLOPs), the best trial and the baselines, side by side."""
-    header = ["", "valid NE", "test NE", "test AUC", "FLOPs/ex", "params", "lat. us/ex", "seconds"]
-    rows = [_row(f"front {_label(t)}", t) for t in result.get("pareto", [])]
+    top = best_baseline(result)
+    reference = top[1] if top else None
+    header = ["", "valid NE ±se", f"vs {top[0] if top else 'best baseline'} ({LEVEL:.0%})", "test NE", "test AUC",
+              "FLOPs/ex", "params", "lat. us/ex", "seconds"]
+    rows = [_row(f"front {_label(t)}", t, reference) for t in result.get("pareto", [])]
     best = result.get("best")
     if best is not None:
         beaten = best.get("dominated_by")
-        rows.append(_row(f"best #{best['number']}" + (f" (dominated by {', '.join(beaten)})" if beaten else ""), best))
+        rows.append(_row(f"best #{best['number']}" + (f" (dominated by {', '.join(beaten)})" if beaten else ""),
+                         best, reference))
     for name, entry in sorted(result.get("baselines", {}).items()):
-        rows.append(_row(f"baseline {name}", entry))
+        rows.append(_row(f"baseline {name}", entry, reference))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [header, *rows]]
@@ -77,6 +133,7 @@ def report_lines(result: dict[str, Any], truth: dict[str, Any] | None = None) ->
     if dominated:
         lines.append(f"{len(dominated)} of {counts['complete']} complete trials are dominated by a baseline "
                      f"({', '.join(sorted({b for t in dominated for b in t['dominated_by']}))})")
+    lines += uncertainty_lines(result)
     said = verdict(result)
     if said:
         lines.insert(0, said)

@@ -24,10 +24,10 @@ from rankitect.arch.validate import ValidatedArchitecture
 from rankitect.data.dataset import Dataset
 from rankitect.errors import UserError
 from rankitect.experiment.pruning import EpochPruner, PruningSnapshot
+from rankitect.metrics import EvalMetrics
 from rankitect.test_gate import wait_at_gate
 from rankitect.train.config import TrainConfig
 from rankitect.train.run import RunDates, train_and_score
-from rankitect.train.trainer import Trainer, evaluate
 
 OUTCOME_FILE = "outcome.json"
 
@@ -97,9 +97,8 @@ def _train_and_score(spec: TrialSpec, out: Path, outcome: TrialOutcome) -> None:
     dataset = Dataset.shared(spec.data_path)
     pruner = EpochPruner(spec.pruning) if spec.pruning is not None else None
 
-    def on_epoch(trainer: Trainer, epochs_done: int) -> bool:
-        value = evaluate(trainer.model, dataset, list(spec.dates.valid), spec.train.eval_batch_size, trainer.device)[0]
-        metric = getattr(value, spec.prune_metric)
+    def on_epoch(epochs_done: int, valid: EvalMetrics) -> bool:
+        metric = getattr(valid, spec.prune_metric)
         outcome.intermediate[epochs_done] = metric
         return math.isfinite(metric) and pruner.should_prune(epochs_done, metric)
 

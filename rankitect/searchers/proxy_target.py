@@ -18,6 +18,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.data.batch import Batch
+from rankitect.dense_prep import DensePrep
 from rankitect.model import RankingModel
 
 EMBEDDING_MODULES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag, EmbeddingBagCollection)
@@ -49,12 +50,31 @@ def scored_parameters(module: nn.Module, include_embeddings: bool = False) -> li
     return [p for p in module.parameters() if p.requires_grad and id(p) not in tables]
 
 
-def dense_norm(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(mean (D,), std (D,)) from RankingModel-style `dense_mean` / `dense_inv_std` buffers."""
+@dataclass(frozen=True)
+class DenseNorm:
+    """How `interact` turns stored dense columns into normalized ones: its DensePrep (clip,
+    log1p) and the `dense_mean` / `dense_inv_std` buffers (D,)."""
+
+    prep: DensePrep
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
+    def normalize(self, dense: torch.Tensor) -> torch.Tensor:
+        """Stored (B, D) -> normalized (B, D)."""
+        return self.prep(dense, self.mean, self.inv_std)
+
+    def stored(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Normalized (B, D) -> stored values that normalize back to it (inside the clip)."""
+        return self.prep.inverse(normalized, self.mean, self.inv_std)
+
+
+def dense_norm(module: nn.Module) -> DenseNorm | None:
+    """The DenseNorm of a RankingModel-style module (`dense_prep`, `dense_mean`, `dense_inv_std`)."""
+    prep = getattr(module, "dense_prep", None)
     mean, inv_std = getattr(module, "dense_mean", None), getattr(module, "dense_inv_std", None)
-    if not isinstance(mean, torch.Tensor) or not isinstance(inv_std, torch.Tensor):
+    if not (isinstance(prep, DensePrep) and isinstance(mean, torch.Tensor) and isinstance(inv_std, torch.Tensor)):
         return None
-    return mean.detach(), 1.0 / inv_std.detach()
+    return DenseNorm(prep, mean.detach(), inv_std.detach())
 
 
 @dataclass
@@ -76,7 +96,7 @@ class ProxyTarget:
     interact: Interact
     parameters: list[nn.Parameter]
     modules: tuple[nn.Module, ...] = ()
-    dense_norm: tuple[torch.Tensor, torch.Tensor] | None = None
+    dense_norm: DenseNorm | None = None
 
     @staticmethod
     def from_model(model: RankingModel, include_embeddings: bool = False) -> "ProxyTarget":
@@ -154,15 +174,9 @@ def loss_and_grads(target: ProxyTarget, batch: Batch) -> tuple[float, list[nn.Pa
 
 def normalized_dense(target: ProxyTarget, dense: torch.Tensor) -> torch.Tensor:
     """Raw dense (B, D) -> the normalized values `interact` computes from it."""
-    if target.dense_norm is None:
-        return dense
-    mean, std = target.dense_norm
-    return (dense - mean) / std
+    return dense if target.dense_norm is None else target.dense_norm.normalize(dense)
 
 
 def raw_dense(target: ProxyTarget, normalized: torch.Tensor) -> torch.Tensor:
     """Normalized dense (B, D) -> raw columns `interact` normalizes back to `normalized`."""
-    if target.dense_norm is None:
-        return normalized
-    mean, std = target.dense_norm
-    return normalized * std + mean
+    return normalized if target.dense_norm is None else target.dense_norm.stored(normalized)

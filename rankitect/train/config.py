@@ -24,13 +24,17 @@ class TrainConfig:
     """The one set of training settings: `rankitect train`, search trials, baselines and
     supernets all start from these defaults (chosen by measurement: benchmarks/bench_defaults.py)."""
 
-    epochs: int = 2
+    epochs: int = 20  # at most: with validation dates a run stops early (early_stopping)
     batch_size: int = 512
     lr: float = 3e-3  # the dense parameters' (embedding_lr is the tables')
     optimizer: str = "adam"
     lr_schedule: str = "cosine"  # decay from lr to 0 over all steps; "constant" keeps lr
     weight_decay: float = 0.0
     seed: int = 0
+    # With validation dates: stop after this many epochs in a row without a better validation
+    # NE, and keep the best epoch's weights (rankitect.train.early_stopping); 0: train every epoch
+    # and keep the last.
+    early_stopping: int = 2
     device: str = "cpu"
     shuffle_buffer: int = 200_000  # rows; at least a batch is always shuffled
     checkpoint_every: int = 500  # steps between checkpoints; epoch ends always checkpoint
@@ -61,7 +65,8 @@ class TrainConfig:
         rules = (
             ("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"), ("shuffle_buffer", self.shuffle_buffer >= 1, ">= 1"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("early_stopping", self.early_stopping >= 0, ">= 0 (0: train every epoch)"), ("shuffle_buffer", self.shuffle_buffer >= 1, ">= 1"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),

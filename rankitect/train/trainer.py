@@ -78,16 +78,32 @@ def predict(model: torch.nn.Module, batches: Iterable[Any], device: torch.device
 def evaluate(model: torch.nn.Module, dataset: Dataset, dates: list[str], batch_size: int = 8192,
              device: torch.device | str = "cpu") -> tuple[EvalMetrics, dict[str, EvalMetrics]]:
     """Metrics over all `dates` together and per date."""
+    return scored(predict_dates(model, dataset, dates, batch_size, device))
+
+
+def predict_dates(model: torch.nn.Module, dataset: Dataset, dates: list[str], batch_size: int = 8192,
+                  device: torch.device | str = "cpu") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{date: (logits [N_d], labels [N_d])} in `dates` order, rows in the dataset's order."""
     device = torch.device(device)
-    by_date: dict[str, EvalMetrics] = {}
-    all_logits, all_labels = [], []
+    out = {}
     for date in dates:
         loader = BatchLoader(dataset, [date], batch_size, shuffle=False, pin_memory=device.type == "cuda")
-        logits, labels = predict(model, to_device(loader, device), device)
-        by_date[date] = evaluate_logits(logits, labels)
-        all_logits.append(logits)
-        all_labels.append(labels)
-    return evaluate_logits(np.concatenate(all_logits), np.concatenate(all_labels)), by_date
+        out[date] = predict(model, to_device(loader, device), device)
+    return out
+
+
+def scored(predictions: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[EvalMetrics, dict[str, EvalMetrics]]:
+    """Metrics of `predict_dates`' output over all dates together and per date."""
+    by_date = {d: evaluate_logits(logits, labels) for d, (logits, labels) in predictions.items()}
+    logits, labels = concatenated(predictions)
+    return evaluate_logits(logits, labels), by_date
+
+
+def concatenated(predictions: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N], labels [N]) of every date, in order."""
+    if not predictions:
+        return np.zeros(0), np.zeros(0)
+    return (np.concatenate([p[0] for p in predictions.values()]), np.concatenate([p[1] for p in predictions.values()]))
 
 
 def training_model(arch: Architecture | ValidatedArchitecture, schema: Schema, config: TrainConfig) -> RankingModel:

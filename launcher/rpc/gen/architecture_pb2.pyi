@@ -70,18 +70,26 @@ class Architecture(_message.Message):
     def __init__(self, name: _Optional[str] = ..., embedding: _Optional[_Mapping[str, ParamValue]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., output: _Optional[str] = ...) -> None: ...
 
 class DenseColumn(_message.Message):
-    __slots__ = ("name", "mean", "std", "transform", "fill")
+    __slots__ = ("name", "mean", "std", "transform", "fill", "scale", "clip_min", "clip_max", "buckets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     FILL_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_MIN_FIELD_NUMBER: _ClassVar[int]
+    CLIP_MAX_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     mean: float
     std: float
     transform: str
     fill: float
-    def __init__(self, name: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., transform: _Optional[str] = ..., fill: _Optional[float] = ...) -> None: ...
+    scale: str
+    clip_min: float
+    clip_max: float
+    buckets: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., transform: _Optional[str] = ..., fill: _Optional[float] = ..., scale: _Optional[str] = ..., clip_min: _Optional[float] = ..., clip_max: _Optional[float] = ..., buckets: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SparseColumn(_message.Message):
     __slots__ = ("name", "hash_size", "multi", "hashing", "avg_len", "distinct")
