@@ -64,7 +64,7 @@ def references(split: Split, train: list[str], valid: list[str], test: list[str]
     table = np.concatenate([split.dense, split.codes], 1)
     categorical = list(range(split.dense.shape[1], table.shape[1]))
     gbm = lightgbm.LGBMClassifier(n_estimators=3000, learning_rate=0.05, verbose=-1)
-    gbm.fit(table[rows["train"]], y[rows["train"]], eval_set=[(table[rows["valid"]], y[rows["valid"]])],
+    gbm.fit(table[rows["train"]], y[rows["train"]], eval_X=table[rows["valid"]], eval_y=y[rows["valid"]],
             categorical_feature=categorical, callbacks=[lightgbm.early_stopping(100, verbose=False)])
     out = {}
     for name, predict in (("scikit-learn LR", lambda m: lr.predict_proba(features(m))[:, 1]),

@@ -7,6 +7,7 @@ from typing import Any
 
 from rankitect.arch.graph import Architecture, Node, prune_unreachable
 from rankitect.blocks import get_block
+from rankitect.blocks.table_rows import MIN_ROWS, default_rows
 from rankitect.errors import ConfigError
 from rankitect.schema import Schema
 from rankitect.space import check_names
@@ -50,6 +51,11 @@ def embedding_entry(pooling: str, dense_buckets: bool = False) -> dict[str, Any]
     ("sum", False), so that architectures decoded before an option existed compare equal to
     today's."""
     return ({} if pooling == "sum" else {"pooling": pooling}) | ({"dense_buckets": True} if dense_buckets else {})
+
+
+def scaled_rows(schema: Schema, scale: float) -> dict[str, int]:
+    """`embedding.rows` giving each sparse column `scale` x its default rows (at least MIN_ROWS)."""
+    return {c.name: max(MIN_ROWS, round(default_rows(c) * scale)) for c in schema.sparse}
 
 
 def head_options(e: int, wanted: Iterable[int] = (1, 2)) -> tuple[int, ...]:

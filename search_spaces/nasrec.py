@@ -26,6 +26,7 @@ from search_spaces.common import (
     embedding_entry,
     head_options,
     require_sparse,
+    scaled_rows,
 )
 
 DENSE_OPS = ("fc", "dot", "gating", "sum")
@@ -45,7 +46,10 @@ class NasRecOptions(SpaceOptions):
     embedding over a row's ids ("sum" or "mean"; only list columns differ); dense_buckets:
     whether the dense columns' quantile buckets join the sparse input (embedding.dense_buckets):
     "search" makes it a choice, "on" / "off" fix it ("search" and "on" need a schema whose
-    dense columns have buckets; "search" is "off" for one that has none)."""
+    dense columns have buckets; "search" is "off" for one that has none); row_scales: each
+    column's table rows as a fraction of its default (rankitect.blocks.table_rows), searched when
+    there are several (choice "table_rows"; costed in parameters: budget.max_params, objective
+    params)."""
 
     blocks: int = 4
     dense_widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -54,6 +58,7 @@ class NasRecOptions(SpaceOptions):
     stem_width: int = 64
     pooling: str = "sum"
     dense_buckets: str = "search"
+    row_scales: tuple[float, ...] = (1.0,)
 
     def check(self) -> None:
         check_range("blocks", self.blocks, 1, 12)
@@ -62,6 +67,9 @@ class NasRecOptions(SpaceOptions):
         check_range("max_inputs", self.max_inputs, 1, 4)
         check_range("stem_width", self.stem_width, 1, _MAX_FC_WIDTH)
         check_pooling(self.pooling)
+        if not self.row_scales or any(not 0 < s <= 1 for s in self.row_scales) \
+                or len(set(self.row_scales)) != len(self.row_scales):
+            raise ConfigError(f"space.row_scales: must be distinct fractions in (0, 1], got {list(self.row_scales)}")
         if self.dense_buckets not in DENSE_BUCKETS:
             raise ConfigError(f"space.dense_buckets: must be one of {DENSE_BUCKETS}, got {self.dense_buckets!r}")
 
@@ -71,7 +79,8 @@ class NasRecSpace(SearchSpace):
     """Block-wise NASRec space over dense (B, D) and sparse (B, F, E) inputs.
 
     Choices, in order: "fm" (bool: add fm(sparse) (B, 1) to the head), "dense_buckets" (bool,
-    with the option "search": the dense columns' buckets as F more sparse rows), then per block i:
+    with the option "search": the dense columns' buckets as F more sparse rows), "table_rows"
+    (with several row_scales: the tables' rows as that fraction of their default), then per block i:
       b{i}.dense_op    fc | dot | gating | sum; output (B, b{i}.width)
       b{i}.width       from `dense_widths`
       b{i}.merge       bool, not for dot: the dense op also takes the flattened sparse input
@@ -120,6 +129,8 @@ class NasRecSpace(SearchSpace):
         out = [Choice("fm", (False, True))]
         if len(self._buckets) > 1:
             out.append(Choice("dense_buckets", self._buckets))
+        if len(self.options.row_scales) > 1:
+            out.append(Choice("table_rows", tuple(self.options.row_scales)))
         for i in range(self.options.blocks):
             out += self._op_choices(i) + self._input_choices(i)
         return tuple(out)
@@ -171,6 +182,8 @@ class NasRecSpace(SearchSpace):
         c: dict[str, Any] = {"fm": fm}
         if len(self._buckets) > 1:
             c["dense_buckets"] = False  # the published models feed numbers only as numbers
+        if len(self.options.row_scales) > 1:
+            c["table_rows"] = max(self.options.row_scales)
         heads = min(self._heads or (1,), key=lambda h: abs(h - 2))
         for i, (op, width) in enumerate(zip(ops, widths)):
             c[f"b{i}.dense_op"] = op
@@ -206,7 +219,11 @@ class NasRecSpace(SearchSpace):
             head.append(g.add("fm", "fm", [INPUT_SPARSE], reduce=True))
         g.add("logit", "fc", [g.flat("head_in", head)], width=1, activation="none")
         buckets = c.get("dense_buckets", self._buckets[0])
-        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling, buckets))
+        entry = embedding_entry(self.options.pooling, buckets)
+        scale = c.get("table_rows", self.options.row_scales[0])
+        if scale != 1.0:
+            entry["rows"] = scaled_rows(self.schema, scale)
+        return g.architecture("logit", self.name, embedding=entry)
 
     def _picked(self, c: Mapping[str, Any], i: int, kind: str) -> list[str]:
         """Block i's distinct source labels of `kind` ("dense" / "sparse"), "none" dropped."""

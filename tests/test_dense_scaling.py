@@ -178,3 +178,24 @@ def test_a_column_mostly_zero_keeps_buckets_for_its_other_values():
     buckets = choose_scaling(values).buckets
     assert len(buckets) >= 31  # 0 and ~31 quantiles of the non-zero values, not just 0 and a few
     assert buckets[0] == 0.0 and all(a < b for a, b in zip(buckets, buckets[1:]))
+
+
+def test_nasrec_table_rows_choice_changes_parameters_as_the_cost_model_says(tmp_path):
+    from rankitect.blocks.table_rows import default_rows
+
+    schema, _, _ = _imported(tmp_path)
+    space = NasRecSpace(schema, NasRecOptions(row_scales=(0.25, 1.0)))
+    assert "table_rows" in [c.name for c in space.choices()]
+    choices = space.baseline_choices("dlrm")
+    assert choices["table_rows"] == 1.0
+    full, quarter = (build_model(space.decode({**choices, "table_rows": s}), schema) for s in (1.0, 0.25))
+    rows_full = [default_rows(c) for c in schema.sparse]
+    rows_quarter = [max(2, round(r * 0.25)) for r in rows_full]
+    e = schema.embedding_dim
+    assert cost_of(full.validated).embedding_params - cost_of(quarter.validated).embedding_params == \
+        (sum(rows_full) - sum(rows_quarter)) * e
+    for model in (full, quarter):
+        assert cost_of(model.validated).params == sum(p.numel() for p in model.parameters())
+    assert cost_of(full.validated).flops == cost_of(quarter.validated).flops
+    with pytest.raises(ConfigError, match="space.row_scales"):
+        NasRecSpace(schema, NasRecOptions(row_scales=(0.0, 1.0)))

@@ -110,6 +110,25 @@ def test_max_flops_rejects_before_training(ray_cluster, data, tmp_path) -> None:
     assert not any((tmp_path / "run" / "trials" / f"{t['number']:04d}").exists() for t in rejected)
 
 
+def test_max_params_rejects_before_training(ray_cluster, data, tmp_path) -> None:
+    import random
+
+    from rankitect.cost import cost_of
+    from rankitect.data.dataset import Dataset
+    from search_spaces.nasrec import NasRecOptions, NasRecSpace
+
+    space = NasRecSpace(Dataset.open(str(data)).schema, NasRecOptions(blocks=2))
+    rng = random.Random(0)
+    params = sorted(cost_of(space.decode(space.sample(rng)), space.schema).params for _ in range(40))
+    limit = params[len(params) // 2]  # about half the space is over it
+    config = make_config(data, "random", trials=3, baselines=[], budget={"trials": 3, "max_params": limit})
+    result = search(config, tmp_path / "run", progress=False)
+    rejected = [t for t in result.trials if t.get("rejected")]
+    trained = [t for t in result.trials if not t.get("rejected")]
+    assert len(trained) == 3 and all(t["metrics"]["params"] <= limit for t in trained)
+    assert rejected and all(t["status"] == "pruned" and "budget.max_params" in t["error"] for t in rejected)
+
+
 def test_pruner_records_learning_curves(ray_cluster, data, tmp_path) -> None:
     config = make_config(data, "random", trials=6, baselines=[], objectives=["ne"],
                          searcher={"pruner": "median"}, train={"epochs": 3, "batch_size": 256})

@@ -58,6 +58,8 @@ def test_defaults_fill_in(data) -> None:
         ({"budget__trials": 0}, "budget.trials: must be >= 1, got 0"),
         ({"budget__trials": "many"}, "budget.trials: must be int, got 'many'"),
         ({"budget__rounds": 3}, "budget.rounds: unknown key"),
+        ({"budget__max_params": 0}, "budget.max_params: must be >= 1, got 0"),
+        ({"train__early_stopping": -1}, "train.early_stopping: must be >= 0 (0: train every epoch), got -1"),
         ({"train__lr": -1}, "train.lr: must be > 0"),
         ({"train__optimizer": "lion"}, "train.optimizer: must be one of"),
         ({"objectives": ["ne", "speed"]}, "objectives[1]: unknown objective 'speed'"),

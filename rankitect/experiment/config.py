@@ -45,6 +45,7 @@ class BudgetSection:
     trials: int = 20  # finished trials (complete, failed or pruned); rejected ones do not count
     seconds: float | None = None  # no new trial starts after this; running ones finish
     max_flops: int | None = None  # candidates over it are rejected before training
+    max_params: int | None = None  # as max_flops, for parameters (embedding tables included)
     max_retries: int = 2  # re-runs of a trial whose worker died
     keep_checkpoints: str = "best"  # whose checkpoint.pt stays: the best trial's, the top_k's, or all
     keep_top_k: int | None = None  # with keep_checkpoints: top_k, how many (DEFAULT_KEEP_TOP_K)
@@ -53,6 +54,7 @@ class BudgetSection:
         _require(self.trials >= 1, "budget.trials", self.trials, ">= 1")
         _require(self.seconds is None or self.seconds > 0, "budget.seconds", self.seconds, "> 0")
         _require(self.max_flops is None or self.max_flops >= 1, "budget.max_flops", self.max_flops, ">= 1")
+        _require(self.max_params is None or self.max_params >= 1, "budget.max_params", self.max_params, ">= 1")
         _require(self.max_retries >= 0, "budget.max_retries", self.max_retries, ">= 0")
         _require(self.keep_checkpoints in KEEP_CHECKPOINTS, "budget.keep_checkpoints", self.keep_checkpoints,
                  f"one of {KEEP_CHECKPOINTS}")

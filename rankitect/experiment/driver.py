@@ -41,7 +41,7 @@ from rankitect.experiment.results import (
 from rankitect.experiment.retention import CheckpointRetention
 from rankitect.experiment.trial import TrialOutcome, TrialSpec, read_outcome
 from rankitect.searchers.base import Candidate, Searcher
-from rankitect.searchers.screen import FlopsScreen
+from rankitect.searchers.screen import CostScreen
 from rankitect.train.run import ARCH_FILE
 
 
@@ -167,7 +167,7 @@ class Driver:
                  events: SearchEvents = NO_EVENTS, retention: CheckpointRetention | None = None) -> None:
         self.plan, self.searcher, self.pool = plan, searcher, pool
         self.retention = retention or CheckpointRetention(plan.run_dir, plan.config.budget, plan.config.directions)
-        self.screen = FlopsScreen(plan.config.budget.max_flops)
+        self.screen = CostScreen(plan.config.budget.max_flops, plan.config.budget.max_params)
         self.baselines = BaselineRuns(plan, self.retention, events)
         self.queue = [self._decoded(c) for c in searcher.pending()]  # asked by an earlier driver, never told
         self.running: dict[int, AskedTrial] = {}
@@ -229,17 +229,18 @@ class Driver:
         return trial
 
     def _ask(self) -> None:
-        """Ask one candidate: queue it, or have its rejection told (invalid, over max_flops)."""
+        """Ask one candidate: queue it, or have its rejection told (invalid, over max_flops or
+        max_params)."""
         trial = self._decoded(self.searcher.ask())
         self.gate.asked += 1
         if trial.validated is None:
             self.gate.to_train += 1
             self.order.put(trial, TrialOutcome(status="failed", error=trial.attrs.pop("error")), 0)
             return
-        flops = cost_of(trial.validated).flops
-        if not self.screen.admits(flops):
+        cost = cost_of(trial.validated)
+        if not self.screen.admits(cost):
             trial.attrs["rejected"] = True
-            self.order.put(trial, TrialOutcome(status="pruned", error=self.screen.reason(flops)), 0)
+            self.order.put(trial, TrialOutcome(status="pruned", error=self.screen.reason(cost)), 0)
             return
         self.gate.to_train += 1
         self.queue.append(trial)

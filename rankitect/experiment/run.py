@@ -87,4 +87,4 @@ def planning_context(plan: Plan, runner: PoolJobRunner) -> PlanningContext:
     return PlanningContext(data_path=plan.dataset.uri, schema=plan.dataset.schema, train_dates=plan.dates.train,
                            valid_dates=plan.dates.valid, train=cfg.trial_train(cfg.seed),
                            objectives=cfg.objectives, budget_trials=cfg.budget.trials,
-                           max_flops=cfg.budget.max_flops, run_dir=plan.run_dir, runner=runner)
+                           max_flops=cfg.budget.max_flops, max_params=cfg.budget.max_params, run_dir=plan.run_dir, runner=runner)

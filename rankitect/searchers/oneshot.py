@@ -50,7 +50,7 @@ from rankitect.searchers.evolution import EvolutionOptions
 from rankitect.searchers.pareto import pareto_ranks
 from rankitect.searchers.planned import PlannedSearcher, PlanningContext, PlanningJob, Proposal, choices_key
 from rankitect.searchers.proxies import warm_up
-from rankitect.searchers.screen import FlopsScreen
+from rankitect.searchers.screen import CostScreen
 from rankitect.searchers.supernet_train import (
     EpochCheckpoint,
     EvalSet,
@@ -202,13 +202,14 @@ def strategy(space: SearchSpace, opts: OneShotOptions, use_flops: bool, seed: in
 
 
 def search_paths(searcher: Searcher, score: Callable[[Choices], float], budget: int,
-                 max_flops: int | None) -> list[dict[str, Any]]:
+                 max_flops: int | None, max_params: int | None = None) -> list[dict[str, Any]]:
     """Records {choices, supernet_ne, flops} of up to `budget` distinct paths the searcher asks
-    for, in order. Each path is scored once: one asked again, or one over `max_flops`, is told
+    for, in order. Each path is scored once: one asked again, or one over `max_flops` or
+    `max_params`, is told
     pruned (a repeat must not weigh twice in evolution's population). Stops early when
     `MAX_REPEATS_IN_A_ROW` asks in a row bring nothing new (the space holds fewer distinct
     paths than the budget)."""
-    space, screen = searcher.space, FlopsScreen(max_flops)
+    space, screen = searcher.space, CostScreen(max_flops, max_params)
     seen: set[str] = set()
     records: list[dict[str, Any]] = []
     repeats = 0
@@ -219,9 +220,9 @@ def search_paths(searcher: Searcher, score: Callable[[Choices], float], budget: 
         record = None
         if key not in seen:
             seen.add(key)
-            flops = cost_of(space.decode(candidate.choices), space.schema).flops
-            if screen.admits(flops):
-                record = {"choices": dict(candidate.choices), "supernet_ne": score(candidate.choices), "flops": flops}
+            cost = cost_of(space.decode(candidate.choices), space.schema)
+            if screen.admits(cost):
+                record = {"choices": dict(candidate.choices), "supernet_ne": score(candidate.choices), "flops": cost.flops}
                 records.append(record)
         if record is None:
             searcher.tell(candidate.number, None, "pruned")
@@ -236,7 +237,8 @@ def _minimized(record: Mapping[str, Any], use_flops: bool) -> tuple[float, ...]:
 
 def search_supernet(data_path: str, space: SearchSpace, supernet_file: str, train_dates: tuple[str, ...],
                     valid_dates: tuple[str, ...], train: TrainConfig, opts: OneShotOptions, budget: int,
-                    max_flops: int | None, use_flops: bool, seed: int, out_file: str) -> dict[str, Any]:
+                    max_flops: int | None, use_flops: bool, seed: int, out_file: str,
+                    max_params: int | None = None) -> dict[str, Any]:
     """Evaluate up to `budget` distinct paths with inherited weights; all records, in order."""
     done = read_json(Path(out_file))
     if done is not None:
@@ -250,7 +252,7 @@ def search_supernet(data_path: str, space: SearchSpace, supernet_file: str, trai
         finetune_batches = [s.batch for s, _ in zip(train_steps(dataset, train_dates, train, 1, seed + 1),
                                                      range(opts.finetune_steps))]
     scorer = PathScorer(net, space, evalset, opts.finetune_steps, finetune_batches, train.lr, seed)
-    records = search_paths(strategy(space, opts, use_flops, seed), scorer, budget, max_flops)
+    records = search_paths(strategy(space, opts, use_flops, seed), scorer, budget, max_flops, max_params)
     result = {"records": records, "eval_rows": sum(len(b) for b in evalset.batches),
               "seconds": time.perf_counter() - started}
     write_json(Path(out_file), result)
@@ -291,7 +293,8 @@ class OneShot(PlannedSearcher):
         context.log(f"evaluating {context.budget_trials} sub-architectures with inherited weights ({opts.search})")
         searched = context.run_jobs({"search": PlanningJob("supernet search", search_supernet, {
             **common, "supernet_file": supernet_file, "valid_dates": context.valid_dates,
-            "budget": context.budget_trials, "max_flops": context.max_flops, "use_flops": use_flops,
+            "budget": context.budget_trials, "max_flops": context.max_flops, "max_params": context.max_params,
+            "use_flops": use_flops,
             "out_file": str(context.folder / f"search_{context.budget_trials}.json")})})["search"]
         records = searched["records"]
         if not records:

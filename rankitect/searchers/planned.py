@@ -96,6 +96,7 @@ class PlanningContext:
     objectives: tuple[str, ...]
     budget_trials: int
     max_flops: int | None
+    max_params: int | None
     run_dir: Path
     runner: JobRunner
 
@@ -135,7 +136,8 @@ class PlannedSearcher(Searcher):
         """The architectures to train from scratch, and a summary for result.json."""
 
     def plan_key(self, context: PlanningContext) -> dict[str, Any]:
-        return {"budget_trials": context.budget_trials, "max_flops": context.max_flops}
+        key = {"budget_trials": context.budget_trials, "max_flops": context.max_flops}
+        return key | ({"max_params": context.max_params} if context.max_params is not None else {})
 
     def prepare(self, context: PlanningContext) -> None:
         """Load RUN/planning/plan.json when it was made for this key, else plan and save it."""

@@ -30,7 +30,7 @@ from rankitect.searchers.base import SearcherOptions, register_searcher
 from rankitect.searchers.oneshot import OneShotOptions, load_supernet, select_random_others, train_supernet
 from rankitect.searchers.planned import PlannedSearcher, PlanningContext, PlanningJob, Proposal, choices_key
 from rankitect.searchers.proxies import ProxyTarget, SiGeoWeights, proxy_names, score, sigeo, warm_up
-from rankitect.searchers.screen import MAX_REJECTED_IN_A_ROW
+from rankitect.searchers.screen import MAX_REJECTED_IN_A_ROW, CostScreen
 from rankitect.searchers.supernet_train import train_steps
 from rankitect.space import Choices, SearchSpace
 from rankitect.train.config import TrainConfig
@@ -96,7 +96,7 @@ class ProxySearch(PlannedSearcher):
     name = "proxy"
     Options = ProxyOptions
 
-    def _candidates(self, budget: int, max_flops: int | None) -> list[Choices]:
+    def _candidates(self, budget: int, screen: CostScreen) -> list[Choices]:
         rng = random.Random(self.seed)
         seen: set[str] = set()
         out: list[Choices] = []
@@ -106,7 +106,7 @@ class ProxySearch(PlannedSearcher):
             key = choices_key(choices)
             if key in seen:
                 skipped += 1
-            elif max_flops is not None and cost_of(self.space.decode(choices), self.space.schema).flops > max_flops:
+            elif screen.over(cost_of(self.space.decode(choices), self.space.schema)):
                 seen.add(key)
                 skipped += 1
             else:
@@ -115,8 +115,8 @@ class ProxySearch(PlannedSearcher):
                 skipped = 0
             if skipped > MAX_REJECTED_IN_A_ROW:
                 if not out:
-                    raise UserError(f"budget.max_flops: no candidate of {MAX_REJECTED_IN_A_ROW} fits "
-                                    f"{max_flops:,} FLOPs per example")
+                    raise UserError(f"budget.max_flops / budget.max_params: no candidate of "
+                                    f"{MAX_REJECTED_IN_A_ROW} fits them ({screen.max_flops}, {screen.max_params})")
                 break  # the space holds fewer distinct candidates than the budget
         return out
 
@@ -131,7 +131,7 @@ class ProxySearch(PlannedSearcher):
             context.log(f"warming the supernet up ({opts.warmup_steps} steps)")
             context.run_jobs({"warm-up": PlanningJob("supernet warm-up", train_supernet, {
                 **common, "opts": OneShotOptions(), "out_file": supernet_file, "max_steps": opts.warmup_steps})})
-        candidates = self._candidates(context.budget_trials, context.max_flops)
+        candidates = self._candidates(context.budget_trials, CostScreen(context.max_flops, context.max_params))
         size = -(-len(candidates) // context.workers)
         chunks = [candidates[i:i + size] for i in range(0, len(candidates), size)]
         context.log(f"scoring {len(candidates)} candidates by {opts.proxy} in {len(chunks)} jobs")
