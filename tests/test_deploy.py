@@ -309,7 +309,9 @@ def pip_installs() -> list[list[str]]:
 def makefile_installs() -> list[list[str]]:
     """The `pip install` commands of the Makefile's setup, without --quiet."""
     found = []
-    for line in (ROOT / "Makefile").read_text().splitlines():
+    text = (ROOT / "Makefile").read_text()
+    recipe = text[text.index("$(STAMP):"):].split("\n\n")[0]  # setup's recipe, not setup-bench's
+    for line in recipe.splitlines():
         words = shlex.split(line.split("2>&1")[0]) if "pip install" in line and "$(BIN)" in line else []
         if words:
             found.append([w for w in words[words.index("install"):] if w != "--quiet"])
