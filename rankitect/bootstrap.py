@@ -1,7 +1,8 @@
 """How sure a validation NE is: a paired Poisson bootstrap over the validation rows.
 
 Every run scores REPLICATES resamples of its validation rows; in resample k row i counts
-w[i, k] ~ Poisson(1) times. The weights come from a generator seeded by (SEED, block of rows),
+w[i, k] ~ Poisson(1) times (drawn as the Poisson quantile of a uniform 16-bit number: a table
+lookup, about 10x faster than numpy's Poisson sampler, exact to 1 / 65,536 in probability). The weights come from a generator seeded by (SEED, block of rows),
 so two runs over the same rows in the same order (every run of a search: the loader reads the
 validation dates unshuffled) use the same resamples: the difference of their replicate NEs is
 a paired bootstrap of the difference of their NEs, with no predictions kept, only REPLICATES
@@ -21,6 +22,15 @@ BLOCK_ROWS = 1 << 15
 LEVEL = 0.90  # two-sided interval of a difference
 
 
+def _poisson_quantiles() -> np.ndarray:
+    """Poisson(1)'s quantile at (u + 0.5) / 65,536 for every 16-bit u (float64 [65,536])."""
+    pmf = np.array([math.exp(-1.0) / math.factorial(k) for k in range(20)])
+    return np.searchsorted(np.cumsum(pmf), (np.arange(1 << 16) + 0.5) / (1 << 16)).astype(np.float64)
+
+
+_POISSON_QUANTILE = _poisson_quantiles()
+
+
 def ne_replicates(logits: np.ndarray, labels: np.ndarray, replicates: int = REPLICATES) -> np.ndarray:
     """NE of each resample (float64 [replicates]) of logits [N] against labels [N]."""
     z = np.asarray(logits, np.float64)
@@ -29,7 +39,8 @@ def ne_replicates(logits: np.ndarray, labels: np.ndarray, replicates: int = REPL
     totals = np.zeros((3, replicates))  # weighted sums of log-loss, rows, labels
     for block, start in enumerate(range(0, z.size, BLOCK_ROWS)):
         stop = min(start + BLOCK_ROWS, z.size)
-        weights = np.random.default_rng([SEED, block]).poisson(1.0, (stop - start, replicates)).astype(np.float64)
+        uniform = np.random.default_rng([SEED, block]).integers(0, 1 << 16, (stop - start, replicates), np.uint16)
+        weights = _POISSON_QUANTILE[uniform]
         totals += np.stack([loss[start:stop], np.ones(stop - start), y[start:stop]]) @ weights
     rows = np.maximum(totals[1], 1.0)
     rate = np.clip(totals[2] / rows, 1e-12, 1 - 1e-12)

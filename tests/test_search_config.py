@@ -146,3 +146,12 @@ def test_every_example_config_plans(data, tmp_path, path: Path) -> None:
         raw["data"]["train_dates"] = "first:1"
     plan = plan_search(SearchConfig.from_dict(raw), tmp_path / "run")
     assert plan.space.name == raw["space"]["name"]
+
+
+def test_final_top_k_is_checked():
+    from rankitect.experiment.config import SearchConfig
+
+    raw = {"data": {"path": "x", "train_dates": "first:1", "valid_dates": "2024-01-02", "test_dates": "last:1"},
+           "space": {"name": "nasrec"}, "searcher": {"name": "tpe"}, "final": {"seeds": 2, "top_k": 0}}
+    with pytest.raises(ConfigError, match="final.top_k: must be >= 1, got 0"):
+        SearchConfig.from_dict(raw)

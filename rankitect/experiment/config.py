@@ -90,10 +90,18 @@ TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in _TRIAL_S
 
 @dataclass(frozen=True)
 class FinalSection:
-    seeds: int = 0  # >= 2: retrain the best trial and the baselines with this many seeds
+    seeds: int = 0  # >= 2: retrain the top_k trials and the baselines with this many seeds
+    top_k: int = 3  # the best trials (by the first objective) retrained; the pick is the best mean NE
 
     def check(self) -> None:
         _require(self.seeds == 0 or self.seeds >= 2, "final.seeds", self.seeds, "0 (off) or >= 2")
+        _require(self.top_k >= 1, "final.top_k", self.top_k, ">= 1")
+
+    @property
+    def candidates(self) -> int:
+        """How many of the best trials must keep their checkpoints until the final seeds pick
+        one (1 without final seeds)."""
+        return self.top_k if self.seeds >= 2 else 1
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,8 @@ class Driver:
     def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, show: bool,
                  events: SearchEvents = NO_EVENTS, retention: CheckpointRetention | None = None) -> None:
         self.plan, self.searcher, self.pool = plan, searcher, pool
-        self.retention = retention or CheckpointRetention(plan.run_dir, plan.config.budget, plan.config.directions)
+        self.retention = retention or CheckpointRetention(plan.run_dir, plan.config.budget, plan.config.directions,
+                                                          plan.config.final.candidates)
         self.screen = CostScreen(plan.config.budget.max_flops, plan.config.budget.max_params)
         self.baselines = BaselineRuns(plan, self.retention, events)
         self.queue = [self._decoded(c) for c in searcher.pending()]  # asked by an earlier driver, never told

@@ -1,6 +1,8 @@
-"""Final seeds (`final.seeds` >= 2): the best architecture and the baselines retrained with
-several seeds, for a mean and a spread of their NE; `best`'s and every baseline's
-`test_metrics` then become the means over the seeds (`with_seed_means`)."""
+"""Final seeds (`final.seeds` >= 2): the `final.top_k` best trials (by the first objective on
+validation) and the baselines retrained with several seeds, for a mean and a spread of their
+NE. The pick, `best`, becomes the candidate of the best mean validation NE: one lucky run no
+longer decides. `best`'s and every baseline's `test_metrics` then become the means over the
+seeds (`with_seed_means`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from rankitect.arch.validate import validate
 from rankitect.experiment.driver import trial_spec
 from rankitect.experiment.executor import TrialPool
 from rankitect.experiment.plan import Plan
-from rankitect.experiment.results import SearchResult
+from rankitect.experiment.results import SearchResult, ranked_trials
 from rankitect.experiment.retention import CheckpointRetention
 from rankitect.experiment.trial import TrialOutcome
 
@@ -20,12 +22,13 @@ FINAL_SEED_OFFSET = 10_000  # final seeds start here above the search's seed, ap
 
 
 def final_seeds(plan: Plan, result: SearchResult, pool: TrialPool, retention: CheckpointRetention) -> dict[str, Any]:
-    """Mean and std of validation and test NE per architecture (their checkpoints are kept only
-    under budget.keep_checkpoints: all)."""
+    """Mean and std of validation and test NE per architecture, keyed by baseline name and
+    `trialNNNN` for the candidates, with "best" for the pick (also `trial`: its number), which
+    becomes `result.best`. Their checkpoints are kept only under budget.keep_checkpoints: all."""
     cfg = plan.config
-    archs = dict(plan.baselines)
-    if result.best is not None:
-        archs = {"best": validate(Architecture.from_dict(result.best["arch"]), plan.dataset.schema), **archs}
+    candidates = {candidate_name(t["number"]): t for t in ranked_trials(result.trials, cfg.directions)[:cfg.final.top_k]}
+    archs = {name: validate(Architecture.from_dict(t["arch"]), plan.dataset.schema) for name, t in candidates.items()}
+    archs |= dict(plan.baselines)
     pending = [(name, k) for name in archs for k in range(cfg.final.seeds)]
     outcomes: dict[str, list[TrialOutcome]] = {name: [] for name in archs}
     while pending or pool.busy:
@@ -36,7 +39,22 @@ def final_seeds(plan: Plan, result: SearchResult, pool: TrialPool, retention: Ch
         for (name, k), outcome, _ in pool.wait(timeout=0.5):
             outcomes[name].append(outcome)
             retention.discard(plan.run_dir / "final" / name / f"seed{k}")
-    return {name: _summary(runs) for name, runs in outcomes.items()}
+    summaries = {name: _summary(runs) for name, runs in outcomes.items()}
+    if not candidates:
+        return summaries
+    order = list(candidates)  # best single run first: it wins ties and candidates without a mean
+    pick = min(order, key=lambda n: (_mean_or_inf(summaries[n]["valid_ne_mean"]), order.index(n)))
+    result.best = candidates[pick]
+    return {"best": {**summaries[pick], "trial": candidates[pick]["number"]}, **summaries}
+
+
+def candidate_name(number: int) -> str:
+    """The final-seed name (and RUN/final/ folder) of trial `number`."""
+    return f"trial{number:04d}"
+
+
+def _mean_or_inf(value: float | None) -> float:
+    return value if value is not None else float("inf")
 
 
 def with_seed_means(result: SearchResult) -> None:

@@ -51,8 +51,12 @@ SOURCE_FILE = "source.json"  # in RUN/best/: {"trial": n}, the trial it was copi
 class CheckpointRetention:
     """Applies `budget.keep_checkpoints` to one run folder. Not thread-safe; one per search."""
 
-    def __init__(self, run_dir: Path, budget: BudgetSection, directions: Sequence[str] = ("minimize",)) -> None:
+    def __init__(self, run_dir: Path, budget: BudgetSection, directions: Sequence[str] = ("minimize",),
+                 candidates: int = 1) -> None:
+        """`candidates`: the best trials that keep their checkpoints whatever the policy, until
+        the final seeds pick one of them (FinalSection.candidates)."""
         self.run_dir, self.policy, self.k = Path(run_dir), budget.keep_checkpoints, budget.top_k
+        self.candidates = candidates
         self.directions = tuple(directions)
         self.best_dir = self.run_dir / BEST_DIR
         self._published = published_trial(self.run_dir)
@@ -66,12 +70,19 @@ class CheckpointRetention:
             return "the best trial's checkpoint only, copied to best/"
         return "every checkpoint"
 
-    def kept_trials(self, trials: list[dict[str, Any]]) -> set[int] | None:
-        """Numbers of the told trials whose checkpoints stay (None: all of them)."""
+    def kept_trials(self, trials: list[dict[str, Any]], best: int | None = None) -> set[int] | None:
+        """Numbers of the told trials whose checkpoints stay (None: all of them): trial `best`
+        (the pick; without it the best ranked), the `top_k` best ranked under that policy, and
+        the `candidates` best ranked."""
         if self.policy == "all":
             return None
-        count = 1 if self.policy == "best" else self.k
-        return {t["number"] for t in ranked_trials(trials, self.directions)[:count]}
+        ranked = ranked_trials(trials, self.directions)
+        keep = {t["number"] for t in ranked[:max(self.k if self.policy == "top_k" else 0, self.candidates)]}
+        if best is not None:
+            keep.add(best)
+        elif ranked:
+            keep.add(ranked[0]["number"])
+        return keep
 
     def describe(self, result: SearchResult) -> None:
         """Name the policy in `result` (result.json's `checkpoints`, read by the report)."""
@@ -85,7 +96,7 @@ class CheckpointRetention:
         records in `result` (trials, pareto, best share them) get `checkpoint: False`."""
         self.describe(result)
         self.publish_best(result.best["number"] if result.best is not None else None)
-        keep = self.kept_trials(result.trials)
+        keep = self.kept_trials(result.trials, result.best["number"] if result.best is not None else None)
         if keep is None:
             return
         for trial in result.trials:

@@ -47,7 +47,7 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
     cfg = config if isinstance(config, SearchConfig) else SearchConfig.from_dict(config)
     plan = plan_search(cfg, Path(out))
     prepare_search_folder(plan, force)
-    retention = CheckpointRetention(plan.run_dir, cfg.budget, cfg.directions)
+    retention = CheckpointRetention(plan.run_dir, cfg.budget, cfg.directions, cfg.final.candidates)
     study = open_study(plan.storage, cfg.directions)
     searcher = make_searcher(cfg.searcher.name, plan.searcher_options, plan.space, cfg.directions, cfg.seed, study)
     try:
@@ -64,8 +64,10 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
                 Driver(plan, searcher, pool, show, events, retention).run()
                 result = collect(plan.run_dir, study, cfg.objectives)
                 if cfg.final.seeds >= 2:
-                    events.phase("final", f"retraining the best and the baselines with {cfg.final.seeds} seeds")
+                    events.phase("final", f"retraining the {cfg.final.top_k} best trials and the baselines with "
+                                          f"{cfg.final.seeds} seeds")
                     result.final = final_seeds(plan, result, pool, retention)
+                    retention.candidates = 0  # the pick is made: the policy alone says what stays
                     with_seed_means(result)
             finally:
                 pool.shutdown()
