@@ -76,3 +76,20 @@ def test_the_front_holds_trials_and_baselines_and_marks_what_a_baseline_dominate
     worse = {**result, "best": trials[1]}
     assert verdict(worse).startswith("The search did NOT beat the best baseline on validation ne: best #1 0.7500 vs "
                                      "dlrm 0.7400") and verdict(worse).endswith("nothing better than the baselines.")
+
+
+def test_a_proxy_is_compared_with_ranking_by_parameter_count():
+    from rankitect.experiment.report import planning_lines
+    from rankitect.experiment.results import proxy_agreement
+
+    # more dense parameters, lower NE: the count ranks exactly; the proxy ranks backwards
+    trials = [{"number": i, "status": "complete", "proposal": {"neg_proxy": float(i)},
+               "metrics": {"ne": 0.9 - 0.01 * i, "dense_params": 100 * (i + 1)}} for i in range(5)]
+    agreement = proxy_agreement(trials, "neg_proxy")
+    assert agreement["kendall_tau"] == pytest.approx(-1.0) and agreement["params"]["kendall_tau"] == pytest.approx(1.0)
+    lines = planning_lines({"proxy": "snip", "agreement": agreement})
+    assert "proxy snip vs trained validation NE over 5" in lines[0]
+    assert "ranks them at least as well as the proxy snip, at no cost" in lines[1]
+    for t in trials:  # NE now rises with the parameters: the proxy ranks exactly, the count backwards
+        t["metrics"]["ne"] = 0.9 - 0.01 * (4 - t["number"])
+    assert "the proxy snip ranks them better" in planning_lines({"proxy": "snip", "agreement": proxy_agreement(trials, "neg_proxy")})[1]

@@ -183,9 +183,16 @@ def planning_lines(planning: dict[str, Any]) -> list[str]:
     agreement = planning.get("agreement")
     if agreement:
         what = {"supernet_ne": "supernet NE (inherited weights)", "neg_proxy": f"proxy {planning.get('proxy')}"}
-        lines.append(f"{what.get(agreement['score'], agreement['score'])} vs trained validation NE over "
-                     f"{agreement['archs']} retrained architectures: Kendall tau {agreement['kendall_tau']:+.3f}, "
-                     f"Spearman {agreement['spearman']:+.3f}")
+        name = what.get(agreement["score"], agreement["score"])
+        lines.append(f"{name} vs trained validation NE over {agreement['archs']} retrained architectures: "
+                     f"Kendall tau {agreement['kendall_tau']:+.3f}, Spearman {agreement['spearman']:+.3f}")
+        params = agreement.get("params")
+        if params:
+            better = params["kendall_tau"] >= agreement["kendall_tau"]
+            lines.append(f"dense parameter count (more = better) over the same architectures: Kendall tau "
+                         f"{params['kendall_tau']:+.3f}, Spearman {params['spearman']:+.3f}: "
+                         + (f"it ranks them at least as well as the {name}, at no cost" if better
+                            else f"the {name} ranks them better"))
     return lines
 
 

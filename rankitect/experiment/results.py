@@ -162,15 +162,23 @@ def save_baselines(run_dir: Path, baselines: dict[str, dict[str, Any]]) -> None:
 def proxy_agreement(trials: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
     """How well the planning phase's score `proposal[key]` (lower = predicted better: a
     supernet NE, a negated proxy) ranks the trained trials by validation NE: Kendall tau and
-    Spearman rho over the complete trials that carry it (None with fewer than 3)."""
-    pairs = [(t["proposal"][key], t["metrics"]["ne"]) for t in trials
-             if t["status"] == "complete" and _finite(t.get("proposal", {}).get(key))
-             and _finite(t["metrics"].get("ne"))]
-    if len(pairs) < 3:
+    Spearman rho over the complete trials that carry it (None with fewer than 3); beside it,
+    `params`: the same for the trivial ranking by dense parameters (more predicted better), the
+    reference a proxy has to beat to be worth its cost."""
+    scored = [t for t in trials if t["status"] == "complete" and _finite(t.get("proposal", {}).get(key))
+              and _finite(t["metrics"].get("ne"))]
+    if len(scored) < 3:
         return None
-    predicted, trained = [p for p, _ in pairs], [n for _, n in pairs]
-    return {"score": key, "archs": len(pairs), "kendall_tau": kendall_tau(predicted, trained),
-            "spearman": spearman(predicted, trained)}
+    trained = [t["metrics"]["ne"] for t in scored]
+    out = {"score": key, "archs": len(scored), **_rank_agreement([t["proposal"][key] for t in scored], trained)}
+    params = [t["metrics"].get("dense_params") for t in scored]
+    if all(_finite(p) for p in params):
+        out["params"] = _rank_agreement([-p for p in params], trained)
+    return out
+
+
+def _rank_agreement(predicted: list[float], trained: list[float]) -> dict[str, float]:
+    return {"kendall_tau": kendall_tau(predicted, trained), "spearman": spearman(predicted, trained)}
 
 
 def objective_values(objectives: Sequence[str], metrics: dict[str, Any]) -> list[float]:
