@@ -31,7 +31,7 @@ ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult.parquet
 TRAIN, VALID, TEST = "first:5", "2024-01-06", "2024-01-07,2024-01-08"
 BASELINES = ["lr", "dlrm", "dcnv2", "deepfm", "autoint"]
 SPACES = {"tpe": "nasrec", "evolution": "nasrec", "random": "nasrec", "nsga2": "nasrec",
-          "oneshot": "interactions", "dnas": "interactions"}
+          "proxy": "nasrec", "oneshot": "interactions", "dnas": "interactions"}
 
 
 def search_config(data: Path, searcher: str, trials: int, seed: int) -> dict[str, Any]:
