@@ -51,14 +51,16 @@ def main() -> int:
 def verdict(result: dict) -> str:
     """Did the search's pick beat every baseline on test NE at no more FLOPs than the best
     baseline (the one with the lowest validation NE)? Said plainly either way, with the margin."""
-    best = result.get("best")
-    baselines = {n: b for n, b in result.get("baselines", {}).items() if b.get("status") == "complete"}
-    if best is None or not baselines:
+    from rankitect.experiment.report import best_baseline
+
+    best, leader = result.get("best"), best_baseline(result)
+    if best is None or leader is None:
         return "The demo's search has no complete trial or no complete baseline to compare."
-    top = min(baselines, key=lambda n: baselines[n]["metrics"]["ne"])
+    top, top_entry = leader
+    baselines = {n: b for n, b in result.get("baselines", {}).items() if b.get("status") == "complete"}
     test, flops = best["test_metrics"]["ne"], best["metrics"]["flops_per_example"]
     best_test = min(b["test_metrics"]["ne"] for b in baselines.values())
-    budget = baselines[top]["metrics"]["flops_per_example"]
+    budget = top_entry["metrics"]["flops_per_example"]
     margin = f"{test / best_test - 1:+.2%}"
     if test < best_test and flops <= budget:
         return (f"The pick #{best['number']} beats every baseline on test NE: {test:.4f} against the best baseline's "

@@ -41,13 +41,14 @@ def _versus(entry: dict[str, Any], reference: dict[str, Any] | None) -> str:
     return f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" + ("*" if d.clear else "")
 
 
-def best_baseline(result: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """(name, entry) of the complete baseline with the lowest validation NE."""
+def best_baseline(result: dict[str, Any], key: str = "ne", sign: int = 1) -> tuple[str, dict[str, Any]] | None:
+    """(name, entry) of the complete baseline with the best validation `key` (the lowest for
+    `sign` 1, the highest for -1)."""
     done = {n: e for n, e in result.get("baselines", {}).items()
-            if e.get("status") == "complete" and isinstance(e.get("metrics", {}).get("ne"), (int, float))}
+            if e.get("status") == "complete" and isinstance(e.get("metrics", {}).get(key), (int, float))}
     if not done:
         return None
-    name = min(done, key=lambda n: done[n]["metrics"]["ne"])
+    name = min(done, key=lambda n: sign * done[n]["metrics"][key])
     return name, done[name]
 
 
@@ -86,12 +87,10 @@ def verdict(result: dict[str, Any]) -> str | None:
     objective = (result.get("objectives") or ["ne"])[0]
     key = OBJECTIVE_METRIC.get(objective, objective)
     sign = 1 if OBJECTIVES.get(objective) == "minimize" else -1
-    done = {n: e for n, e in result.get("baselines", {}).items()
-            if e.get("status") == "complete" and isinstance(e.get("metrics", {}).get(key), (int, float))}
-    if not done:
+    top = best_baseline(result, key, sign)
+    if top is None:
         return None
-    name = min(done, key=lambda n: sign * done[n]["metrics"][key])
-    base = done[name]
+    name, base = top
     best = result.get("best")
     if best is None:
         return f"The search has no complete trial; the best baseline is {name} (validation {objective} " \
