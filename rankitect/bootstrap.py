@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rankitect.metrics import binary_entropy
+
 REPLICATES = 100
 SEED = 20_261_206
 BLOCK_ROWS = 1 << 15
@@ -43,9 +45,8 @@ def ne_replicates(logits: np.ndarray, labels: np.ndarray, replicates: int = REPL
         weights = _POISSON_QUANTILE[uniform]
         totals += np.stack([loss[start:stop], np.ones(stop - start), y[start:stop]]) @ weights
     rows = np.maximum(totals[1], 1.0)
-    rate = np.clip(totals[2] / rows, 1e-12, 1 - 1e-12)
-    entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
-    return totals[0] / rows / entropy
+    entropy = np.array([binary_entropy(rate) for rate in totals[2] / rows])
+    return np.divide(totals[0] / rows, entropy, out=np.full(replicates, np.inf), where=entropy > 0)
 
 
 @dataclass(frozen=True)

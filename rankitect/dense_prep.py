@@ -34,7 +34,7 @@ class DensePrep(nn.Module):
         low = [max(c.clip_min if c.clip_min is not None else -math.inf, 0.0 if lg else -math.inf)
                for c, lg in zip(cols, log)]
         high = [c.clip_max if c.clip_max is not None else math.inf for c in cols]
-        self.clipping = any(math.isfinite(v) for v in low + high)
+        self.clipping = dense_clip_flops(schema) > 0
         self.logs = sum(log)
         self.register_buffer("low", torch.tensor(low, dtype=torch.float32, device=device), persistent=False)
         self.register_buffer("high", torch.tensor(high, dtype=torch.float32, device=device), persistent=False)
@@ -70,7 +70,8 @@ class DensePrep(nn.Module):
 
 
 def dense_clip_flops(schema: Schema) -> int:
-    """The clip's FLOPs per example: one per column when any column is clipped or logged."""
+    """The clip's FLOPs per example: one per column when any column is clipped or logged (a
+    log1p column is clipped at 0); 0 when the clip does not run."""
     clipping = any(c.scale == "log1p" or c.clip_min is not None for c in schema.dense)
     return schema.num_dense if clipping else 0
 
@@ -113,7 +114,6 @@ class DenseBuckets(nn.Module):
         self.register_buffer("offsets", offsets.unsqueeze(1), persistent=False)
         self.table = nn.Embedding(sum(sizes), dim, device=device)
         nn.init.normal_(self.table.weight, std=0.01)
-        self.num_columns, self.dim = schema.num_dense, dim
 
     def forward(self, clipped: torch.Tensor) -> torch.Tensor:
         ids = torch.searchsorted(self.bounds, clipped.t().contiguous()) + self.offsets  # (D, B)

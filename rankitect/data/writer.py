@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rankitect.data.dense_stats import RowSample, choose_scaling
+from rankitect.data.dense_stats import RowSample, bucket_boundaries, choose_scaling
 from rankitect.data.distinct import DistinctCounter
 from rankitect.errors import DataError
 from rankitect.schema import SCHEMA_FILE, DateStats, DenseColumn, Schema, SparseColumn
@@ -229,9 +229,9 @@ class DatasetWriter:
 def _dense_statistics(col: DenseColumn, mean: float, std: float, sample: np.ndarray) -> DenseColumn:
     """`col` with its statistics: the exact `mean` / `std` of its stored values and buckets from
     `sample`; with scale "auto", clip, scale, mean and std chosen from `sample` instead."""
-    scaling = choose_scaling(sample)
     if col.scale != "auto":
-        return replace(col, mean=mean, std=std, buckets=scaling.buckets)
+        return replace(col, mean=mean, std=std, buckets=bucket_boundaries(sample))
+    scaling = choose_scaling(sample)
     if scaling.scale == "linear" and scaling.clip_min is None:  # nothing changes the values: exact
         return replace(col, scale="linear", mean=mean, std=std, buckets=scaling.buckets)
     return replace(col, scale=scaling.scale, clip_min=scaling.clip_min, clip_max=scaling.clip_max,

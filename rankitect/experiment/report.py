@@ -61,7 +61,7 @@ def uncertainty_lines(result: dict[str, Any]) -> list[str]:
     rows = f"{best['metrics']['rows']:,}" if isinstance(best["metrics"].get("rows"), int) else "?"
     lines = []
     base = best_baseline(result)
-    others = [t for t in result.get("trials", []) if t.get("status") == "complete" and t is not best
+    others = [t for t in result.get("trials", []) if t.get("status") == "complete"
               and t.get("number") != best.get("number") and isinstance(t.get("metrics", {}).get("ne"), (int, float))]
     runner = min(others, key=lambda t: t["metrics"]["ne"], default=None)
     for what, entry in ((f"the best baseline {base[0]}" if base else "", base[1] if base else None),

@@ -205,8 +205,7 @@ def search_paths(searcher: Searcher, score: Callable[[Choices], float], budget: 
                  max_flops: int | None, max_params: int | None = None) -> list[dict[str, Any]]:
     """Records {choices, supernet_ne, flops} of up to `budget` distinct paths the searcher asks
     for, in order. Each path is scored once: one asked again, or one over `max_flops` or
-    `max_params`, is told
-    pruned (a repeat must not weigh twice in evolution's population). Stops early when
+    `max_params`, is told pruned (a repeat must not weigh twice in evolution's population). Stops early when
     `MAX_REPEATS_IN_A_ROW` asks in a row bring nothing new (the space holds fewer distinct
     paths than the budget)."""
     space, screen = searcher.space, CostScreen(max_flops, max_params)

@@ -98,26 +98,37 @@ def train_and_score(validated: ValidatedArchitecture, dataset: Dataset, dates: R
     model = training_model(validated, dataset.schema, config)
     watch = EarlyStopping(out, config.early_stopping if dates.valid else 0, resume=resume)
     pruned = False
+    # Validation predictions of the latest and the best epoch this process scored: the run's
+    # last scoring reuses them instead of predicting the same weights again.
+    scored_epochs: dict[int, dict[str, tuple[Any, Any]]] = {}
+
+    def predictions(epoch: int) -> dict[str, tuple[Any, Any]]:
+        if epoch not in scored_epochs:
+            scored_epochs[epoch] = predict_dates(trainer.model, dataset, list(dates.valid), config.eval_batch_size,
+                                                 trainer.device)
+        return scored_epochs[epoch]
 
     def after_epoch(done: int) -> bool:
         nonlocal pruned
         if not (dates.valid and (watch.patience or on_epoch is not None)):
             return False
-        valid = evaluate(trainer.model, dataset, list(dates.valid), config.eval_batch_size, trainer.device)[0]
+        valid = scored(predictions(done))[0]
         stop = watch.record(done, valid.ne, trainer.model)
+        for epoch in [e for e in scored_epochs if e not in (done, watch.best_epoch)]:
+            del scored_epochs[epoch]
         pruned = not stop and on_epoch is not None and on_epoch(done, valid)
         return stop or pruned
 
     trainer = Trainer(model, dataset, list(dates.train), config, run_dir=out, progress=progress, on_epoch=after_epoch)
     stats = trainer.fit(resume=resume)
-    valid = predict_dates(trainer.model, dataset, list(dates.valid), config.eval_batch_size, trainer.device)
+    valid = predictions(trainer.epochs_done)
     overall, by_date = scored(valid)
     if dates.valid:
         if trainer.epochs_done not in watch.curve:
             watch.record(trainer.epochs_done, overall.ne, trainer.model)
         if watch.restore_best(trainer.model, trainer.epochs_done):
             trainer.save()  # the checkpoint holds the best epoch's weights from now on
-            valid = predict_dates(trainer.model, dataset, list(dates.valid), config.eval_batch_size, trainer.device)
+            valid = predictions(watch.best_epoch)  # scored before, unless this run resumed after it
             overall, by_date = scored(valid)
         watch.finish()
     metrics: dict[str, Any] = {
