@@ -12,7 +12,7 @@ Goals (issue 17): the pick beats every baseline on test NE at no more FLOPs than
 baseline, and lands within 5% of LightGBM's test NE; the `lr` baseline within 2% of
 scikit-learn's logistic regression.
 
-    python -m benchmarks.bench_adult [--trials 12] [--searchers tpe,evolution] [--workers 2]
+    python -m benchmarks.bench_adult [--trials 12] [--searchers tpe,evolution] [--space nasrec]
 """
 
 from __future__ import annotations
@@ -30,21 +30,20 @@ from benchmarks.tables_real import ADULT_DENSE, ADULT_SPARSE, run_cli
 ADULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult.parquet"
 TRAIN, VALID, TEST = "first:5", "2024-01-06", "2024-01-07,2024-01-08"
 BASELINES = ["lr", "dlrm", "dcnv2", "deepfm", "autoint"]
-SPACES = {"tpe": "nasrec", "evolution": "nasrec", "random": "nasrec", "nsga2": "nasrec",
-          "proxy": "nasrec", "oneshot": "interactions", "dnas": "interactions"}
+SEARCHERS = ("tpe", "evolution", "random", "nsga2", "proxy", "oneshot", "dnas", "distdnas")
 
 
-def search_config(data: Path, searcher: str, trials: int, seed: int) -> dict[str, Any]:
+def search_config(data: Path, searcher: str, space: str, trials: int, seed: int) -> dict[str, Any]:
     return {"data": {"path": str(data), "train_dates": TRAIN, "valid_dates": VALID, "test_dates": TEST},
-            "space": {"name": SPACES[searcher]}, "searcher": {"name": searcher},
+            "space": {"name": space}, "searcher": {"name": searcher},
             "objectives": ["ne", "flops"], "budget": {"trials": trials}, "baselines": BASELINES, "seed": seed}
 
 
-def run_search(data: Path, work: Path, searcher: str, trials: int, seed: int) -> dict[str, Any]:
+def run_search(data: Path, work: Path, searcher: str, space: str, trials: int, seed: int) -> dict[str, Any]:
     from rankitect.experiment.run import search
 
     started = time.perf_counter()
-    result = search(search_config(data, searcher, trials, seed), work / searcher, force=True, progress=False)
+    result = search(search_config(data, searcher, space, trials, seed), work / searcher, force=True, progress=False)
     return {"result": result, "seconds": time.perf_counter() - started}
 
 
@@ -57,7 +56,8 @@ def row(name: str, entry: dict[str, Any], lightgbm: float | None) -> list[object
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--searchers", default="tpe,evolution")
+    parser.add_argument("--searchers", default="tpe,evolution", help=f"any of {','.join(SEARCHERS)}")
+    parser.add_argument("--space", default="nasrec", choices=("nasrec", "interactions"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not ADULT.is_file():
@@ -83,13 +83,13 @@ def main() -> None:
         runs = {}
         with ray_session(None):
             for searcher in args.searchers.split(","):
-                runs[searcher] = run_search(data, work, searcher, args.trials, args.seed)
+                runs[searcher] = run_search(data, work, searcher, args.space, args.trials, args.seed)
     first = next(iter(runs.values()))["result"]
     rows = [row(f"baseline {n}", b, lightgbm) for n, b in first.baselines.items() if b.get("status") == "complete"]
     for searcher, r in runs.items():
         best = r["result"].best
         if best is not None:
-            label = f"{searcher} pick #{best.get('number')} ({SPACES[searcher]}, {r['seconds']:.0f} s)"
+            label = f"{searcher} pick #{best.get('number')} ({args.space}, {r['seconds']:.0f} s)"
             rows.append(row(label + (f" = baseline {best['baseline']}" if best.get("baseline") else ""), best, lightgbm))
     for name, ref in refs.items():
         rows.append([name, f"{ref['valid_ne']:.4f}", f"{ref['test_ne']:.4f}", f"{ref['test_auc']:.4f}", "-", "-",

@@ -54,7 +54,7 @@ from rankitect.train.optimizers import model_optimizer
 from rankitect.train.trainer import training_model
 from search_spaces.baselines import dlrm
 from search_spaces.interactions import InteractionsSpace
-from search_spaces.interactions_supernet import SIZE_CHOICE, uniform_choices
+from search_spaces.interactions_cost import SIZE_CHOICE, uniform_choices
 
 
 @dataclass

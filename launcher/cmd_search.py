@@ -63,9 +63,13 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_spaces(args: argparse.Namespace) -> int:
     from rankitect.searchers import searcher_names
-    from rankitect.space import get_space, space_names
+    from rankitect.space import get_space, space_names, spaces_supernets
 
     for name in space_names():
         print(f"space {name}: {get_space(name).doc or get_space(name).__doc__ or ''}".strip().splitlines()[0])
+        kinds = spaces_supernets(name)
+        supernets = [label for kind, label in (("weight_sharing", "weight-sharing (oneshot, proxy warm-up)"),
+                                               ("mixed", "mixed-op (dnas, distdnas)")) if kind in kinds]
+        print(f"  supernets: {', '.join(supernets) or 'none'}")
     print("searchers: " + ", ".join(searcher_names()))
     return 0

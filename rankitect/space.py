@@ -81,19 +81,30 @@ class SearchSpace(abc.ABC):
 
     # -- supernets (one-shot and differentiable searchers) --------------------------------
     def supernet(self) -> Any:
-        """A `rankitect.supernet.WeightSharingSupernet` over this space (fresh weights)."""
-        raise ConfigError(f"space {self.name!r} does not build a weight-sharing supernet; "
-                          f"spaces that do: {[n for n in space_names() if get_space(n).has_supernets()]}")
+        """A `rankitect.supernet.WeightSharingSupernet` over this space (fresh weights), from the
+        factory registered for it (`register_supernets`)."""
+        build = _SUPERNETS.get(self.name, {}).get("weight_sharing")
+        if build is None:
+            raise ConfigError(f"space {self.name!r} does not build a weight-sharing supernet; "
+                              f"spaces that do: {spaces_with_supernets()}")
+        return build(self)
 
     def mixed_supernet(self, normalize: bool = False) -> Any:
         """A `rankitect.supernet.MixedOpSupernet` over this space (fresh weights and logits);
         `normalize`: each candidate's output is scaled to unit RMS per row before mixing."""
-        raise ConfigError(f"space {self.name!r} does not build a mixed-op supernet; "
-                          f"spaces that do: {[n for n in space_names() if get_space(n).has_supernets()]}")
+        build = _SUPERNETS.get(self.name, {}).get("mixed")
+        if build is None:
+            raise ConfigError(f"space {self.name!r} does not build a mixed-op supernet; "
+                              f"spaces that do: {spaces_with_supernets('mixed')}")
+        return build(self, normalize)
 
     @classmethod
     def has_supernets(cls) -> bool:
-        return cls.supernet is not SearchSpace.supernet
+        return "weight_sharing" in _SUPERNETS.get(cls.name, {})
+
+    @classmethod
+    def has_mixed_supernet(cls) -> bool:
+        return "mixed" in _SUPERNETS.get(cls.name, {})
 
     def baseline_choices(self, name: str) -> Choices | None:
         """The choices of this space's member nearest to the registered baseline `name` (the
@@ -196,6 +207,31 @@ def load_plugins() -> None:
 
 
 _SPACES: Registry[type[SearchSpace]] = Registry("search space", load_plugins)
+
+
+_SUPERNETS: dict[str, dict[str, Callable[..., Any]]] = {}
+
+
+def register_supernets(space: str, weight_sharing: Callable[[Any], Any] | None = None,
+                       mixed: Callable[[Any, bool], Any] | None = None) -> None:
+    """The supernet factories of space `space`: `weight_sharing(space)` and `mixed(space,
+    normalize)` (modules beside the space register them, so the space never imports them)."""
+    entry = _SUPERNETS.setdefault(space, {})
+    if weight_sharing is not None:
+        entry["weight_sharing"] = weight_sharing
+    if mixed is not None:
+        entry["mixed"] = mixed
+
+
+def spaces_with_supernets(kind: str = "weight_sharing") -> list[str]:
+    """The spaces that build supernets of `kind` ("weight_sharing" or "mixed")."""
+    return [n for n in space_names() if kind in _SUPERNETS.get(n, {})]
+
+
+def spaces_supernets(name: str) -> set[str]:
+    """The kinds of supernet space `name` builds."""
+    load_plugins()
+    return set(_SUPERNETS.get(name, {}))
 
 
 def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import get_block
@@ -24,9 +24,7 @@ from search_spaces.common import (
     head_options,
     require_sparse,
 )
-
-if TYPE_CHECKING:
-    from search_spaces.interactions_supernet import InteractionsMixedOp, InteractionsSupernet
+from search_spaces.interactions_cost import extreme_choices
 
 MODULES = ("dot", "dcn", "efc", "fm", "attention", "mlp", "skip")
 DENSE_MODULES = ("dot", "dcn", "fm", "mlp")  # give a new h (B, W)
@@ -110,32 +108,20 @@ class InteractionsSpace(SearchSpace):
     def choices(self) -> Sequence[Choice]:
         return self._choices
 
-    # -- supernets and the sandwich extremes ------------------------------------------------
-    def supernet(self) -> InteractionsSupernet:
-        """A weight-sharing supernet over this space (fresh weights)."""
-        from search_spaces.interactions_supernet import InteractionsSupernet
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """The attention head counts a layer may take (empty: no attention for this E)."""
+        return self._heads
 
-        return InteractionsSupernet(self)
-
-    def mixed_supernet(self, normalize: bool = False) -> InteractionsMixedOp:
-        """A mixed-op supernet over this space (fresh weights, uniform architecture logits);
-        `normalize`: dense candidates' new h scaled to unit RMS per row before mixing."""
-        from search_spaces.interactions_supernet import InteractionsMixedOp
-
-        return InteractionsMixedOp(self, normalize)
-
+    # -- the sandwich extremes -----------------------------------------------------------------
     def largest(self) -> dict[str, Any]:
         """The path with the most FLOPs (registry numbers): the largest width and, per layer,
         the (module, size) that costs most."""
-        from search_spaces.interactions_supernet import extreme_choices
-
         return extreme_choices(self, largest=True)
 
     def smallest(self) -> dict[str, Any]:
         """The path with the fewest FLOPs: the smallest width and, per layer, the cheapest
         (module, size): skip when it is a candidate."""
-        from search_spaces.interactions_supernet import extreme_choices
-
         return extreme_choices(self, largest=False)
 
     # -- baselines as members -----------------------------------------------------------------

@@ -124,6 +124,16 @@ class NasRecSpace(SearchSpace):
     def choices(self) -> Sequence[Choice]:
         return self._choices
 
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """The attention head counts a sparse op may take (empty: no attention for this E)."""
+        return self._heads
+
+    @property
+    def bucket_values(self) -> tuple[bool, ...]:
+        """The values `embedding.dense_buckets` may take in this space."""
+        return self._buckets
+
     # -- choices -----------------------------------------------------------------------------
     def _build_choices(self) -> tuple[Choice, ...]:
         out = [Choice("fm", (False, True))]

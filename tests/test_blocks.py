@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -157,3 +158,30 @@ def test_resolve_reports_unknown_and_bad_params() -> None:
     fields = dict(problems)
     assert "params.depth" in fields and "unknown hyper-parameter" in fields["params.depth"]
     assert "params.layers" in fields and "got 99" in fields["params.layers"]
+
+
+@pytest.mark.parametrize("name, inputs, params", [
+    ("fc", [(7,)], {"width": 5}), ("fc", [(3, 4)], {"width": 5}), ("mlp", [(7,)], {"widths": [6, 5]}),
+    ("dcn", [(7,)], {"layers": 2, "rank": 0}), ("dcn", [(7,)], {"layers": 2, "rank": 3}),
+    ("efc", [(4, 6)], {"out_rows": 3}), ("gating", [(7,)], {}), ("gating", [(7,), (5,)], {}),
+    ("attention", [(4, 8)], {"heads": 2, "head_dim": 4}),
+])
+def test_weight_axes_are_exactly_the_axes_that_follow_an_inputs_size(name: str, inputs: list, params: dict) -> None:
+    """Weight sharing slices a declared axis by the input's layout and any other axis by its
+    leading entries: an axis that grows with an input's rows (3-D) or features (2-D) must be
+    declared, with that input's size, and no other."""
+    block = get_block(name)
+    p, problems = block.spec.resolve(params)
+    assert not problems
+    axes = block.weight_axes(inputs, p)
+    built = dict(block.build(inputs, p).named_parameters())
+    grown = dict(block.build([(s[0] + 1, *s[1:]) for s in inputs], p).named_parameters())
+    assert set(axes) <= set(built)
+    for param, tensor in built.items():
+        for axis in range(tensor.dim()):
+            declared = axes.get(param, {}).get(axis)
+            assert (grown[param].shape[axis] != tensor.shape[axis]) == (declared is not None), (param, axis)
+            if declared is not None:
+                k, unit = declared
+                size = inputs[k][0] if unit == "rows" else math.prod(inputs[k])
+                assert tensor.shape[axis] == size, (param, axis)

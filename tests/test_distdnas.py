@@ -194,3 +194,18 @@ def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_c
     assert len({s["worker"]["node_id"] for s in two["shards"]}) == 2
     assert [r["choice"] for r in two["planning"]["lambdas"]] == [r["choice"] for r in single.planning["lambdas"]]
     assert [t["arch"] for t in two["trials"]] == [t["arch"] for t in single.trials]
+
+
+def test_distdnas_over_nasrec_aggregates_every_choice(ray_cluster, data, tmp_path) -> None:
+    from tests.test_planned_search import NASREC
+
+    config = _config(data, {**SEARCHER, "lambdas": [0.0], "gumbel": True})
+    config["space"] = NASREC
+    search(config, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    space = make_space("nasrec", Dataset.open(str(data)).schema, {k: v for k, v in NASREC.items() if k != "name"})
+    assert [s["dates"] for s in saved["shards"]] == [["2024-01-01"], ["2024-01-02"]]
+    choice = saved["planning"]["lambdas"][0]["choice"]
+    assert space.check_choices(choice) == choice  # every active choice decided, from the shards' logits
+    assert saved["trials"] and all(t["status"] == "complete" for t in saved["trials"])
+    assert all(t["metrics"]["flops_per_example"] <= saved["supernet_flops"] for t in saved["trials"])

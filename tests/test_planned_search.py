@@ -115,7 +115,32 @@ def test_proxy_search_scores_by_sigeo_on_a_warmed_supernet(ray_cluster, data, tm
     assert (tmp_path / "run" / "planning" / "warm_supernet_3.pt").is_file()
 
 
-def test_proxy_search_on_a_space_without_supernets(ray_cluster, data, tmp_path) -> None:
+NASREC = {"name": "nasrec", "blocks": 2, "dense_widths": [16, 32], "efc_rows": [4, 8]}
+
+
+def test_oneshot_over_nasrec_trains_its_block_supernet(ray_cluster, data, tmp_path) -> None:
+    config = make_config(data, trials=6, space=NASREC, searcher={**ONESHOT, "calibration": 1}, baselines=[])
+    search(config, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    _check_trials(saved, 3, data)
+    assert saved["planning"]["agreement"]["archs"] == 3 and saved["planning"]["search"]["evaluated"] == 6
+    space = make_space("nasrec", Dataset.open(str(data)).schema, {k: v for k, v in NASREC.items() if k != "name"})
+    for trial in saved["trials"]:  # the retrained trials are the space's members the supernet scored
+        assert space.decode(trial["choices"]).to_dict() == trial["arch"]
+
+
+def test_dnas_over_nasrec_larger_lambda_derives_a_cheaper_architecture(ray_cluster, data, tmp_path) -> None:
+    searcher = {"name": "dnas", "lambdas": [0.0, 50.0], "epochs": 4, "arch_fraction": 0.5, "arch_lr": 0.2,
+                "warmup_fraction": 0.0, "gumbel": True}
+    config = make_config(data, trials=2, space=NASREC, searcher=searcher, baselines=[])
+    result = search(config, tmp_path / "run", progress=False)
+    runs = {r["lambda"]: r for r in result.planning["lambdas"]}
+    assert runs[50.0]["flops"] < runs[0.0]["flops"]
+    assert runs[50.0]["expected_flops"] < runs[0.0]["expected_flops"]
+    _check_trials(json.loads((tmp_path / "run" / "result.json").read_text()), 2, data)
+
+
+def test_proxy_search_by_parameter_count_over_nasrec(ray_cluster, data, tmp_path) -> None:
     config = make_config(data, "proxy", trials=5, searcher={"name": "proxy", "proxy": "params", "top_k": 2},
                          baselines=[])
     result = search(config, tmp_path / "run", progress=False)
@@ -128,9 +153,24 @@ def test_proxy_search_on_a_space_without_supernets(ray_cluster, data, tmp_path) 
 
 
 # -- bad input ------------------------------------------------------------------------------
+@pytest.fixture
+def no_supernets() -> Any:
+    """A space registered for the test that builds no supernet (nasrec's choices and decode)."""
+    from rankitect.space import register_space, unregister_space
+    from search_spaces.nasrec import NasRecSpace
+
+    class NoSupernets(NasRecSpace):
+        name = "no_supernets"
+
+    register_space(NoSupernets)
+    yield NoSupernets
+    unregister_space("no_supernets")
+
+
 @pytest.mark.parametrize("searcher, space, message", [
-    ({"name": "dnas"}, {"name": "nasrec"}, "searcher.name: 'dnas' needs a space that builds supernets"),
-    ({"name": "oneshot"}, {"name": "nasrec"}, "space 'nasrec' does not"),
+    ({"name": "dnas"}, {"name": "no_supernets"}, "searcher.name: 'dnas' needs a space that builds mixed-op "
+                                                  "supernets; space 'no_supernets' does not"),
+    ({"name": "oneshot"}, {"name": "no_supernets"}, "space 'no_supernets' does not (spaces that do: "),
     ({"name": "dnas", "lambdas": [0, -1]}, INTERACTIONS, "searcher.lambdas"),
     ({"name": "dnas", "mode": "sideways"}, INTERACTIONS, "searcher.mode"),
     ({"name": "dnas", "temperature": [1.0]}, INTERACTIONS, "searcher.temperature"),
@@ -140,7 +180,8 @@ def test_proxy_search_on_a_space_without_supernets(ray_cluster, data, tmp_path) 
     ({"name": "proxy", "proxy": "vibes"}, INTERACTIONS, "searcher.proxy: unknown proxy 'vibes'"),
     ({"name": "proxy", "batches": 1}, INTERACTIONS, "searcher.batches"),
 ])
-def test_bad_searcher_config_exits_2_naming_the_key(data, tmp_path, capsys, searcher, space, message) -> None:
+def test_bad_searcher_config_exits_2_naming_the_key(data, tmp_path, capsys, no_supernets, searcher, space,
+                                                    message) -> None:
     config = make_config(data, trials=2, space=space, searcher=searcher)
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -376,3 +376,28 @@ def test_unregistered_space_is_gone() -> None:
     assert "test_tiny_fc" not in space_names()
     with pytest.raises(ConfigError, match="space.name"):
         make_space("test_tiny_fc", toy_schema())
+
+
+def test_search_spaces_modules_are_small_and_import_no_cycle() -> None:
+    """Issue 17: no import cycle inside search_spaces/ (imports anywhere in a module, deferred
+    ones included; `if TYPE_CHECKING:` blocks excepted) and no module over 450 lines."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "search_spaces"
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 450, path.name
+        tree = ast.parse(text)
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test) == "TYPE_CHECKING" for n in ast.walk(block)}
+        graph[path.stem] = {node.module.split(".")[1] for node in ast.walk(tree)
+                            if isinstance(node, ast.ImportFrom) and id(node) not in typing_only
+                            and node.module and node.module.startswith("search_spaces.")}
+    assert graph["interactions_supernet"] >= {"interactions"} and "interactions_supernet" not in graph["interactions"]
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        return any(n == target or (n not in seen and reaches(n, target, seen | {n})) for n in graph.get(start, ()))
+
+    assert [m for m in graph if reaches(m, m, {m})] == []

@@ -14,7 +14,8 @@ from rankitect.errors import ConfigError
 from rankitect.model import build_model
 from rankitect.schema import Schema
 from rankitect.space import SearchSpace, make_space
-from search_spaces.interactions_supernet import InteractionsMixedOp, InteractionsSupernet
+from search_spaces.interactions_mixed import InteractionsMixedOp
+from search_spaces.interactions_supernet import InteractionsSupernet
 from tests.helpers import random_kjt, toy_schema
 
 SCHEMAS = {
@@ -47,6 +48,11 @@ def _prefer(mixed: InteractionsMixedOp, choices: Mapping[str, Any], strength: fl
                 logits = mixed.logits(name)
                 logits.fill_(-strength)
                 logits[options.index(choices[name])] = strength
+
+
+def _stored(net: Any, owner: str, param: str) -> torch.nn.Parameter:
+    """The largest tensor of `param` of `owner` ("<node>:<block>") in a supernet's shared weights."""
+    return net.blocks.weights[net.blocks.key(owner, param)]
 
 
 def _flops(space: SearchSpace, choices: Mapping[str, Any]) -> int:
@@ -82,7 +88,7 @@ def test_inherit_copies_so_the_standalone_model_trains_alone() -> None:
     state = supernet.inherit(choices)
     state["blocks.h0.layers.0.weight"].add_(1.0)
     assert not torch.equal(state["blocks.h0.layers.0.weight"],
-                           supernet.h0.weight[:choices["width"]].detach())
+                           _stored(supernet, "h0:fc", "layers.0.weight")[:choices["width"]].detach())
 
 
 def _grad_norm2(params: Any) -> float:
@@ -101,14 +107,17 @@ def test_a_single_path_backward_reaches_only_that_path() -> None:
     standalone(dense, kjt).sum().backward()
     # The path's slices get exactly the standalone gradients, so nothing else gets any.
     assert _grad_norm2(supernet.parameters()) == pytest.approx(_grad_norm2(standalone.parameters()), rel=1e-5)
-    l0, l1, l2 = supernet.layers
-    assert l0.parts["dcn"]["full"].weight.grad is None and l0.parts["mlp"]["hidden"].weight.grad is None
-    assert l0.parts["dcn"]["u"].weight.grad[4:].abs().sum() == 0  # ranks beyond 4
-    assert l0.parts["dcn"]["u"].weight.grad[:4].abs().sum() > 0
-    assert supernet.h0.weight.grad[32:].abs().sum() == 0 and supernet.h0.weight.grad[:32].abs().sum() > 0
-    assert l1.parts["attention"]["query"].weight.grad.abs().sum() > 0
-    assert l1.parts["efc"]["linear"].weight.grad is None
-    assert all(p.grad is None for p in l2.parameters())
+    def grad(owner: str, param: str) -> torch.Tensor | None:
+        return _stored(supernet, owner, param).grad
+
+    assert grad("l0_dcn:dcn", "mix.0.weight") is None and grad("l0_mlp:mlp", "layers.0.weight") is None
+    assert grad("l0_dcn:dcn", "mix.0.0.weight")[4:].abs().sum() == 0  # ranks beyond 4
+    assert grad("l0_dcn:dcn", "mix.0.0.weight")[:4].abs().sum() > 0
+    h0 = grad("h0:fc", "layers.0.weight")
+    assert h0[32:].abs().sum() == 0 and h0[:32].abs().sum() > 0
+    assert grad("l1_attention:attention", "query.weight").abs().sum() > 0
+    assert grad("l1_efc:efc", "linear.weight") is None
+    assert all(p.grad is None for k, p in supernet.blocks.weights.items() if k.startswith("l2_"))
 
 
 def test_bad_choices_are_refused_with_the_choice_named() -> None:
@@ -185,15 +194,15 @@ def test_normalized_mixing_does_not_see_a_dense_candidates_scale(module: str) ->
     normalize the mixed logits stay the same, without it they move."""
     schema, space = _setup("dense_multi")
     dense, kjt = _batch(schema)
-    last = {"dot": "h", "dcn": "h", "fm": "h", "mlp": "out"}[module]
+    owner, last = {"dot": ("l0_h.dot:fc", "layers.0"), "dcn": ("l0_h.dcn:fc", "layers.0"),
+                   "fm": ("l0_h.fm:fc", "layers.0"), "mlp": ("l0_mlp:mlp", "layers.2")}[module]
     for normalize in (True, False):
         torch.manual_seed(0)
         mixed = space.mixed_supernet(normalize)
         with torch.no_grad():
             before = mixed(dense, kjt)
-            part = mixed.layers[0].parts[module][last]
-            part.weight.mul_(100.0)
-            part.bias.mul_(100.0)
+            _stored(mixed, owner, f"{last}.weight").mul_(100.0)
+            _stored(mixed, owner, f"{last}.bias").mul_(100.0)
             after = mixed(dense, kjt)
         moved = (after - before).abs().max().item()
         assert moved < 1e-5 if normalize else moved > 1e-2, (normalize, moved)

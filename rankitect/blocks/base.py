@@ -14,6 +14,8 @@ from torch import nn
 
 from rankitect.blocks.spec import BlockSpec, Shape
 
+WeightAxes = dict[str, dict[int, tuple[int, str]]]
+
 
 class ShapeError(ValueError):
     """Inputs a block cannot take; `field` is "inputs" or "params.<name>"."""
@@ -46,6 +48,15 @@ class Block(abc.ABC):
     @abc.abstractmethod
     def build(self, inputs: list[Shape], p: dict[str, Any]) -> nn.Module:
         """A new module for these inputs."""
+
+    def weight_axes(self, inputs: list[Shape], p: dict[str, Any]) -> WeightAxes:
+        """The axes of the built module's parameters that run over an input: parameter name ->
+        {axis: (input index, "features" | "rows")}; "features" indexes the input flattened to
+        (B, n), "rows" the F axis of a (B, F, E) input. Every other axis belongs to the block
+        itself (a width, a rank): the same block at a smaller size keeps the leading entries.
+        Weight sharing (rankitect.elastic) slices a larger block's weights by this. Default:
+        no parameter reads an input axis."""
+        return {}
 
 
 def flat_size(shape: Shape) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rankitect.blocks.base import Block, ShapeError, flat_size
+from rankitect.blocks.base import Block, ShapeError, WeightAxes, flat_size
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, HyperParam, Shape
 
@@ -67,3 +67,13 @@ class Cross(Block):
 
     def build(self, inputs: list[Shape], p: dict[str, Any]) -> nn.Module:
         return CrossModule(_dim(inputs), p["layers"], p["rank"])
+
+    def weight_axes(self, inputs: list[Shape], p: dict[str, Any]) -> WeightAxes:
+        x = (0, "features")
+        out: WeightAxes = {}
+        for i in range(p["layers"]):
+            if p["rank"] == 0:
+                out |= {f"mix.{i}.weight": {0: x, 1: x}, f"mix.{i}.bias": {0: x}}
+            else:
+                out |= {f"mix.{i}.0.weight": {1: x}, f"mix.{i}.1.weight": {0: x}, f"mix.{i}.1.bias": {0: x}}
+        return out

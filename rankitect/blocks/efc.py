@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rankitect.blocks.base import Block, require_rank
+from rankitect.blocks.base import Block, WeightAxes, require_rank
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, HyperParam, Shape
 
@@ -47,3 +47,6 @@ class EFC(Block):
 
     def build(self, inputs: list[Shape], p: dict[str, Any]) -> nn.Module:
         return EFCModule(inputs[0][0], p["out_rows"])
+
+    def weight_axes(self, inputs: list[Shape], p: dict[str, Any]) -> WeightAxes:
+        return {"linear.weight": {1: (0, "rows")}}

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rankitect.blocks.base import Block, ShapeError, flat_size
+from rankitect.blocks.base import Block, ShapeError, WeightAxes, flat_size
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, Shape
 
@@ -57,3 +57,7 @@ class Gating(Block):
 
     def build(self, inputs: list[Shape], p: dict[str, Any]) -> nn.Module:
         return GatingModule(*_dims(inputs))
+
+    def weight_axes(self, inputs: list[Shape], p: dict[str, Any]) -> WeightAxes:
+        x, g = (0, "features"), (len(inputs) - 1, "features")
+        return {"gate.weight": {0: x, 1: g}, "gate.bias": {0: x}}

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rankitect.blocks.base import Block, ShapeError, flat_size
+from rankitect.blocks.base import Block, ShapeError, WeightAxes, flat_size
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, HyperParam, Shape
 
@@ -91,6 +91,9 @@ class MLP(Block):
     def build(self, inputs: list[Shape], p: dict[str, Any]) -> nn.Module:
         return MLPModule(_in_features(inputs), p["widths"], p["activation"], p["last_activation"])
 
+    def weight_axes(self, inputs: list[Shape], p: dict[str, Any]) -> WeightAxes:
+        return {"layers.0.weight": {1: (0, "features")}}
+
 
 @register_block
 class FC(Block):
@@ -118,3 +121,6 @@ class FC(Block):
 
     def build(self, inputs: list[Shape], p: dict[str, Any]) -> nn.Module:
         return MLPModule(_in_features(inputs), (p["width"],), p["activation"], True)
+
+    def weight_axes(self, inputs: list[Shape], p: dict[str, Any]) -> WeightAxes:
+        return {"layers.0.weight": {1: (0, "features")}}

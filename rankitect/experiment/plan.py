@@ -19,10 +19,10 @@ from rankitect.space import (
     Choices,
     SearchSpace,
     baseline_names,
-    get_space,
     make_space,
     resolve_architecture,
-    space_names,
+    spaces_supernets,
+    spaces_with_supernets,
 )
 from rankitect.train.run import RunDates, claim_folder
 
@@ -83,10 +83,10 @@ def plan_search(config: SearchConfig, out: Path) -> Plan:
 def _check_supernets(config: SearchConfig, space: SearchSpace, options: SearcherOptions) -> None:
     """A one-shot or differentiable searcher needs a space with supernets, which train on CPU."""
     needs_supernet = searcher_class(config.searcher.name).needs_supernet
-    if needs_supernet and not space.has_supernets():
-        with_supernets = [n for n in space_names() if get_space(n).has_supernets()]
-        raise ConfigError(f"searcher.name: {config.searcher.name!r} needs a space that builds supernets; "
-                          f"space {space.name!r} does not (spaces that do: {with_supernets})")
+    if needs_supernet and needs_supernet not in spaces_supernets(space.name):
+        kind = "mixed-op" if needs_supernet == "mixed" else "weight-sharing"
+        raise ConfigError(f"searcher.name: {config.searcher.name!r} needs a space that builds {kind} supernets; "
+                          f"space {space.name!r} does not (spaces that do: {spaces_with_supernets(needs_supernet)})")
     trains_supernet = needs_supernet or (space.has_supernets() and getattr(options, "warmup_steps", 0))
     if trains_supernet and config.train.embedding_optimizer in CUDA_ONLY_OPTIMIZERS:
         raise ConfigError(f"train.embedding_optimizer: {config.train.embedding_optimizer!r} runs on CUDA only, and "

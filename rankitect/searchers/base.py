@@ -83,7 +83,7 @@ class Searcher(abc.ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[SearcherOptions]] = SearcherOptions
-    needs_supernet: ClassVar[bool] = False  # one-shot and differentiable searchers
+    needs_supernet: ClassVar[str | None] = None  # "weight_sharing" (one-shot) or "mixed" (differentiable)
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], seed: int,
                  options: SearcherOptions, study: optuna.Study) -> None:

@@ -177,7 +177,7 @@ def dnas_job(context: PlanningContext, space: SearchSpace, options: DnasOptions,
 class Dnas(PlannedSearcher):
     name = "dnas"
     Options = DnasOptions
-    needs_supernet = True
+    needs_supernet = "mixed"
 
     def plan_key(self, context: PlanningContext) -> dict[str, Any]:
         return {}  # budget.trials does not apply: one trial per distinct derived architecture

@@ -278,7 +278,7 @@ def select_random_others(rest: list[int], count: int, rng: random.Random) -> lis
 class OneShot(PlannedSearcher):
     name = "oneshot"
     Options = OneShotOptions
-    needs_supernet = True
+    needs_supernet = "weight_sharing"
 
     def propose(self, context: PlanningContext) -> tuple[list[Proposal], dict[str, Any]]:
         opts = self.options
