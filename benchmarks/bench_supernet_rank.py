@@ -13,6 +13,7 @@ first 5 pseudo-days, validate on the 6th) or synthetic (`rankitect data synth`, 
 
     python -m benchmarks.bench_supernet_rank [--data adult|synthetic] [--spaces nasrec,interactions]
                                              [--paths 60] [--top-k 4] [--calibration 16]
+                                             [--supernet-epochs 4] [--sampling uniform]
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def run_space(data: Path, kind: str, space: str, args: argparse.Namespace, out: 
     train, valid, test = SPLITS[kind]
     config = {"data": {"path": str(data), "train_dates": train, "valid_dates": valid, "test_dates": test},
               "space": {"name": space}, "objectives": ["ne", "flops"], "budget": {"trials": args.paths},
-              "searcher": {"name": "oneshot", "top_k": args.top_k, "calibration": args.calibration},
+              "searcher": {"name": "oneshot", "top_k": args.top_k, "calibration": args.calibration,
+                           "supernet_epochs": args.supernet_epochs, "sampling": args.sampling},
               "baselines": [], "seed": args.seed}
     started = time.perf_counter()
     result = search(config, out, force=True, progress=False)
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=4)
     parser.add_argument("--calibration", type=int, default=16)
     parser.add_argument("--rows", type=int, default=20_000, help="rows per synthetic day")
+    parser.add_argument("--supernet-epochs", type=int, default=4)
+    parser.add_argument("--sampling", default="uniform", choices=("uniform", "sandwich"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.data == "adult" and not ADULT.is_file():
@@ -93,7 +97,8 @@ def main() -> None:
         with ray_session(None):
             for space in args.spaces.split(","):
                 rows.append(run_space(data, args.data, space, args, work / space))
-    print_table(f"supernet ranking on {args.data}: {args.paths} paths scored, top {args.top_k} + {args.calibration} "
+    print_table(f"supernet ranking on {args.data}: supernet {args.supernet_epochs} epochs ({args.sampling} paths), "
+                f"{args.paths} paths scored, top {args.top_k} + {args.calibration} "
                 f"random retrained from scratch (training defaults), seed {args.seed}; tau/rho against the "
                 f"retrained validation NE",
                 ["space", "retrained", "tau supernet", "rho supernet", "tau params", "tau FLOPs", "pick valid NE",

@@ -10,7 +10,7 @@ from rankitect.blocks import get_block
 from rankitect.blocks.table_rows import MIN_ROWS, default_rows
 from rankitect.errors import ConfigError
 from rankitect.schema import Schema
-from rankitect.space import check_names
+from rankitect.space import Choice, check_names
 
 
 def check_range(key: str, value: Any, low: int, high: int) -> None:
@@ -46,11 +46,35 @@ def check_pooling(value: Any) -> None:
         raise ConfigError(f"space.pooling: {exc}") from None
 
 
-def embedding_entry(pooling: str, dense_buckets: bool = False) -> dict[str, Any]:
-    """An architecture's embedding entry for `pooling` and `dense_buckets`: defaults left out
-    ("sum", False), so that architectures decoded before an option existed compare equal to
-    today's."""
-    return ({} if pooling == "sum" else {"pooling": pooling}) | ({"dense_buckets": True} if dense_buckets else {})
+def embedding_entry(pooling: str, dense_buckets: bool = False, dims: dict[str, int] | None = None) -> dict[str, Any]:
+    """An architecture's embedding entry for `pooling`, `dense_buckets` and per-column `dims`:
+    defaults left out ("sum", False, every column at E), so that architectures decoded before an
+    option existed compare equal to today's."""
+    return ({} if pooling == "sum" else {"pooling": pooling}) | ({"dense_buckets": True} if dense_buckets else {}) \
+        | ({"dims": dims} if dims else {})
+
+
+def check_embedding_dims(values: Any, e: int) -> tuple[int, ...]:
+    """`space.embedding_dims` as a tuple: distinct multiples of 4 up to E (empty: not searched);
+    ConfigError naming the key otherwise."""
+    if values == ():
+        return ()
+    check_values("embedding_dims", values, 4, e)
+    bad = [v for v in values if v % 4]
+    if bad:
+        raise ConfigError(f"space.embedding_dims: each must be a multiple of 4 up to E={e}, got {list(values)}")
+    return tuple(values)
+
+
+def dim_choices(schema: Schema, dims: tuple[int, ...]) -> list[Choice]:
+    """One choice "dim.<column>" per sparse column over `dims` (none when fewer than two)."""
+    return [Choice(f"dim.{c.name}", dims) for c in schema.sparse] if len(dims) > 1 else []
+
+
+def chosen_dims(schema: Schema, choices: Any, e: int) -> dict[str, int]:
+    """{column: width} of the columns whose "dim.<column>" choice is below E."""
+    return {c.name: choices[f"dim.{c.name}"] for c in schema.sparse
+            if f"dim.{c.name}" in choices and choices[f"dim.{c.name}"] != e}
 
 
 def scaled_rows(schema: Schema, scale: float) -> dict[str, int]:
@@ -100,3 +124,11 @@ class GraphBuilder:
         architecture's embedding entry (dim, pooling; the block's defaults when absent)."""
         return prune_unreachable(Architecture(tuple(self.nodes), embedding=dict(embedding or {}), output=output,
                                               name=name))
+
+
+def refuse_searched_dims(space: Any) -> None:
+    """ConfigError for a supernet over a space that searches table widths (its supernets share
+    one table per column at E)."""
+    if any(c.name.startswith("dim.") for c in space.choices()):
+        raise ConfigError(f"space.embedding_dims: one-shot and differentiable searches share one table per column "
+                          f"at E; search table widths with a sampling searcher, got {list(space.options.embedding_dims)}")

@@ -16,10 +16,13 @@ from rankitect.schema import Schema
 from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
     GraphBuilder,
+    check_embedding_dims,
     check_module_names,
     check_pooling,
     check_range,
     check_values,
+    chosen_dims,
+    dim_choices,
     embedding_entry,
     head_options,
     require_sparse,
@@ -38,7 +41,9 @@ class InteractionsOptions(SpaceOptions):
     """layers: 1..12 interaction layers; widths: candidate state widths W; dcn_ranks: DCN
     ranks (0 = full); mlp_hidden: hidden widths of the mlp module; modules: the candidates of
     every layer (a subset of MODULES); pooling: of the embedding over a row's ids ("sum" or
-    "mean"; only list columns differ)."""
+    "mean"; only list columns differ); embedding_dims: table widths each sparse column may take
+    (multiples of 4 up to E; choice "dim.<column>", a narrower column projected to E), not
+    searched when empty."""
 
     layers: int = 3
     widths: tuple[int, ...] = (32, 64, 128)
@@ -46,6 +51,7 @@ class InteractionsOptions(SpaceOptions):
     mlp_hidden: tuple[int, ...] = (64, 256)
     modules: tuple[str, ...] = MODULES
     pooling: str = "sum"
+    embedding_dims: tuple[int, ...] = ()
 
     def check(self) -> None:
         check_range("layers", self.layers, 1, 12)
@@ -91,6 +97,7 @@ class InteractionsSpace(SearchSpace):
         self._rows = schema.num_sparse
         self._heads = head_options(self._e)
         self._modules = self._usable_modules()
+        self._dims = check_embedding_dims(self.options.embedding_dims, self._e)
         self._choices = self._build_choices()
 
     def _usable_modules(self) -> tuple[str, ...]:
@@ -138,6 +145,7 @@ class InteractionsSpace(SearchSpace):
             return None
         nearest = lambda options, target: min(options, key=lambda v: (abs(v - target), v))  # noqa: E731
         c: dict[str, Any] = {"width": min(self.options.widths) if name == "lr" else nearest(self.options.widths, 64)}
+        c |= {choice.name: max(choice.options) for choice in dim_choices(self.schema, self._dims)}
         for i in range(n):
             module = layers[i] if i < len(layers) else "skip"
             c[f"l{i}.module"] = module
@@ -150,7 +158,7 @@ class InteractionsSpace(SearchSpace):
         return self.check_choices(c)
 
     def _build_choices(self) -> tuple[Choice, ...]:
-        out = [Choice("width", tuple(self.options.widths))]
+        out = [Choice("width", tuple(self.options.widths)), *dim_choices(self.schema, self._dims)]
         for i in range(self.options.layers):
             out += self._layer_choices(i)
         return tuple(out)
@@ -177,7 +185,8 @@ class InteractionsSpace(SearchSpace):
             h, s = self.layer(g, i, c, h, s, width)
         g.add("head_in", "concat", [h, s], mode="flat")
         g.add("logit", "fc", ["head_in"], width=1, activation="none")
-        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling))
+        dims = chosen_dims(self.schema, c, self._e)
+        return g.architecture("logit", self.name, embedding=embedding_entry(self.options.pooling, dims=dims))
 
     def layer(self, g: GraphBuilder, i: int, c: Mapping[str, Any], h: str, s: str,
               width: int) -> tuple[str, str]:

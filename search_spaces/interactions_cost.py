@@ -53,9 +53,14 @@ def layer_option(choices: Mapping[str, Any], i: int) -> tuple[str, Any]:
     return module, (choices[f"l{i}.{name}"] if name else None)
 
 
+def dim_options(space: InteractionsSpace) -> dict[str, tuple[int, ...]]:
+    """The "dim.<column>" choices of `space` (searched embedding widths) with their options."""
+    return {c.name: c.options for c in space.choices() if c.name.startswith("dim.")}
+
+
 def uniform_choices(space: InteractionsSpace, width: int, module: str, size: Any) -> dict[str, Any]:
-    """Every layer set to `module` with `size`, at `width`."""
-    out: dict[str, Any] = {"width": width}
+    """Every layer set to `module` with `size`, at `width`; every column at its widest table."""
+    out: dict[str, Any] = {"width": width} | {name: max(o) for name, o in dim_options(space).items()}
     for i in range(space.options.layers):
         out[f"l{i}.module"] = module
         if module in SIZE_CHOICE:
@@ -93,4 +98,8 @@ def extreme_choices(space: InteractionsSpace, largest: bool) -> dict[str, Any]:
         decided[f"l{i}.module"] = module
         if module in SIZE_CHOICE:
             decided[f"l{i}.{SIZE_CHOICE[module]}"] = size
+    base = uniform_choices(space, width, *next((m, s) for m in space.layer_candidates()[0]
+                                               for s in size_options(space, m)))
+    for name, options in dim_options(space).items():  # a column's width changes the lookup only
+        decided[name] = pick(options, key=lambda d: cost_of(space.decode({**base, name: d}), space.schema).flops)
     return space.check_choices(decided)

@@ -21,6 +21,7 @@ from rankitect.arch.validate import NodeInfo
 from rankitect.elastic import DENSE_SLOT, Slot, Template, Variant
 from rankitect.elastic_supernet import ElasticSupernet
 from rankitect.space import register_supernets
+from search_spaces.common import refuse_searched_dims
 from search_spaces.interactions import InteractionsSpace
 
 _SLOTS = [(re.compile(r"^(h0|l\d+_h|l\d+_mlp)$"), "h"), (re.compile(r"^(sparse|l\d+_efc|l\d+_attention)$"), "S"),
@@ -43,6 +44,7 @@ def owner_of(node: NodeInfo) -> str:
 
 def interactions_template(space: InteractionsSpace) -> Template:
     """The slots and largest nodes of `space` (see the module docstring)."""
+    refuse_searched_dims(space)
     o, schema = space.options, space.schema
     e, f, wmax = schema.embedding_dim, schema.num_sparse, max(o.widths)
     slots = {"h": Slot(wmax), "S": Slot(f, True), "row": Slot(1, True), "pairs": Slot((f + 1) * f // 2),

@@ -20,9 +20,12 @@ from rankitect.schema import Schema
 from rankitect.space import Choice, Choices, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
     GraphBuilder,
+    check_embedding_dims,
     check_pooling,
     check_range,
     check_values,
+    chosen_dims,
+    dim_choices,
     embedding_entry,
     head_options,
     require_sparse,
@@ -49,7 +52,9 @@ class NasRecOptions(SpaceOptions):
     dense columns have buckets; "search" is "off" for one that has none); row_scales: each
     column's table rows as a fraction of its default (rankitect.blocks.table_rows), searched when
     there are several (choice "table_rows"; costed in parameters: budget.max_params, objective
-    params)."""
+    params); embedding_dims: table widths each sparse column may take (multiples of 4 up to E;
+    choice "dim.<column>", a narrower column projected to E, embedding.dims), not searched when
+    empty."""
 
     blocks: int = 4
     dense_widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -59,6 +64,7 @@ class NasRecOptions(SpaceOptions):
     pooling: str = "sum"
     dense_buckets: str = "search"
     row_scales: tuple[float, ...] = (1.0,)
+    embedding_dims: tuple[int, ...] = ()
 
     def check(self) -> None:
         check_range("blocks", self.blocks, 1, 12)
@@ -109,6 +115,7 @@ class NasRecSpace(SearchSpace):
         self._heads = head_options(self._e)
         self._sparse_ops = SPARSE_OPS if self._heads else ("efc",)
         self._buckets = self._bucket_values(schema)
+        self._dims = check_embedding_dims(self.options.embedding_dims, self._e)
         self._choices = self._build_choices()
 
     def _bucket_values(self, schema: Schema) -> tuple[bool, ...]:
@@ -141,6 +148,7 @@ class NasRecSpace(SearchSpace):
             out.append(Choice("dense_buckets", self._buckets))
         if len(self.options.row_scales) > 1:
             out.append(Choice("table_rows", tuple(self.options.row_scales)))
+        out += dim_choices(self.schema, self._dims)
         for i in range(self.options.blocks):
             out += self._op_choices(i) + self._input_choices(i)
         return tuple(out)
@@ -194,6 +202,7 @@ class NasRecSpace(SearchSpace):
             c["dense_buckets"] = False  # the published models feed numbers only as numbers
         if len(self.options.row_scales) > 1:
             c["table_rows"] = max(self.options.row_scales)
+        c |= {choice.name: max(choice.options) for choice in dim_choices(self.schema, self._dims)}
         heads = min(self._heads or (1,), key=lambda h: abs(h - 2))
         for i, (op, width) in enumerate(zip(ops, widths)):
             c[f"b{i}.dense_op"] = op
@@ -229,7 +238,7 @@ class NasRecSpace(SearchSpace):
             head.append(g.add("fm", "fm", [INPUT_SPARSE], reduce=True))
         g.add("logit", "fc", [g.flat("head_in", head)], width=1, activation="none")
         buckets = c.get("dense_buckets", self._buckets[0])
-        entry = embedding_entry(self.options.pooling, buckets)
+        entry = embedding_entry(self.options.pooling, buckets, chosen_dims(self.schema, c, self._e))
         scale = c.get("table_rows", self.options.row_scales[0])
         if scale != 1.0:
             entry["rows"] = scaled_rows(self.schema, scale)

@@ -21,6 +21,7 @@ from rankitect.elastic import BUCKETS_SLOT, DENSE_SLOT, SPARSE_SLOT, Slot, Templ
 from rankitect.elastic_supernet import ElasticSupernet
 from rankitect.errors import ConfigError
 from rankitect.space import register_supernets
+from search_spaces.common import refuse_searched_dims
 
 if TYPE_CHECKING:
     from search_spaces.nasrec import NasRecSpace
@@ -43,6 +44,7 @@ def _pairs(rows: int) -> int:
 
 def nasrec_template(space: NasRecSpace) -> Template:
     """The slots and largest nodes of `space` (see the module docstring)."""
+    refuse_searched_dims(space)
     o, schema = space.options, space.schema
     if len(o.row_scales) > 1:
         raise ConfigError(f"space.row_scales: one-shot and differentiable searches share one table per "

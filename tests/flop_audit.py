@@ -25,7 +25,7 @@ _FREE = {"_unsafe_view.default", "view.default", "cat.default", "clone.default",
          "_to_copy.default", "alias.default", "lift_fresh.default", "mm.default", "bmm.default",
          "flatten.using_ints", "zeros.default", "empty.memory_format", "copy_.default",
          "split_with_sizes.default", "_reshape_alias.default", "contiguous.default", "unbind.int",
-         "index_select.default", "embedding.default"}
+         "index_select.default", "embedding.default", "stack.default"}
 
 
 class _ElementwiseCounter(TorchDispatchMode):

@@ -290,7 +290,7 @@ def test_rowwise_adagrad_on_a_padded_width_steps_as_on_an_unpadded_one() -> None
         grad = bag.weight.grad
         g[name] = start[f"ebc.embedding_bags.{name}.weight"] - 0.3 * grad / (
             grad.square().mean(dim=1, keepdim=True).sqrt() + 1e-8)
-    assert six.ebc.width == 8
+    assert six.ebc.widths == [8] * schema.num_sparse
     for name in g:
         torch.testing.assert_close(six.state_dict()[f"ebc.embedding_bags.{name}.weight"], g[name],
                                    rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ from typing import Any, cast
 from rankitect.arch.graph import GRAPH_INPUTS, INPUT_DENSE, INPUT_SPARSE, Architecture
 from rankitect.blocks import ShapeError, get_block
 from rankitect.blocks.embedding import EMBEDDING, Embedding
+from rankitect.blocks.embedding_dims import check_dims
 from rankitect.blocks.spec import Shape
 from rankitect.blocks.table_rows import check_rows
 from rankitect.errors import ArchitectureError
@@ -57,6 +58,8 @@ def validate(arch: Architecture, schema: Schema) -> ValidatedArchitecture:
     problems += [("embedding", f"embedding.{f.removeprefix('params.')}", m) for f, m in emb_problems]
     problems += [("embedding", "embedding.rows", m) for m in check_rows(emb_params.get("rows"), schema)]
     emb_dim = emb_params.get("dim") or schema.embedding_dim
+    if "dims" in emb_params:
+        problems += [("embedding", "embedding.dims", m) for m in check_dims(emb_params["dims"], schema, emb_dim)]
 
     resolved, problems_nodes = _check_nodes(arch)
     problems += problems_nodes

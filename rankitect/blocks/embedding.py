@@ -16,6 +16,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.blocks.base import Block, ShapeError
+from rankitect.blocks.embedding_dims import Widen, column_dims, widen_cost
 from rankitect.blocks.fused_tables import FusedTables, TableOptimizer
 from rankitect.blocks.registry import register_block
 from rankitect.blocks.spec import BlockSpec, HyperParam, Shape
@@ -58,18 +59,21 @@ class EmbeddingModule(nn.Module):
     """
 
     def __init__(self, schema: Schema, dim: int, pooling: str, device: torch.device | None = None,
-                 rows: tuple[int, ...] | None = None, optimizer: TableOptimizer | None = None) -> None:
+                 rows: tuple[int, ...] | None = None, optimizer: TableOptimizer | None = None,
+                 dims: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.num_features, self.dim, self.pooling = schema.num_sparse, dim, pooling
         self.keys = schema.sparse_names
         self.frozen = False  # lookups without grad (rankitect.train.optimizers.tables_frozen)
         self.rows = tuple(rows) if rows is not None else table_rows(schema)
+        self.dims = tuple(dims) if dims is not None else (dim,) * self.num_features
+        self.widen = Widen(self.table_names, self.dims, dim, device)
         self.remap = IdRemap([c.hash_size for c in schema.sparse], list(self.rows))
         if device is not None:
             self.remap.to(device)
         self.ebc: EmbeddingBagCollection | FusedTables
         if optimizer is not None:
-            self.ebc = FusedTables(self.table_names, list(self.rows), dim, pooling, optimizer, device)
+            self.ebc = FusedTables(self.table_names, list(self.rows), list(self.dims), pooling, optimizer, device)
         else:
             self.ebc = EmbeddingBagCollection(tables=self._configs(), device=device)
 
@@ -83,8 +87,8 @@ class EmbeddingModule(nn.Module):
 
     def _configs(self) -> list[EmbeddingBagConfig]:
         pool = PoolingType.SUM if self.pooling == "sum" else PoolingType.MEAN
-        return [EmbeddingBagConfig(name=t, embedding_dim=self.dim, num_embeddings=r, feature_names=[k],
-                                   pooling=pool) for t, k, r in zip(self.table_names, self.keys, self.rows)]
+        return [EmbeddingBagConfig(name=t, embedding_dim=d, num_embeddings=r, feature_names=[k], pooling=pool)
+                for t, k, r, d in zip(self.table_names, self.keys, self.rows, self.dims)]
 
     def fuse(self, optimizer: TableOptimizer) -> None:
         """Turn plain tables into FusedTables trained by `optimizer`, keeping their weights (for
@@ -93,7 +97,7 @@ class EmbeddingModule(nn.Module):
             raise ValueError("the tables are fused already")
         weights = {n: bag.weight.detach() for n, bag in self.ebc.embedding_bags.items()}
         device = next(iter(weights.values())).device if weights else None
-        fused = FusedTables(self.table_names, list(self.rows), self.dim, self.pooling, optimizer, device)
+        fused = FusedTables(self.table_names, list(self.rows), list(self.dims), self.pooling, optimizer, device)
         with torch.no_grad():
             for name, bag in fused.embedding_bags.items():
                 bag.weight.copy_(weights[name])
@@ -110,10 +114,10 @@ class EmbeddingModule(nn.Module):
         ids = self.remap(values, lengths)
         if isinstance(self.ebc, FusedTables):
             offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
-            return self.ebc(ids, offsets.to(ids.dtype)).view(-1, self.num_features, self.dim)
+            return self.widen(self.ebc(ids, offsets.to(ids.dtype)))  # (B, sum dims) -> (B, F, E)
         if ids is not values:
             sparse = KeyedJaggedTensor(keys=sparse.keys(), values=ids, lengths=lengths, stride=sparse.stride())
-        return self.ebc(sparse).values().view(-1, self.num_features, self.dim)
+        return self.widen(self.ebc(sparse).values())
 
 
 def resolved_dim(schema: Schema, p: dict[str, Any]) -> int:
@@ -136,6 +140,9 @@ class Embedding(Block):
             HyperParam("rows", "table_rows", AUTO, "rows of each column's table: \"auto\" (from the "
                        "column's distinct ids, capped at its hash_size), one number for every column, "
                        "or {column: rows}; at most the column's hash_size", low=MIN_ROWS, high=MAX_ROWS),
+            HyperParam("dims", "table_rows", AUTO, "width of each column's table: \"auto\" (E), one number "
+                       "for every column, or {column: width}; a multiple of 4 up to E, a narrower column "
+                       "projected to E", low=4, high=1024),
         ),
         min_inputs=0,
         max_inputs=0,
@@ -169,21 +176,27 @@ class Embedding(Block):
         """Pooling adds (ids - 1) * E per column (+ E divisions for mean); lookups are free;
         dense buckets cost their search (rankitect.dense_prep.bucket_flops)."""
         e = resolved_dim(schema, p)
-        total = 0
-        for col in schema.sparse:
-            total += round(max(col.avg_len - 1.0, 0.0) * e)
+        dims = column_dims(schema, p["dims"], e)
+        total = widen_cost(dims, e)[0]
+        for col, d in zip(schema.sparse, dims):
+            total += round(max(col.avg_len - 1.0, 0.0) * d)
             if p["pooling"] == "mean":
-                total += e
+                total += d
         if p["dense_buckets"]:
             total += bucket_flops(schema)
         return total
 
     def num_params_for(self, schema: Schema, p: dict[str, Any]) -> int:
-        buckets = sum(bucket_sizes(schema)) if p["dense_buckets"] else 0
-        return (sum(table_rows(schema, p["rows"])) + buckets) * resolved_dim(schema, p)
+        """Tables (rows x width each), the narrowed columns' projections, the buckets' table."""
+        e = resolved_dim(schema, p)
+        dims = column_dims(schema, p["dims"], e)
+        tables = sum(r * d for r, d in zip(table_rows(schema, p["rows"]), dims))
+        buckets = sum(bucket_sizes(schema)) * e if p["dense_buckets"] else 0
+        return tables + widen_cost(dims, e)[1] + buckets
 
     def build_for(self, schema: Schema, p: dict[str, Any], device: torch.device | None = None,
                   optimizer: TableOptimizer | None = None) -> EmbeddingModule:
         """The lookup module; with `optimizer`, on fused tables trained by it."""
-        return EmbeddingModule(schema, resolved_dim(schema, p), p["pooling"], device,
-                               rows=table_rows(schema, p["rows"]), optimizer=optimizer)
+        e = resolved_dim(schema, p)
+        return EmbeddingModule(schema, e, p["pooling"], device, rows=table_rows(schema, p["rows"]),
+                               optimizer=optimizer, dims=column_dims(schema, p["dims"], e))

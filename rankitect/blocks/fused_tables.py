@@ -27,6 +27,7 @@ without grad (evaluation) leaves the count as it was.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,15 +95,19 @@ def _pooling_mode(pooling: str) -> PoolingMode:
 
 
 class FusedTables(nn.Module):
-    """Tables `names` with `rows[i]` rows of `dim` floats, one per feature, in one fbgemm kernel.
+    """Tables `names` with `rows[i]` rows of `dims[i]` floats (one `dims` int: every table),
+    one per feature, in one fbgemm kernel.
 
-    forward(values int64 [N], offsets int64 [F * B + 1]) -> (B, F * dim): ids feature-major
+    forward(values int64 [N], offsets int64 [F * B + 1]) -> (B, sum dims): ids feature-major
     (as a KeyedJaggedTensor holds them), pooled by `pooling` ("sum" or "mean"). With grad
     enabled, backward updates the tables by `optimizer` at the learning rate last given to
-    `set_lr`. Tables start uniform in +-sqrt(1 / rows), torchrec's default.
+    `set_lr`. Tables start uniform in +-sqrt(1 / rows), torchrec's default. A width that is not
+    a multiple of 4 is padded with zeros in the kernel; the rowwise optimizers, whose row
+    statistic then averages over the padding too, get their learning rate scaled back by
+    sqrt(dim / padded width) (of the first padded table when widths differ).
     """
 
-    def __init__(self, names: list[str], rows: list[int], dim: int, pooling: str,
+    def __init__(self, names: list[str], rows: list[int], dims: int | list[int], pooling: str,
                  optimizer: TableOptimizer, device: torch.device | None = None) -> None:
         super().__init__()
         device = torch.device(device or "cpu")
@@ -111,22 +116,25 @@ class FusedTables(nn.Module):
         optimizer.check(device)
         location, compute = ((EmbeddingLocation.DEVICE, ComputeDevice.CUDA) if device.type == "cuda"
                              else (EmbeddingLocation.HOST, ComputeDevice.CPU))
-        self.width = -(-dim // 4) * 4
+        self.dims = [dims] * len(rows) if isinstance(dims, int) else list(dims)
+        self.widths = [-(-d // 4) * 4 for d in self.dims]
         tbe = SplitTableBatchedEmbeddingBagsCodegen(
-            [(r, self.width, location, compute) for r in rows], optimizer=TABLE_OPTIMIZERS[optimizer.name],
+            [(r, w, location, compute) for r, w in zip(rows, self.widths)], optimizer=TABLE_OPTIMIZERS[optimizer.name],
             learning_rate=optimizer.lr, eps=optimizer.eps, beta1=optimizer.beta1, beta2=optimizer.beta2,
             pooling_mode=_pooling_mode(pooling), device=device)
         self._kernel = [tbe]  # a list: not a child module, its own buffers stay out of state_dict()
-        self.device, self.optimizer, self.names, self.dim = device, optimizer, list(names), dim
+        self.device, self.optimizer, self.names = device, optimizer, list(names)
         rowwise = optimizer.name in ("rowwise_adagrad", "rowwise_adam")
-        self._lr_scale = math.sqrt(dim / self.width) if rowwise else 1.0
+        padded = [(d, w) for d, w in zip(self.dims, self.widths) if d != w]
+        self._lr_scale = math.sqrt(padded[0][0] / padded[0][1]) if rowwise and padded else 1.0
+        kept = [torch.arange(o, o + d) for o, d in zip([0, *itertools.accumulate(self.widths)], self.dims)]
+        self._kept = torch.cat(kept).to(device) if padded else None  # the unpadded columns of the output
         self._counts_steps = optimizer.name in CUDA_ONLY_OPTIMIZERS
         self.set_lr(optimizer.lr)
         self.embedding_bags = nn.ModuleDict()
         with torch.no_grad():
-            for name, r, padded in zip(names, rows, tbe.split_embedding_weights()):
-                if self.width != dim:
-                    padded[:, dim:].zero_()
+            for name, r, dim, padded in zip(names, rows, self.dims, tbe.split_embedding_weights()):
+                padded[:, dim:].zero_()
                 weight = padded[:, :dim]
                 bound = math.sqrt(1.0 / r)
                 weight.uniform_(-bound, bound)
@@ -148,9 +156,7 @@ class FusedTables(nn.Module):
                 counter.copy_(value)
         else:
             pooled = self.kernel(indices=values, offsets=offsets)  # (B, F * width)
-        if self.width == self.dim:
-            return pooled
-        return pooled.view(pooled.shape[0], -1, self.width)[:, :, :self.dim].reshape(pooled.shape[0], -1)
+        return pooled if self._kept is None else pooled.index_select(1, self._kept)  # (B, sum widths) -> (B, sum dims)
 
     def set_lr(self, lr: float) -> None:
         self.kernel.set_learning_rate(lr * self._lr_scale)

@@ -37,7 +37,8 @@ ProgramInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class FusedLookup(nn.Module):
     """The tables of an EmbeddingModule as one table: (values [N], lengths [F, B]) -> (B, F, E).
 
-    Table f's rows sit at row_offsets[f] of `weight` (the tables stacked in schema order), so
+    Table f's rows sit at row_offsets[f] of `weight` (the tables stacked in schema order, each
+    padded with zeros to the widest, then its own width kept and projected as the model does), so
     one embedding_bag over shifted ids pools every feature of every row. It computes what the
     EmbeddingBagCollection computes, without splitting the ids per feature: that split has
     data-dependent sizes, which a torch.export program checks and reads back per feature.
@@ -46,12 +47,16 @@ class FusedLookup(nn.Module):
     def __init__(self, embedding: EmbeddingModule) -> None:
         super().__init__()
         bags = list(embedding.ebc.embedding_bags.values())  # in schema order, as the KJT keys
-        self.remap = embedding.remap
-        self.register_buffer("weight", torch.cat([bag.weight.detach() for bag in bags]))
+        self.remap, self.widen = embedding.remap, embedding.widen
+        self.width = max(embedding.dims)  # tables narrower than this are padded with zeros
+        self.register_buffer("weight", torch.cat([F.pad(bag.weight.detach(), (0, self.width - bag.weight.shape[1]))
+                                                  for bag in bags]))
         sizes = torch.tensor([0] + [bag.weight.shape[0] for bag in bags[:-1]], dtype=torch.int64)
         self.register_buffer("row_offsets", torch.cumsum(sizes, dim=0))
+        kept = [torch.arange(f * self.width, f * self.width + d) for f, d in enumerate(embedding.dims)]
+        self.register_buffer("kept", torch.cat(kept) if self.widen.active else None)
         self.mode = bags[0].mode
-        self.num_features, self.dim = embedding.num_features, embedding.dim
+        self.num_features = embedding.num_features
 
     def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         per_feature = lengths.sum(dim=1)  # (F,)
@@ -59,7 +64,10 @@ class FusedLookup(nn.Module):
                                                                     output_size=values.shape[0])
         offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
         pooled = F.embedding_bag(ids, self.weight, offsets, mode=self.mode, include_last_offset=True)
-        return pooled.view(self.num_features, -1, self.dim).transpose(0, 1)  # (B, F, E)
+        pooled = pooled.view(self.num_features, -1, self.width).transpose(0, 1)  # (B, F, width)
+        if self.kept is None:
+            return pooled  # every table at E
+        return self.widen(pooled.reshape(pooled.shape[0], -1).index_select(1, self.kept))  # (B, F, E)
 
 
 class QuantLookup(nn.Module):
@@ -71,8 +79,7 @@ class QuantLookup(nn.Module):
     def __init__(self, embedding: EmbeddingModule) -> None:
         super().__init__()
         self.tbe = embedding.ebc._emb_modules[0]
-        self.remap = embedding.remap
-        self.num_features, self.dim = embedding.num_features, embedding.dim
+        self.remap, self.widen = embedding.remap, embedding.widen
 
     @staticmethod
     def supports(qebc: nn.Module, keys: list[str]) -> bool:
@@ -85,8 +92,8 @@ class QuantLookup(nn.Module):
         offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths.reshape(-1), dim=0)])
         if values.device.type != "cpu":  # fbgemm's CUDA kernels take int32 ids and offsets
             values, offsets = values.int(), offsets.int()
-        pooled = self.tbe(indices=values, offsets=offsets.to(values.dtype))  # (B, F * E)
-        return pooled.view(-1, self.num_features, self.dim)
+        pooled = self.tbe(indices=values, offsets=offsets.to(values.dtype))  # (B, sum of the tables' widths)
+        return self.widen(pooled)  # (B, F, E)
 
 
 class ServingModule(nn.Module):

@@ -26,6 +26,7 @@ SEARCH_MARKERS = ("result.json", "study.db", BEST_DIR)
 REQUIRED_FILES = (ARCH_FILE, CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE)
 NOT_KEPT_FILE = "checkpoint_not_kept.json"  # left by a search that removed the checkpoint (retention.py)
 _EMBEDDING_WEIGHT = "embedding.ebc.embedding_bags."
+_WIDEN_WEIGHT = "embedding.widen.weights."
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def load_model(run: RunFolder, schema: Schema) -> tuple[RankingModel, Schema]:
     """The trained model in eval mode, and the schema it was built for.
 
     A run trained with `--embedding-dim` has a default dim other than the dataset's; it is read
-    off the checkpoint's embedding tables, and so are their rows (a dataset given with --data
+    off the checkpoint's embedding tables (or their projections, when columns have their own widths), and so are their rows (a dataset given with --data
     may count other distinct ids than the one the run trained on).
     """
     path = run.folder / CHECKPOINT_FILE
@@ -132,6 +133,8 @@ def load_model(run: RunFolder, schema: Schema) -> tuple[RankingModel, Schema]:
     if state.get("arch") not in (None, run.arch.to_dict()):
         raise ExportError(f"{path} holds another architecture than {run.folder / ARCH_FILE}")
     dims = {t.shape[1] for k, t in weights.items() if k.startswith(_EMBEDDING_WEIGHT) and t.dim() == 2}
+    widened = {t.shape[0] for k, t in weights.items() if k.startswith(_WIDEN_WEIGHT)}  # (E, d) projections
+    dims = widened or dims
     if not run.arch.embedding.get("dim") and len(dims) == 1:
         schema = dataclasses.replace(schema, embedding_dim=int(dims.pop()))
     arch = run.arch
