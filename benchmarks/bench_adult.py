@@ -13,6 +13,7 @@ baseline, and lands within 5% of LightGBM's test NE; the `lr` baseline within 2%
 scikit-learn's logistic regression.
 
     python -m benchmarks.bench_adult [--trials 12] [--searchers tpe,evolution] [--space nasrec]
+                                     [--oneshot-paths 60]
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--searchers", default="tpe,evolution", help=f"any of {','.join(SEARCHERS)}")
     parser.add_argument("--space", default="nasrec", choices=("nasrec", "interactions"))
+    parser.add_argument("--oneshot-paths", type=int, default=60,
+                        help="paths a oneshot search scores on its supernet (its budget.trials; it retrains top_k)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not ADULT.is_file():
@@ -83,7 +86,8 @@ def main() -> None:
         runs = {}
         with ray_session(None):
             for searcher in args.searchers.split(","):
-                runs[searcher] = run_search(data, work, searcher, args.space, args.trials, args.seed)
+                trials = args.oneshot_paths if searcher == "oneshot" else args.trials
+                runs[searcher] = run_search(data, work, searcher, args.space, trials, args.seed)
     first = next(iter(runs.values()))["result"]
     rows = [row(f"baseline {n}", b, lightgbm) for n, b in first.baselines.items() if b.get("status") == "complete"]
     for searcher, r in runs.items():

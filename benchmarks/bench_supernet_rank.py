@@ -3,8 +3,10 @@
 
 Each run is an ordinary `oneshot` search with the training defaults: the supernet trains on the
 train dates, `--paths` sub-architectures proposed by evolution are scored by validation NE with
-inherited weights, and the `--top-k` best plus `--calibration` other scored ones drawn at
-random are trained from scratch. Over those retrained architectures the table gives the Kendall
+inherited weights (after `--finetune-steps` Adam steps of the path alone), and the `--top-k`
+best plus `--calibration` other scored ones drawn at random are trained from scratch. The
+scored paths are a uniform sample of the space by default (`--search random`), so that the
+retrained ones span it; evolution concentrates them where the supernet is most sure. Over those retrained architectures the table gives the Kendall
 tau and Spearman rho between the supernet's NE and the trained validation NE, beside two
 rankings that need no supernet: the dense parameter count and the FLOPs (negated: more is
 ranked better). Data: adult (../shared/data/adult.parquet imported with defaults; train the
@@ -52,7 +54,8 @@ def run_space(data: Path, kind: str, space: str, args: argparse.Namespace, out: 
     config = {"data": {"path": str(data), "train_dates": train, "valid_dates": valid, "test_dates": test},
               "space": {"name": space}, "objectives": ["ne", "flops"], "budget": {"trials": args.paths},
               "searcher": {"name": "oneshot", "top_k": args.top_k, "calibration": args.calibration,
-                           "supernet_epochs": args.supernet_epochs, "sampling": args.sampling},
+                           "supernet_epochs": args.supernet_epochs, "sampling": args.sampling,
+                           "search": args.search, "finetune_steps": args.finetune_steps},
               "baselines": [], "seed": args.seed}
     started = time.perf_counter()
     result = search(config, out, force=True, progress=False)
@@ -62,6 +65,10 @@ def run_space(data: Path, kind: str, space: str, args: argparse.Namespace, out: 
     supernet = [t["proposal"]["supernet_ne"] for t in done]
     params = [-float(t["metrics"]["dense_params"]) for t in done]
     flops = [-float(t["metrics"]["flops_per_example"]) for t in done]
+    if args.show:
+        for t in sorted(done, key=lambda t: t["proposal"]["supernet_ne"]):
+            print(f"  {space} #{t['number']}: supernet NE {t['proposal']['supernet_ne']:.4f}  trained NE "
+                  f"{t['metrics']['ne']:.4f}  FLOPs {t['metrics']['flops_per_example']:,}", flush=True)
     pick = result.best or {}
     planning: dict[str, Any] = result.planning or {}
     return [space, len(done), f"{kendall_tau(supernet, trained):+.3f}", f"{spearman(supernet, trained):+.3f}",
@@ -81,6 +88,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="rows per synthetic day")
     parser.add_argument("--supernet-epochs", type=int, default=4)
     parser.add_argument("--sampling", default="uniform", choices=("uniform", "sandwich"))
+    parser.add_argument("--search", default="random", choices=("random", "evolution", "tpe"),
+                        help="how the scored paths are proposed (random: a uniform sample of the space)")
+    parser.add_argument("--finetune-steps", type=int, default=0)
+    parser.add_argument("--show", action="store_true", help="print each retrained path's two NEs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.data == "adult" and not ADULT.is_file():
@@ -98,6 +109,7 @@ def main() -> None:
             for space in args.spaces.split(","):
                 rows.append(run_space(data, args.data, space, args, work / space))
     print_table(f"supernet ranking on {args.data}: supernet {args.supernet_epochs} epochs ({args.sampling} paths), "
+                f"paths proposed by {args.search}, {args.finetune_steps} fine-tuning steps, "
                 f"{args.paths} paths scored, top {args.top_k} + {args.calibration} "
                 f"random retrained from scratch (training defaults), seed {args.seed}; tau/rho against the "
                 f"retrained validation NE",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -31,15 +31,30 @@ from rankitect.arch.validate import NodeInfo, ValidatedArchitecture
 from rankitect.blocks import get_block
 from rankitect.blocks.spec import Shape
 
-Layout = tuple[tuple[str, int], ...]  # (slot, entries: features of a feature slot, rows of a row slot)
+
+class Entry(NamedTuple):
+    """A part of a value: `count` features of a feature slot or rows of a row slot; for a pairs
+    slot, the pairs of `rows` (the dot's input layout) in the dot's order."""
+
+    slot: str
+    count: int
+    rows: tuple[Entry, ...] = ()
+
+
+Layout = tuple[Entry, ...]
 DENSE_SLOT, SPARSE_SLOT, BUCKETS_SLOT = "dense", "sparse", "buckets"
 _CACHE = 2048
 
 
 @dataclass(frozen=True)
 class Slot:
-    size: int  # the most features (feature slot) or rows (row slot) a value in it has
+    """`size`: the most features (feature slot) or rows (row slot) a value in it has. A pairs
+    slot (`pairs_of`: row slots) holds the dot products of every two rows of those slots, so
+    a path's pair of rows (a, b) reads the same stored entry whichever other rows it has."""
+
+    size: int
     rows: bool = False
+    pairs_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,10 +93,10 @@ def layouts(validated: ValidatedArchitecture, template: Template) -> dict[str, L
     """The layout of every value of a path: graph inputs and node outputs. A concat joins its
     inputs' layouts; any other node's output fills one slot."""
     schema, slot_of = validated.schema, template.slot_of
-    out: dict[str, Layout] = {INPUT_DENSE: ((slot_of(DENSE_SLOT) or DENSE_SLOT, schema.num_dense),)}
-    sparse: Layout = ((slot_of(SPARSE_SLOT) or SPARSE_SLOT, schema.num_sparse),) if schema.num_sparse else ()
+    out: dict[str, Layout] = {INPUT_DENSE: (Entry(slot_of(DENSE_SLOT) or DENSE_SLOT, schema.num_dense),)}
+    sparse: Layout = (Entry(slot_of(SPARSE_SLOT) or SPARSE_SLOT, schema.num_sparse),) if schema.num_sparse else ()
     if validated.embedding_params.get("dense_buckets"):
-        sparse += ((slot_of(BUCKETS_SLOT) or BUCKETS_SLOT, schema.num_dense),)
+        sparse += (Entry(slot_of(BUCKETS_SLOT) or BUCKETS_SLOT, schema.num_dense),)
     out[INPUT_SPARSE] = sparse
     for node in validated.nodes:
         if node.block == "concat":
@@ -91,8 +106,12 @@ def layouts(validated: ValidatedArchitecture, template: Template) -> dict[str, L
         if slot is None:  # a block whose output keeps its input's layout (dcn, gating)
             out[node.id] = out[node.inputs[0]]
             continue
-        rows = template.slots[slot].rows if slot in template.slots else len(node.output_shape) == 2
-        out[node.id] = ((slot, node.output_shape[0] if len(node.output_shape) == 2 or not rows else 1),)
+        known = template.slots.get(slot)
+        if known is not None and known.pairs_of:
+            out[node.id] = (Entry(slot, node.output_shape[0], out[node.inputs[0]]),)
+            continue
+        rows = known.rows if known is not None else len(node.output_shape) == 2
+        out[node.id] = (Entry(slot, node.output_shape[0] if len(node.output_shape) == 2 or not rows else 1),)
     return out
 
 
@@ -244,14 +263,30 @@ class ElasticWeights(nn.Module):
             offsets[slot] = offset
             offset += slots[slot].size * width(slot)
         parts = []
-        for slot, count in layout:
+        for entry in layout:
+            slot, count = entry.slot, entry.count
             if slot not in offsets:
                 raise ValueError(f"supernet template: {owner_key} input {k} may read {allowed}, a path "
                                  f"gives it slot {slot!r}")
             if count > slots[slot].size:
                 raise ValueError(f"supernet template: slot {slot!r} holds {slots[slot].size}, a path gives {count}")
-            parts.append(torch.arange(offsets[slot], offsets[slot] + count * width(slot)))
+            if slots[slot].pairs_of:
+                parts.append(offsets[slot] + self._pair_index(slots[slot], entry.rows))
+            else:
+                parts.append(torch.arange(offsets[slot], offsets[slot] + count * width(slot)))
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+    def _pair_index(self, pairs: Slot, rows: Layout) -> torch.Tensor:
+        """Stored positions of the pairs i < j of `rows` (the dot's order): each row's place in
+        the universe of `pairs.pairs_of`, and the pair's place in that universe's upper triangle."""
+        start, offset = {}, 0
+        for slot in pairs.pairs_of:
+            start[slot] = offset
+            offset += self.template.slots[slot].size
+        place = torch.tensor([start[e.slot] + r for e in rows for r in range(e.count)], dtype=torch.int64)
+        i, j = torch.triu_indices(len(place), len(place), offset=1)
+        a, b = torch.minimum(place[i], place[j]), torch.maximum(place[i], place[j])
+        return a * offset - a * (a + 1) // 2 + (b - a - 1)
 
     def run_node(self, node: NodeInfo, values: Mapping[str, Layout], inputs: Sequence[torch.Tensor],
                  weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:

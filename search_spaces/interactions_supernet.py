@@ -47,7 +47,7 @@ def interactions_template(space: InteractionsSpace) -> Template:
     refuse_searched_dims(space)
     o, schema = space.options, space.schema
     e, f, wmax = schema.embedding_dim, schema.num_sparse, max(o.widths)
-    slots = {"h": Slot(wmax), "S": Slot(f, True), "row": Slot(1, True), "pairs": Slot((f + 1) * f // 2),
+    slots = {"h": Slot(wmax), "S": Slot(f, True), "row": Slot(1, True), "pairs": Slot((f + 1) * f // 2, pairs_of=("row", "S")),
              "fm": Slot(e)}
     if schema.num_dense:
         slots[DENSE_SLOT] = Slot(schema.num_dense)

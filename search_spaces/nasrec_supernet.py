@@ -1,6 +1,8 @@
 """The nasrec space's supernets, built from the registry blocks (rankitect.elastic).
 
-`extra["rows_in"][i]`: the most rows block i's sparse input can have.
+`extra["rows_in"][i]`: the most rows block i's sparse input can have. The dot's pairs are
+stored per pair of source rows (a pairs slot), so a path's dot of two rows reads the same weight
+whichever other rows it has.
 
 Slots: the dense input ("dense", or "stem" without dense columns), the sparse rows ("sparse",
 and "buckets" when the space may feed them), and per block i its dense output "b{i}" (whatever
@@ -64,9 +66,11 @@ def nasrec_template(space: NasRecSpace) -> Template:
         rows_in = sum(sorted(source_rows, reverse=True)[:o.max_inputs])
         rows_out = max([max(o.efc_rows)] + ([rows_in] if heads else []))
         rows_ins.append(rows_in)
-        slots |= {f"b{i}": Slot(wmax), f"b{i}_proj": Slot(wmax), f"b{i}_row": Slot(1, True),
-                  f"b{i}_dot": Slot(_pairs(1 + rows_in)), f"b{i}.s": Slot(rows_out, True)}
         sparse_in = (*sparse_sources, *(f"b{j}.s" for j in range(i)))
+        universe = 1 + sum(slots[s].size for s in sparse_in)  # the dot's rows: its projection, then any source's
+        slots |= {f"b{i}": Slot(wmax), f"b{i}_proj": Slot(wmax), f"b{i}_row": Slot(1, True),
+                  f"b{i}_dot": Slot(_pairs(universe), pairs_of=(f"b{i}_row", *sparse_in)),
+                  f"b{i}.s": Slot(rows_out, True)}
         variants += [Variant(f"b{i}_dense", "fc", {"width": wmax}, (din,)),
                      Variant(f"b{i}_dense", "fc", {"width": wmax}, ((f"b{i}_dot",),)),
                      Variant(f"b{i}_dense", "gating", {}, ((f"b{i}_proj",),)),

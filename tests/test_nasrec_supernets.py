@@ -192,3 +192,25 @@ def test_gumbel_sampling_follows_the_torch_seed() -> None:
         torch.manual_seed(seed)
         paths.add(repr(sorted(mixed.sample(1.0, True)[0].items())))
     assert len(paths) > 1
+
+
+def test_a_dot_reads_one_stored_weight_per_pair_of_source_rows() -> None:
+    """Block 1's dot over [its projection, the sparse input] or over [its projection, block 0's
+    efc rows, the sparse input]: the fc after it weighs the dot of two sparse rows with the same
+    stored weight in both paths, wherever that pair sits in the dot's output."""
+    schema, space = _setup("dense")
+    supernet = space.supernet()
+    base = {**space.sample(random.Random(11)), "b0.sparse_op": "efc", "b0.efc_rows": 3, "b1.dense_op": "dot",
+            "b1.width": 24, "b1.sparse_in0": "sparse", "b1.sparse_in1": "none", "b2.dense_in0": "b1"}
+    alone = space.check_choices(base)
+    joined = space.check_choices({**base, "b1.sparse_in0": "b0", "b1.sparse_in1": "sparse"})
+    w_alone = supernet.inherit(alone)["blocks.b1_dense.layers.0.weight"]
+    w_joined = supernet.inherit(joined)["blocks.b1_dense.layers.0.weight"]
+    f = schema.num_sparse
+
+    def column(rows: int, a: int, b: int) -> int:  # the dot's output position of rows a < b of `rows`
+        return a * rows - a * (a + 1) // 2 + (b - a - 1)
+
+    for p, q in [(0, 1), (1, f - 1), (0, f - 1)]:
+        assert torch.equal(w_alone[:, column(1 + f, 1 + p, 1 + q)], w_joined[:, column(1 + 3 + f, 4 + p, 4 + q)])
+    assert not torch.equal(w_alone[:, column(1 + f, 0, 1)], w_joined[:, column(1 + 3 + f, 0, 1)])  # row x b0 row
