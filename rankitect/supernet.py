@@ -65,3 +65,34 @@ class MixedOpSupernet(nn.Module, abc.ABC):
     def derive(self, threshold: float = 0.0) -> dict[str, Any]:
         """Choices by argmax of each choice's probabilities; a module whose probability is under
         `threshold` is dropped (replaced by the space's no-op option, e.g. skip)."""
+
+
+class ChoiceLogits:
+    """Architecture logits of a mixed-op supernet (mixed into an nn.Module subclass): one vector
+    per choice of `init_logits`, zeros (uniform), kept in `self.alphas` under the choice name
+    with "." written as "__"."""
+
+    _choices: dict[str, tuple[Any, ...]]
+    _keys: dict[str, str]
+    alphas: nn.ParameterDict
+
+    def init_logits(self, choices: Mapping[str, tuple[Any, ...]]) -> None:
+        self._choices = dict(choices)
+        self._keys = {name: name.replace(".", "__") for name in self._choices}
+        self.alphas = nn.ParameterDict({self._keys[n]: nn.Parameter(torch.zeros(len(o)))
+                                        for n, o in self._choices.items()})
+
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.alphas.values())
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        arch = {id(p) for p in self.alphas.values()}
+        return (p for p in self.parameters() if id(p) not in arch)  # type: ignore[attr-defined]
+
+    def logits(self, name: str) -> nn.Parameter:
+        """The architecture logits of choice `name` (one per option, in the choice's order)."""
+        return self.alphas[self._keys[name]]
+
+    def choice_options(self) -> dict[str, tuple[Any, ...]]:
+        """The choices that carry logits, with their options."""
+        return dict(self._choices)

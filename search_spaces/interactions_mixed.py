@@ -21,19 +21,18 @@ better module on the full data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.arch.validate import NodeInfo, validate
 from rankitect.elastic import Layout, layouts
 from rankitect.elastic_supernet import ElasticBase
 from rankitect.space import register_supernets
-from rankitect.supernet import MixedOpSupernet
+from rankitect.supernet import ChoiceLogits, MixedOpSupernet
 from search_spaces.interactions import DENSE_MODULES, SPARSE_MODULES, InteractionsSpace
 from search_spaces.interactions_cost import (
     NO_OP,
@@ -61,7 +60,7 @@ class _Program:
         return next(n for n in self.nodes if n.id.endswith(suffix))
 
 
-class InteractionsMixedOp(ElasticBase, MixedOpSupernet):
+class InteractionsMixedOp(ChoiceLogits, ElasticBase, MixedOpSupernet):
     """Mixed-op supernet of an `InteractionsSpace`: logits for "width" and every layer's
     "l{i}.module" and size choices ("l{i}.dcn_rank", "l{i}.mlp_hidden", "l{i}.heads", those of
     candidate modules), zeros at construction (uniform). See the module docstring."""
@@ -74,10 +73,7 @@ class InteractionsMixedOp(ElasticBase, MixedOpSupernet):
         self.ranks = tuple(o.dcn_ranks)
         self.rmax = max(self.ranks)
         self._candidates = space.layer_candidates()[0]
-        self._choices = {c.name: c.options for c in space.choices() if self._has_logits(c.name)}
-        self._keys = {name: name.replace(".", "__") for name in self._choices}
-        self.alphas = nn.ParameterDict({self._keys[n]: nn.Parameter(torch.zeros(len(o)))
-                                        for n, o in self._choices.items()})
+        self.init_logits({c.name: c.options for c in space.choices() if self._has_logits(c.name)})
         self._programs: dict[tuple[int, str, Any], _Program] = {}
         self._register_masks()
         self._register_flops(flops_table(space))
@@ -108,22 +104,7 @@ class InteractionsMixedOp(ElasticBase, MixedOpSupernet):
                        for w in widths] for i in range(layers)]
             self.register_buffer(f"flops_{m}", torch.tensor(values), persistent=False)
 
-    # -- parameters and probabilities -------------------------------------------------------------
-    def arch_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(self.alphas.values())
-
-    def weight_parameters(self) -> Iterator[nn.Parameter]:
-        arch = {id(p) for p in self.alphas.values()}
-        return (p for p in self.parameters() if id(p) not in arch)
-
-    def logits(self, name: str) -> nn.Parameter:
-        """The architecture logits of choice `name` (one per option, in the choice's order)."""
-        return self.alphas[self._keys[name]]
-
-    def choice_options(self) -> dict[str, tuple[Any, ...]]:
-        """The choices that carry logits, with their options."""
-        return dict(self._choices)
-
+    # -- probabilities ------------------------------------------------------------------------------
     def _probs(self, temperature: float, gumbel: bool) -> dict[str, torch.Tensor]:
         out = {}
         for name, key in self._keys.items():

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.arch.graph import INPUT_SPARSE
@@ -34,41 +33,24 @@ from rankitect.cost import cost_of
 from rankitect.elastic import input_shape, layouts
 from rankitect.elastic_supernet import ElasticBase
 from rankitect.space import register_supernets
-from rankitect.supernet import MixedOpSupernet
+from rankitect.supernet import ChoiceLogits, MixedOpSupernet
 from search_spaces.nasrec import NONE, NasRecSpace
 from search_spaces.nasrec_supernet import nasrec_template, slot_of
 
 _BLOCK_CHOICE = re.compile(r"^b(\d+)\.")
 
 
-class NasRecMixedOp(ElasticBase, MixedOpSupernet):
+class NasRecMixedOp(ChoiceLogits, ElasticBase, MixedOpSupernet):
     """Differentiable supernet of a `NasRecSpace` (see the module docstring): logits for every
     choice, zeros at construction (uniform). `normalize` has no effect (a path mixes nothing)."""
 
     def __init__(self, space: NasRecSpace, normalize: bool = False, flops_samples: int = 32) -> None:
         super().__init__(space, nasrec_template(space))
         self.flops_samples = flops_samples
-        self._choices = {c.name: c.options for c in space.choices()}
-        self._keys = {name: name.replace(".", "__") for name in self._choices}
-        self.alphas = nn.ParameterDict({self._keys[n]: nn.Parameter(torch.zeros(len(o)))
-                                        for n, o in self._choices.items()})
+        self.init_logits({c.name: c.options for c in space.choices()})
         self._flops: dict[str, int] = {}
 
-    # -- parameters and probabilities -------------------------------------------------------------
-    def arch_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(self.alphas.values())
-
-    def weight_parameters(self) -> Iterator[nn.Parameter]:
-        arch = {id(p) for p in self.alphas.values()}
-        return (p for p in self.parameters() if id(p) not in arch)
-
-    def logits(self, name: str) -> nn.Parameter:
-        """The architecture logits of choice `name` (one per option, in the choice's order)."""
-        return self.alphas[self._keys[name]]
-
-    def choice_options(self) -> dict[str, tuple[Any, ...]]:
-        return dict(self._choices)
-
+    # -- probabilities ------------------------------------------------------------------------------
     def probabilities(self) -> dict[str, dict[Any, float]]:
         with torch.no_grad():
             return {n: dict(zip(o, torch.softmax(self.logits(n), 0).tolist())) for n, o in self._choices.items()}
