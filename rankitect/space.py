@@ -102,10 +102,6 @@ class SearchSpace(abc.ABC):
     def has_supernets(cls) -> bool:
         return "weight_sharing" in _SUPERNETS.get(cls.name, {})
 
-    @classmethod
-    def has_mixed_supernet(cls) -> bool:
-        return "mixed" in _SUPERNETS.get(cls.name, {})
-
     def baseline_choices(self, name: str) -> Choices | None:
         """The choices of this space's member nearest to the registered baseline `name` (the
         same architecture where the space holds it), or None when the space has no such member.
