@@ -37,6 +37,7 @@ class DistDnasOptions(DnasOptions):
     loss, which rewards what fits a day's rows closest)."""
 
     epochs: int = 3  # passes over the shard's dates
+    min_steps: int = 0  # a shard's passes are `epochs`, whatever its size
     mode: str = "joint"
     arch_lr: float = 0.05
     normalize: bool = True

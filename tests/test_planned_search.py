@@ -88,7 +88,7 @@ def test_oneshot_run_again_reuses_the_supernet_and_keeps_the_trials(ray_cluster,
 
 
 def test_dnas_larger_lambda_derives_a_cheaper_architecture(ray_cluster, data, tmp_path) -> None:
-    searcher = {"name": "dnas", "lambdas": [0.0, 20.0], "epochs": 4, "arch_fraction": 0.5, "arch_lr": 0.1,
+    searcher = {"name": "dnas", "lambdas": [0.0, 20.0], "epochs": 4, "min_steps": 0, "arch_fraction": 0.5, "arch_lr": 0.1,
                 "warmup_fraction": 0.0}
     result = search(_config(data, searcher), tmp_path / "run", progress=False)
     runs = {r["lambda"]: r for r in result.planning["lambdas"]}
@@ -130,7 +130,7 @@ def test_oneshot_over_nasrec_trains_its_block_supernet(ray_cluster, data, tmp_pa
 
 
 def test_dnas_over_nasrec_larger_lambda_derives_a_cheaper_architecture(ray_cluster, data, tmp_path) -> None:
-    searcher = {"name": "dnas", "lambdas": [0.0, 50.0], "epochs": 4, "arch_fraction": 0.5, "arch_lr": 0.2,
+    searcher = {"name": "dnas", "lambdas": [0.0, 50.0], "epochs": 4, "min_steps": 0, "arch_fraction": 0.5, "arch_lr": 0.2,
                 "warmup_fraction": 0.0, "gumbel": True}
     config = make_config(data, trials=2, space=NASREC, searcher=searcher, baselines=[])
     result = search(config, tmp_path / "run", progress=False)
@@ -173,6 +173,7 @@ def no_supernets() -> Any:
     ({"name": "oneshot"}, {"name": "no_supernets"}, "space 'no_supernets' does not (spaces that do: "),
     ({"name": "dnas", "lambdas": [0, -1]}, INTERACTIONS, "searcher.lambdas"),
     ({"name": "dnas", "mode": "sideways"}, INTERACTIONS, "searcher.mode"),
+    ({"name": "dnas", "min_steps": -1}, INTERACTIONS, "searcher.min_steps"),
     ({"name": "dnas", "temperature": [1.0]}, INTERACTIONS, "searcher.temperature"),
     ({"name": "oneshot", "sampling": "all"}, INTERACTIONS, "searcher.sampling"),
     ({"name": "oneshot", "top_k": 0}, INTERACTIONS, "searcher.top_k"),
@@ -192,6 +193,18 @@ def test_bad_searcher_config_exits_2_naming_the_key(data, tmp_path, capsys, no_s
 
 
 # -- pieces -------------------------------------------------------------------------------
+def test_a_small_table_gets_the_passes_min_steps_asks_for(data) -> None:
+    from rankitect.searchers.supernet_train import train_steps
+    from rankitect.train import TrainConfig
+
+    dataset = Dataset.open(str(data))
+    cfg = TrainConfig(batch_size=256)
+    one = list(train_steps(dataset, ("2024-01-01",), cfg, 1, seed=0))
+    more = list(train_steps(dataset, ("2024-01-01",), cfg, 1, seed=0, min_steps=3 * len(one) - 1))
+    assert len(more) == 3 * len(one) and more[-1].epoch == 2 and more[-1].total == len(more)
+    assert len(list(train_steps(dataset, ("2024-01-01",), cfg, 2, seed=0, min_steps=1))) == 2 * len(one)
+
+
 def test_temperature_schedule_runs_from_start_to_end() -> None:
     assert temperature_at(0, 11, 2.0, 0.5) == pytest.approx(2.0)
     assert temperature_at(10, 11, 2.0, 0.5) == pytest.approx(0.5)

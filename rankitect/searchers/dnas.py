@@ -7,7 +7,9 @@ For each lambda in `searcher.lambdas` a worker trains the space's mixed-op super
 the expectation taken over the choices' (Gumbel-)softmax probabilities with every candidate's
 FLOPs from the registry; the reference is the FLOPs of the space's largest architecture, so
 lambda = 1 trades one nat of log-loss against the whole largest model. The temperature falls
-exponentially from `temperature[0]` to `temperature[1]` over the steps.
+exponentially from `temperature[0]` to `temperature[1]` over the steps, of which there are
+`epochs` passes over the train dates, more when those give under `min_steps` (a small table's
+epoch is a few dozen batches: too few logit updates to leave uniform).
 
 mode "alternating" (DARTS first order): every k-th training batch (k = 1 / arch_fraction) is
 held out of the weight updates and used to update the architecture logits only; "joint":
@@ -60,6 +62,7 @@ MODES = ("alternating", "joint")
 class DnasOptions(SearcherOptions):
     lambdas: tuple[float, ...] = (0.0, 0.01, 0.1)
     epochs: int = 1  # supernet training passes over the train dates
+    min_steps: int = 400  # more passes when `epochs` give fewer steps (small tables: enough logit updates)
     mode: str = "alternating"
     arch_fraction: float = 0.2  # alternating: share of the batches held out for logit updates
     arch_lr: float = 0.01  # Adam on the architecture logits
@@ -75,6 +78,7 @@ class DnasOptions(SearcherOptions):
             raise ConfigError(f"searcher.lambdas: must be a non-empty list of finite values >= 0, got "
                               f"{list(self.lambdas)}")
         self.require_at_least("epochs", 1)
+        self.require_at_least("min_steps", 0)
         self.require_one_of("mode", MODES)
         if not 0 < self.arch_fraction < 1:
             raise ConfigError(f"searcher.arch_fraction: must be in (0, 1), got {self.arch_fraction}")
@@ -120,7 +124,7 @@ def train_dnas(data_path: str, space: SearchSpace, train_dates: tuple[str, ...],
         losses = extra["losses"]
     progress = JobProgress(progress_file, f"dnas lambda={lam:g}")
     net.train()
-    for step in train_steps(dataset, train_dates, train, opts.epochs, seed, start_epoch=start):
+    for step in train_steps(dataset, train_dates, train, opts.epochs, seed, start_epoch=start, min_steps=opts.min_steps):
         warm = step.index < opts.warmup_fraction * step.total
         tau = temperature_at(step.index, step.total, *opts.temperature)
         arch_step = not warm and (opts.mode == "joint" or step.index % period == 0)

@@ -38,10 +38,11 @@ class Step:
 
 
 def train_steps(dataset: Dataset, dates: tuple[str, ...] | list[str], cfg: TrainConfig, epochs: int | None,
-                seed: int, max_steps: int | None = None, start_epoch: int = 0) -> Iterator[Step]:
-    """`epochs` passes over the shuffled train dates (batch size and schedule from `cfg`), or
-    with `epochs` None as many as `max_steps` needs; at most `max_steps` steps. Starting at
-    `start_epoch` gives the steps a run from 0 would have given from there."""
+                seed: int, max_steps: int | None = None, start_epoch: int = 0, min_steps: int = 0) -> Iterator[Step]:
+    """`epochs` passes over the shuffled train dates (batch size and schedule from `cfg`), more
+    when fewer would give under `min_steps` steps, or with `epochs` None as many as `max_steps`
+    needs; at most `max_steps` steps. Starting at `start_epoch` gives the steps a run from 0
+    would have given from there."""
     loader = BatchLoader(dataset, list(dates), cfg.batch_size, shuffle=True, seed=seed,
                          buffer_rows=max(cfg.shuffle_buffer, cfg.batch_size))
     per_epoch = max(len(loader), 1)
@@ -49,6 +50,7 @@ def train_steps(dataset: Dataset, dates: tuple[str, ...] | list[str], cfg: Train
         if max_steps is None:
             raise ValueError("train_steps: give epochs or max_steps")
         epochs = -(-max_steps // per_epoch)
+    epochs = max(epochs, -(-min_steps // per_epoch))
     total = per_epoch * epochs if max_steps is None else min(per_epoch * epochs, max_steps)
     for epoch in range(start_epoch, epochs):
         for i, batch in enumerate(loader.epoch(epoch)):
