@@ -212,23 +212,23 @@ class ElasticWeights(nn.Module):
         owner_key = self.owner_key(node)
         if owner_key not in self.owners:
             raise ValueError(f"supernet template has no owner {owner_key!r} (node {node.id!r})")
-        axes = get_block(node.block).weight_axes(list(node.input_shapes), node.params)
         in_layouts = tuple(values[i] for i in node.inputs)
         out = {}
         for name, p in params:
             stored = self.weights[self.key(owner_key, name)]
-            for axis, index in enumerate(self._index(owner_key, name, tuple(p.shape), axes.get(name, {}), in_layouts)):
+            for axis, index in enumerate(self._index(owner_key, node, name, tuple(p.shape), in_layouts)):
                 stored = stored.narrow(axis, 0, index) if isinstance(index, int) else stored.index_select(axis, index)
             out[name] = stored
         return out
 
-    def _index(self, owner_key: str, name: str, shape: tuple[int, ...], axes: Mapping[int, tuple[int, str]],
+    def _index(self, owner_key: str, node: NodeInfo, name: str, shape: tuple[int, ...],
                in_layouts: tuple[Layout, ...]) -> list[torch.Tensor | int]:
-        """Per axis of parameter `name`: a leading count, or the stored entries to gather."""
+        """Per axis of parameter `name` of `node`: a leading count, or the stored entries to gather."""
         cache_key = (owner_key, name, shape, in_layouts, self._device())
         cached = self._indices.get(cache_key)
         if cached is not None:
             return cached
+        axes = get_block(node.block).weight_axes(list(node.input_shapes), node.params).get(name, {})
         stored_shape = self.weights[self.key(owner_key, name)].shape
         out: list[torch.Tensor | int] = []
         for axis, n in enumerate(shape):
@@ -294,16 +294,17 @@ class ElasticWeights(nn.Module):
         params = self.node_weights(node, values) if weights is None else weights
         return functional_call(self.skeleton(node), dict(params), tuple(inputs))
 
-    def run(self, validated: ValidatedArchitecture, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Every node of the path in order; `values` holds the graph inputs. Returns (B,) logits."""
-        lay = layouts(validated, self.template)
+    def run(self, validated: ValidatedArchitecture, lay: Mapping[str, Layout],
+            values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every node of the path in order (`lay`: its `layouts`); `values` holds the graph
+        inputs. Returns (B,) logits."""
         for node in validated.nodes:
             values[node.id] = self.run_node(node, lay, [values[i] for i in node.inputs])
         return values[validated.output].squeeze(1)
 
-    def state_of(self, validated: ValidatedArchitecture) -> Iterator[tuple[str, torch.Tensor]]:
-        """("blocks.<node>.<param>", view) of every parameter of the path."""
-        lay = layouts(validated, self.template)
+    def state_of(self, validated: ValidatedArchitecture,
+                 lay: Mapping[str, Layout]) -> Iterator[tuple[str, torch.Tensor]]:
+        """("blocks.<node>.<param>", view) of every parameter of the path (`lay`: its `layouts`)."""
         for node in validated.nodes:
             for name, t in self.node_weights(node, lay).items():
                 yield f"blocks.{node.id}.{name}", t

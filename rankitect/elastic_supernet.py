@@ -21,7 +21,7 @@ from rankitect.arch.graph import INPUT_DENSE, INPUT_SPARSE
 from rankitect.arch.validate import ValidatedArchitecture, validate
 from rankitect.blocks.embedding import EmbeddingModule
 from rankitect.dense_prep import DenseBuckets, DensePrep
-from rankitect.elastic import ElasticWeights, Template
+from rankitect.elastic import ElasticWeights, Layout, Template, layouts
 from rankitect.supernet import WeightSharingSupernet
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ElasticBase(nn.Module):
         self.dense_buckets = (DenseBuckets(schema, schema.embedding_dim)
                               if template.extra.get("dense_buckets") else None)
         self.blocks = ElasticWeights(template)
-        self._paths: OrderedDict[str, ValidatedArchitecture] = OrderedDict()
+        self._paths: OrderedDict[str, tuple[ValidatedArchitecture, dict[str, Layout]]] = OrderedDict()
 
     def embed(self, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """The lookup of the sparse columns: KJT -> (B, F, E)."""
@@ -74,12 +74,17 @@ class ElasticBase(nn.Module):
 
     def path(self, choices: Mapping[str, Any]) -> ValidatedArchitecture:
         """The validated architecture of `choices` (ConfigError from the space when they are bad)."""
+        return self.compiled(choices)[0]
+
+    def compiled(self, choices: Mapping[str, Any]) -> tuple[ValidatedArchitecture, dict[str, Layout]]:
+        """The validated architecture of `choices` and the layouts of its values (cached: a
+        training step of a path seen before decodes nothing)."""
         c = self.space.check_choices(choices)
         key = json.dumps(c, sort_keys=True)
         found = self._paths.get(key)
         if found is None:
-            found = validate(self.space.decode(c), self.space.schema)
-            self._paths[key] = found
+            validated = validate(self.space.decode(c), self.space.schema)
+            found = self._paths[key] = (validated, layouts(validated, self.blocks.template))
             if len(self._paths) > _PATHS:
                 self._paths.popitem(last=False)
         return found
@@ -95,18 +100,18 @@ class ElasticSupernet(ElasticBase, WeightSharingSupernet):
     def interact(self, dense: torch.Tensor, embedded: torch.Tensor,
                  choices: Mapping[str, Any]) -> torch.Tensor:
         """Everything after the lookup: dense (B, D), embedded (B, F, E) -> logits (B,)."""
-        validated = self.path(choices)
-        return self.blocks.run(validated, self.inputs(dense, embedded, validated))
+        validated, lay = self.compiled(choices)
+        return self.blocks.run(validated, lay, self.inputs(dense, embedded, validated))
 
     def inherit(self, choices: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """State dict of `build_model(space.decode(choices), schema)` holding the path's slices
         (copies, detached)."""
-        validated = self.path(choices)
+        validated, lay = self.compiled(choices)
         out: dict[str, torch.Tensor] = {"dense_mean": self.dense_mean, "dense_inv_std": self.dense_inv_std}
         if validated.uses_sparse:
             out |= self.embedding.state_dict(prefix="embedding.")
             if validated.embedding_params.get("dense_buckets"):
                 assert self.dense_buckets is not None
                 out |= self.dense_buckets.state_dict(prefix="dense_buckets.")
-        out |= dict(self.blocks.state_of(validated))
+        out |= dict(self.blocks.state_of(validated, lay))
         return {k: v.detach().clone() for k, v in out.items()}

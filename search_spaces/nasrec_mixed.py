@@ -30,7 +30,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from rankitect.arch.graph import INPUT_SPARSE
 from rankitect.blocks import get_block
 from rankitect.cost import cost_of
-from rankitect.elastic import input_shape, layouts
+from rankitect.elastic import input_shape
 from rankitect.elastic_supernet import ElasticBase
 from rankitect.space import register_supernets
 from rankitect.supernet import ChoiceLogits, MixedOpSupernet
@@ -134,14 +134,13 @@ class NasRecMixedOp(ChoiceLogits, ElasticBase, MixedOpSupernet):
         """dense (B, D), embedded (B, F, E) -> logits (B,) of a sampled path, carrying the
         straight-through weights of its choices."""
         choices, weights = self.sample(temperature, gumbel)
-        validated = self.path(choices)
+        validated, lay = self.compiled(choices)
         values = self.inputs(dense, embedded, validated)
         if choices.get("dense_buckets") and validated.uses_sparse:
             f = self.space.schema.num_sparse
             rows = values[INPUT_SPARSE]
             values[INPUT_SPARSE] = torch.cat([rows[:, :f], rows[:, f:] * weights["dense_buckets"]], 1)
         scale = self._output_scale(validated, choices, weights)
-        lay = layouts(validated, self.blocks.template)
         for node in validated.nodes:
             out = self.blocks.run_node(node, lay, [values[i] for i in node.inputs])
             values[node.id] = out * scale[node.id] if node.id in scale else out

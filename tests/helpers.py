@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -58,3 +60,21 @@ def write_csv(path: Path, header: list[str] | None, rows: list[list[str]], sep: 
     data = buf.getvalue().encode()
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
     return path
+
+
+def random_batch(schema: Schema, batch: int, seed: int = 1) -> tuple[torch.Tensor, KeyedJaggedTensor]:
+    """Dense (B, D) ~ N(1, 3^2) and `random_kjt` ids, both from `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    dense = torch.randn(batch, schema.num_dense, generator=gen) * 3 + 1
+    return dense, random_kjt(schema, batch, seed=seed)
+
+
+def prefer(mixed: Any, choices: Mapping[str, Any], strength: float = 50.0) -> None:
+    """A mixed-op supernet's logits +strength on each chosen option and -strength on the others
+    (near one-hot); choices not in `choices` are left as they are."""
+    with torch.no_grad():
+        for name, options in mixed.choice_options().items():
+            if name in choices:
+                logits = mixed.logits(name)
+                logits.fill_(-strength)
+                logits[options.index(choices[name])] = strength

@@ -16,8 +16,7 @@ from rankitect.errors import ConfigError
 from rankitect.model import build_model
 from rankitect.schema import Schema
 from rankitect.space import SearchSpace, make_space
-from search_spaces.nasrec_mixed import NasRecMixedOp
-from tests.helpers import random_kjt, toy_schema
+from tests.helpers import prefer, random_batch, toy_schema
 
 BATCH = 5
 
@@ -43,18 +42,7 @@ def _setup(key: str, options: Mapping[str, Any] | None = None) -> tuple[Schema, 
 
 
 def _batch(schema: Schema, seed: int = 1) -> tuple[torch.Tensor, Any]:
-    gen = torch.Generator().manual_seed(seed)
-    dense = torch.randn(BATCH, schema.num_dense, generator=gen) * 3 + 1
-    return dense, random_kjt(schema, BATCH, seed=seed)
-
-
-def _prefer(mixed: NasRecMixedOp, choices: Mapping[str, Any], strength: float = 50.0) -> None:
-    with torch.no_grad():
-        for name, options in mixed.choice_options().items():
-            logits = mixed.logits(name)
-            logits.fill_(-strength)
-            if name in choices:
-                logits[options.index(choices[name])] = strength
+    return random_batch(schema, BATCH, seed)
 
 
 @pytest.mark.parametrize("key,options", [("dense", None), ("no_dense", None), ("buckets", None),
@@ -130,7 +118,7 @@ def test_near_one_hot_logits_run_that_path_and_cost_what_the_registry_says(key: 
     dense, kjt = _batch(schema)
     rng = random.Random(4)
     for choices in [space.sample(rng) for _ in range(12)] + [space.largest()]:
-        _prefer(mixed, choices)
+        prefer(mixed, choices)
         assert mixed.expected_flops().item() == cost_of(space.decode(choices), schema).flops
         assert mixed.derive() == space.check_choices(choices)
         with torch.no_grad():

@@ -16,7 +16,7 @@ from rankitect.schema import Schema
 from rankitect.space import SearchSpace, make_space
 from search_spaces.interactions_mixed import InteractionsMixedOp
 from search_spaces.interactions_supernet import InteractionsSupernet
-from tests.helpers import random_kjt, toy_schema
+from tests.helpers import prefer, random_batch, toy_schema
 
 SCHEMAS = {
     "dense_multi": lambda: toy_schema(num_dense=3, num_sparse=4, dim=8, multi=True),
@@ -35,19 +35,7 @@ def _setup(key: str, options: Mapping[str, Any] | None = None) -> tuple[Schema, 
 
 
 def _batch(schema: Schema, seed: int = 1) -> tuple[torch.Tensor, Any]:
-    gen = torch.Generator().manual_seed(seed)
-    dense = torch.randn(BATCH, schema.num_dense, generator=gen) * 3 + 1
-    return dense, random_kjt(schema, BATCH, seed=seed)
-
-
-def _prefer(mixed: InteractionsMixedOp, choices: Mapping[str, Any], strength: float = 50.0) -> None:
-    """Logits +strength on each chosen option and -strength on the others (near one-hot)."""
-    with torch.no_grad():
-        for name, options in mixed.choice_options().items():
-            if name in choices:
-                logits = mixed.logits(name)
-                logits.fill_(-strength)
-                logits[options.index(choices[name])] = strength
+    return random_batch(schema, BATCH, seed)
 
 
 def _stored(net: Any, owner: str, param: str) -> torch.nn.Parameter:
@@ -169,7 +157,7 @@ def test_near_one_hot_expected_flops_equal_the_registry_cost(key: str, options: 
     mixed = space.mixed_supernet()
     rng = random.Random(4)
     for choices in [space.sample(rng) for _ in range(20)] + [space.largest(), space.smallest()]:
-        _prefer(mixed, choices)
+        prefer(mixed, choices)
         assert mixed.expected_flops().item() == pytest.approx(_flops(space, choices), rel=1e-3)
 
 
@@ -183,7 +171,7 @@ def test_near_one_hot_mixed_forward_equals_the_single_path(key: str, options: An
     dense, kjt = _batch(schema)
     rng = random.Random(8)
     for choices in [space.sample(rng) for _ in range(10)] + [space.largest()]:
-        _prefer(mixed, choices)
+        prefer(mixed, choices)
         with torch.no_grad():
             assert torch.allclose(mixed(dense, kjt), supernet(dense, kjt, choices), atol=1e-5), choices
 
@@ -237,7 +225,7 @@ def test_derive_returns_the_preferred_options_and_drops_weak_layers() -> None:
     mixed = space.mixed_supernet()
     wanted = {"width": 64, "l0.module": "dcn", "l0.dcn_rank": 16, "l1.module": "attention",
               "l1.heads": 2, "l2.module": "mlp", "l2.mlp_hidden": 64}
-    _prefer(mixed, wanted, strength=3.0)
+    prefer(mixed, wanted, strength=3.0)
     assert mixed.derive() == wanted
     probs = mixed.probabilities()
     assert probs["l0.module"]["dcn"] == max(probs["l0.module"].values())
