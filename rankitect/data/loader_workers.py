@@ -7,14 +7,22 @@ the training loop does. `WorkerLoader` makes them in `workers` forked processes 
 - The epoch's parquet row groups are permuted by a generator seeded with (seed, epoch) and dealt
   out round-robin; worker w reads its share, shuffles it in buffers of buffer_rows / workers
   rows with a generator seeded with (seed, epoch, w + 1), and writes whole batches into slots of
-  its own ring of shared memory. The rings are page-locked once (cudaHostRegister), so a slot is
-  copied to the GPU as it is, asynchronously, on a side stream, while the previous batch trains.
-- The training process takes batches from the workers in turn (worker 0, 1, ..., 0, ...), so
-  the order depends on the seed, the epoch and the number of workers only, never on timing;
+  its own ring of shared memory. The rings are page-locked once (cudaHostRegister). A worker
+  hands its batches over in groups of up to GROUP consecutive slots: one message, one
+  asynchronous copy to the GPU on a side stream (while the previous batch trains) and one event
+  per group, for the training process's own work per batch is what limits a fast GPU step.
+- The training process takes groups from the workers in turn (worker 0, 1, ..., 0, ...), so
+  the order depends on the seed, the epoch, the number of workers and the ring's depth only
+  (which sets the group size), never on timing;
   each worker's last rows (fewer than a batch) are put together into the epoch's last batches,
   so an epoch has the in-process loader's number of batches. The batches differ from the
   in-process loader's (other shuffle), as they differ between numbers of workers.
-- A slot goes back to its worker once the copy that read it is done (a CUDA event). A worker's
+- The workers outlive an epoch: once a worker's share of epoch k is written it goes on with
+  its share of epoch k+1 (up to `last_epoch`), into the slots the training process gives back,
+  so the next epoch's first batches are ready when it asks for them: no start-up, no first
+  shuffle buffer and no idle device between epochs (nor during an evaluation between them).
+  An epoch asked for out of turn, or one left before its end, starts the workers afresh.
+- A group goes back to its worker once the copy that read it is done (a CUDA event). A worker's
   error (bad data) is raised in the training process as itself; a worker that dies is a
   RuntimeError; workers ignore Ctrl-C, which the training process handles by closing the epoch,
   and die with it when it is killed (Linux's parent-death signal).
@@ -25,11 +33,11 @@ the training loop does. `WorkerLoader` makes them in `workers` forked processes 
 from __future__ import annotations
 
 import ctypes
-import math
 import mmap
 import multiprocessing as mp
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -38,7 +46,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankitect.data.batch import Batch
 from rankitect.data.loader import (
@@ -46,13 +53,11 @@ from rankitect.data.loader import (
     _Chunk,
     _chunk_from_arrow,
     _concat,
-    _sparse_arrays,
     _to_batch,
     batch_rows,
 )
-from rankitect.schema import Schema
+from rankitect.data.slot_layout import SlotLayout, batch_of, group_size, slot_bytes, write_slot
 
-ALIGN = 64
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1
 # Looked up here, before any fork: a forked child only calls it (no dynamic loading after fork).
@@ -72,29 +77,6 @@ def default_workers(setting: int, device: torch.device) -> int:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return min(4, max(1, cpus // 2))
-
-
-def _aligned(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-class _Layout:
-    """Byte offsets of one batch in a slot: labels, dense, ids, lengths."""
-
-    def __init__(self, rows: int, dense: int, ids: int, features: int) -> None:
-        self.labels = 0
-        self.dense = _aligned(4 * rows)
-        self.ids = self.dense + _aligned(4 * rows * dense)
-        self.lengths = self.ids + _aligned(8 * ids)
-        self.end = self.lengths + _aligned(4 * rows * features)
-
-
-def _slot_bytes(loader: BatchLoader) -> int:
-    """A slot holds a full batch; list columns get 4x their mean ids (a larger batch travels
-    through the queue instead)."""
-    s, b = loader.schema, loader.batch_size
-    ids = sum(b if not c.multi else math.ceil(4 * max(c.avg_len, 1.0) * b) for c in s.sparse)
-    return _Layout(b, s.num_dense, ids, s.num_sparse).end
 
 
 def _units(loader: BatchLoader) -> list[tuple[str, int]]:
@@ -135,25 +117,13 @@ def _worker_chunks(loader: BatchLoader, units: list[tuple[str, int]], epoch: int
     yield "tail", pending[0] if pending and len(pending[0]) else None
 
 
-def _write(ring: np.ndarray, offset: int, slot_bytes: int, rows: _Chunk, schema: Schema) -> dict[str, Any] | None:
-    """Copy a batch of `rows` into the slot at `offset` of `ring` (uint8), laid out as `_Layout`
-    says; its shape, or None if it is larger than a slot."""
-    values, lengths, per_key = _sparse_arrays(rows, schema)
-    layout = _Layout(len(rows), schema.num_dense, values.size, schema.num_sparse)
-    if layout.end > slot_bytes:
-        return None
-    for start, array in ((layout.labels, rows.labels), (layout.dense, rows.dense), (layout.ids, values),
-                         (layout.lengths, lengths)):
-        ring[offset + start:offset + start + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    return {"rows": len(rows), "ids": int(values.size), "per_key": per_key}
-
-
-def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worker: int, workers: int,
+def _worker(loader: BatchLoader, units: list[tuple[str, int]], epochs: range, worker: int, workers: int,
             ring: mmap.mmap, slots: int, slot_bytes: int, conn: Connection, parent: int,
             inherited: list[Connection]) -> None:
-    """Write this worker's batches into its ring; messages to the training process over `conn`,
-    which sends back the slots it is done with (and None to stop). `inherited`: the other pipe
-    ends this fork holds, closed here (a pipe reads as closed only once nobody else holds it)."""
+    """Write this worker's batches of each of `epochs` into its ring, one epoch after the other;
+    messages to the training process over `conn` (groups of batches; "done" ends an epoch's
+    share), which sends back the groups it is done with (and None to stop). `inherited`: the other pipe ends this
+    fork holds, closed here (a pipe reads as closed only once nobody else holds it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for other in inherited:
         other.close()
@@ -162,27 +132,46 @@ def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worke
     if os.getppid() != parent:  # the training process died before the signal was set
         return
     view = np.frombuffer(ring, dtype=np.uint8)
-    free = list(range(slots))
+    size = group_size(slots)
+    free = list(range(slots // size))  # groups of `size` consecutive slots
+    filling: int | None = None  # the group being filled
+    shapes: list[dict[str, Any]] = []  # its batches' shapes
+
+    def hand_over() -> None:
+        nonlocal filling, shapes
+        if shapes:
+            conn.send(("group", filling, shapes))
+            filling, shapes = None, []
+
     try:
-        for kind, rows in _worker_chunks(loader, units, epoch, worker, workers):
-            if kind == "tail":
-                conn.send(("tail", rows))
-                continue
-            while not free or conn.poll():
-                slot = conn.recv()
-                if slot is None:
-                    return
-                free.append(slot)
-            slot = free.pop()
-            shape = _write(view, slot * slot_bytes, slot_bytes, rows, loader.schema)
-            if shape is None:  # larger than a slot: through the pipe
-                free.append(slot)
-                conn.send(("rows", rows))
-            else:
-                conn.send(("batch", slot, shape))
-        conn.send(("done",))
+        for epoch in epochs:
+            for kind, rows in _worker_chunks(loader, units, epoch, worker, workers):
+                if kind == "tail":
+                    hand_over()
+                    conn.send(("tail", rows))
+                    continue
+                if filling is None:
+                    while not free or conn.poll():
+                        back = conn.recv()
+                        if back is None:
+                            return
+                        free.append(back)
+                    filling = free.pop()
+                shape = write_slot(view, (filling * size + len(shapes)) * slot_bytes, slot_bytes, rows, loader.schema)
+                if shape is None:  # larger than a slot: through the pipe, after the batches before it
+                    hand_over()
+                    if filling is not None:
+                        free.append(filling)
+                        filling = None
+                    conn.send(("rows", rows))
+                    continue
+                shapes.append(shape)
+                if len(shapes) == size:
+                    hand_over()
+            hand_over()
+            conn.send(("done",))
     except (BrokenPipeError, EOFError):
-        return  # the training process closed the epoch
+        return  # the training process stopped the workers
     except BaseException as exc:  # noqa: BLE001 - raised as itself in the training process
         conn.send(("error", exc))
 
@@ -190,28 +179,34 @@ def _worker(loader: BatchLoader, units: list[tuple[str, int]], epoch: int, worke
 # -- the training side -----------------------------------------------------------------------------
 class WorkerLoader:
     """Epochs of `loader` made by `workers` processes, handed out on `device` (see the module
-    doc): `epoch(k)` yields device batches; `close()` frees the rings. `depth` slots per worker
-    (batches ready ahead). Not thread-safe; one epoch at a time."""
+    doc): `epoch(k)` yields device batches; `close()` stops the workers and frees the rings.
+    `depth` slots per worker (batches ready ahead, across an epoch's end too), handed over in
+    groups of `group_size(depth)`; the workers prepare no epoch after `last_epoch` (None: no
+    bound). Not thread-safe; one epoch at a time."""
 
-    def __init__(self, loader: BatchLoader, workers: int, device: torch.device, depth: int = 8) -> None:
+    def __init__(self, loader: BatchLoader, workers: int, device: torch.device, depth: int = 8,
+                 last_epoch: int | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers=}")
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth=}")
         self.loader, self.workers, self.device, self.depth = loader, workers, torch.device(device), depth
+        self.last_epoch = last_epoch
         self.units = _units(loader)
-        self.slot_bytes = _slot_bytes(loader)
+        self.slot_bytes = slot_bytes(loader)
         self.rings = [mmap.mmap(-1, depth * self.slot_bytes) for _ in range(workers)]
         self.bases = [torch.frombuffer(ring, dtype=torch.uint8) for ring in self.rings]
         self.pinned = self.device.type == "cuda"
         if self.pinned:
             for base in self.bases:
                 torch.cuda.cudart().cudaHostRegister(base.data_ptr(), base.numel(), 0)
+        self._crew: _Crew | None = None
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def close(self) -> None:
+        self._stop()
         if self.pinned:
             for base in self.bases:
                 torch.cuda.cudart().cudaHostUnregister(base.data_ptr())
@@ -221,53 +216,79 @@ class WorkerLoader:
             ring.close()
         self.rings = []
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The running workers' process ids (none between a stop and the next epoch)."""
+        return [p.pid for p in self._crew.procs] if self._crew is not None else []
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
+        if self._crew is None or self._crew.next_epoch != epoch:
+            self._stop()
+            self._crew = self._start(epoch)
+        crew, finished = self._crew, False
+        try:
+            yield from crew.batches()
+            finished = True
+        finally:
+            if not finished or (self.last_epoch is not None and epoch >= self.last_epoch):
+                self._stop()  # left mid-epoch (its slots and messages are in an unknown state), or the last
+
+    def _start(self, epoch: int) -> _Crew:
         ctx = mp.get_context("fork")  # the rings are shared with the workers by inheritance
         pipes = [ctx.Pipe() for _ in range(self.workers)]
         ends = [end for pipe in pipes for end in pipe]
+        last = self.last_epoch if self.last_epoch is not None else sys.maxsize - 1
         procs = [ctx.Process(target=_worker, name=f"rankitect-loader-{w}", daemon=True,
-                             args=(self.loader, self.units, epoch, w, self.workers, self.rings[w], self.depth,
-                                   self.slot_bytes, pipes[w][1], os.getpid(),
+                             args=(self.loader, self.units, range(epoch, max(epoch, last) + 1), w, self.workers,
+                                   self.rings[w], self.depth, self.slot_bytes, pipes[w][1], os.getpid(),
                                    [end for end in ends if end is not pipes[w][1]]))
                  for w in range(self.workers)]
         for p in procs:
             p.start()
         for _, child in pipes:
             child.close()
-        conns = [mine for mine, _ in pipes]
-        try:
-            yield from _Epoch(self, procs, conns).batches()
-        finally:
-            for conn in conns:
-                try:
-                    conn.send(None)
-                except OSError:
-                    pass
-            for p in procs:
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.terminate()
-                    p.join()
-            for conn in conns:
-                conn.close()
+        return _Crew(self, epoch, procs, [mine for mine, _ in pipes])
+
+    def _stop(self) -> None:
+        crew, self._crew = self._crew, None
+        if crew is None:
+            return
+        for conn in crew.conns:  # a worker waiting for a slot reads None; one blocked sending (a
+            try:                 # tail larger than the pipe's buffer) finds the pipe closed
+                conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        for p in crew.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+        if crew.copier is not None:
+            crew.copier.synchronize()  # no copy still reads a slot once the rings may go
 
 
-class _Epoch:
-    """One epoch's hand-out: workers in turn, each batch one copy to the device on a side
-    stream, slots given back once their copies are done (copies end in the order issued)."""
+class _Crew:
+    """Running workers and their hand-out: workers in turn, each group of batches one copy to
+    the device on a side stream, groups given back once their copies are done (copies end in
+    the order issued), epoch after epoch from `next_epoch` on."""
 
-    def __init__(self, owner: WorkerLoader, procs: list[Any], conns: list[Connection]) -> None:
+    def __init__(self, owner: WorkerLoader, first_epoch: int, procs: list[Any], conns: list[Connection]) -> None:
         self.owner, self.procs, self.conns = owner, procs, conns
+        self.next_epoch = first_epoch
         self.schema = owner.loader.schema
         self.cuda = owner.device.type == "cuda"
         self.copier = torch.cuda.Stream(owner.device) if self.cuda else None
-        self.in_flight: deque[tuple[Any, int, int]] = deque()  # (copy done event, worker, slot)
-        self.held = [0] * len(conns)  # slots of each worker not yet given back
+        self.size = group_size(owner.depth)
+        self.groups = owner.depth // self.size  # per worker
+        self.in_flight: deque[tuple[Any, int, int]] = deque()  # (copy done event, worker, group)
+        self.held = [0] * len(conns)  # groups of each worker not yet given back
+        self.waited: Any = None  # the copy event the compute stream waits for already
         self.compute = torch.cuda.current_stream(owner.device) if self.cuda else None
 
     def batches(self) -> Iterator[Batch]:
-        """The epoch's batches, each handed out once the copy of the next one is issued (so it
-        runs while the caller computes)."""
+        """Epoch `next_epoch`'s batches, each handed out once the copy of the next one is issued
+        (so it runs while the caller computes); `next_epoch` moves on once all are handed out."""
         ahead: tuple[Batch, Any] | None = None  # (batch, its copy's event)
         for arrived in self._arrivals():
             if ahead is not None:
@@ -275,6 +296,7 @@ class _Epoch:
             ahead = arrived
         if ahead is not None:
             yield self._ready(*ahead)
+        self.next_epoch += 1
 
     def _arrivals(self) -> Iterator[tuple[Batch, Any]]:
         """(batch on the device, its copy's event) from the workers in turn, then the batches
@@ -291,9 +313,12 @@ class _Epoch:
                 tails[w] = msg[1]
             elif msg[0] == "done":
                 active.remove(w)
+            elif msg[0] == "group":
+                turn += 1
+                yield from self._from_group(w, msg[1], msg[2])
             else:
                 turn += 1
-                yield self._from_slot(w, msg[1], msg[2]) if msg[0] == "batch" else self._from_host(msg[1])
+                yield self._from_host(msg[1])
         rest = [c for _, c in sorted(tails.items()) if c is not None]
         if rest:
             loader = self.owner.loader
@@ -303,14 +328,15 @@ class _Epoch:
     def _ready(self, batch: Batch, copied: Any) -> Batch:
         """`batch` as handed out: the compute stream waits for its copy from here on (not for
         the copy of the batch after it, issued already)."""
-        if copied is not None:
+        if copied is not None and copied is not self.waited:
             self.compute.wait_event(copied)
+            self.waited = copied
         return batch
 
     def _receive(self, w: int) -> Any:
-        """The next message of worker w, giving back the slots whose copies are done first (and
-        waiting for copies when all of w's slots are out: it may be blocked on them)."""
-        self._give_back(wait_for=w if self.held[w] >= self.owner.depth else None)
+        """The next message of worker w, giving back the groups whose copies are done first
+        (and waiting for copies when all of w's groups are out: it may be blocked on them)."""
+        self._give_back(wait_for=w if self.held[w] >= self.groups else None)
         conn, proc = self.conns[w], self.procs[w]
         while True:
             try:
@@ -324,45 +350,49 @@ class _Epoch:
         raise RuntimeError(f"loader worker {w} (pid {proc.pid}) ended before its share of the epoch "
                            f"(exit code {proc.exitcode})")
 
-    def _send(self, w: int, slot: int) -> None:
-        """A slot back to worker w; one that has finished its share and left needs none."""
+    def _send(self, w: int, group: int) -> None:
+        """A group back to worker w; one that has finished its share and left needs none."""
         try:
-            self.conns[w].send(slot)
+            self.conns[w].send(group)
         except OSError:
             pass
 
     def _give_back(self, wait_for: int | None) -> None:
         while self.in_flight:
-            done, w, slot = self.in_flight[0]
+            done, w, group = self.in_flight[0]
             if not done.query():
-                if wait_for is None or self.held[wait_for] < self.owner.depth:
+                if wait_for is None or self.held[wait_for] < self.groups:
                     return
                 done.synchronize()
             self.in_flight.popleft()
-            self._send(w, slot)
+            self._send(w, group)
             self.held[w] -= 1
 
-    def _from_slot(self, w: int, slot: int, shape: dict[str, Any]) -> tuple[Batch, Any]:
-        """The batch in worker w's `slot`, its copy to the device issued, and the copy's event."""
-        rows, ids = shape["rows"], shape["ids"]
-        layout = _Layout(rows, self.schema.num_dense, ids, self.schema.num_sparse)
-        start = slot * self.owner.slot_bytes
-        host = self.owner.bases[w][start:start + layout.end]
+    def _from_group(self, w: int, group: int, shapes: list[dict[str, Any]]) -> Iterator[tuple[Batch, Any]]:
+        """The batches of worker w's `group` (one per shape, in consecutive slots), copied to
+        the device in one copy, each with the copy's event."""
+        layouts = [SlotLayout(s["rows"], self.schema.num_dense, s["ids"], self.schema.num_sparse) for s in shapes]
+        slot_bytes = self.owner.slot_bytes
+        start = group * self.size * slot_bytes
+        host = self.owner.bases[w][start:start + (len(shapes) - 1) * slot_bytes + layouts[-1].end]
         done = None
         if not self.cuda:
             data = host.clone()
-            self._send(w, slot)
+            self._send(w, group)
         else:
             self.held[w] += 1
-            done = torch.cuda.Event()  # one per batch: the step on batch k waits for copy k only
+            done = torch.cuda.Event()  # one per group: a step waits for its own group's copy only
             with torch.cuda.stream(self.copier):
-                data = torch.empty(layout.end, dtype=torch.uint8, device=self.owner.device)
+                data = torch.empty(host.numel(), dtype=torch.uint8, device=self.owner.device)
                 data.copy_(host, non_blocking=True)
                 done.record(self.copier)
             data.record_stream(self.compute)
-            self.in_flight.append((done, w, slot))
-        return _batch_of(data, layout, rows, self.schema.num_dense, ids, shape["per_key"],
-                         self.schema.sparse_names), done
+            self.in_flight.append((done, w, group))
+        keys = self.schema.sparse_names
+        for i, (shape, layout) in enumerate(zip(shapes, layouts)):
+            part = data[i * slot_bytes:i * slot_bytes + layout.end]
+            yield batch_of(part, layout, shape["rows"], self.schema.num_dense, shape["ids"], shape["per_key"],
+                            keys), done
 
     def _from_host(self, rows: _Chunk) -> tuple[Batch, Any]:
         """A batch of rows that came through the pipe (larger than a slot, or the epoch's tail)."""
@@ -375,16 +405,3 @@ class _Epoch:
             done.record(self.copier)
         batch.record_stream(self.compute)
         return batch, done
-
-
-def _batch_of(data: torch.Tensor, layout: _Layout, rows: int, dense: int, ids: int, per_key: list[int],
-              keys: list[str]) -> Batch:
-    """The Batch whose tensors are views of `data` (one slot's bytes, on any device)."""
-    def part(start: int, count: int, dtype: torch.dtype) -> torch.Tensor:
-        return data[start:start + count * dtype.itemsize].view(dtype)
-
-    sparse = KeyedJaggedTensor(keys=keys, values=part(layout.ids, ids, torch.int64),
-                               lengths=part(layout.lengths, rows * len(keys), torch.int32), stride=rows,
-                               length_per_key=per_key)
-    return Batch(dense=part(layout.dense, rows * dense, torch.float32).view(rows, dense), sparse=sparse,
-                 labels=part(layout.labels, rows, torch.float32))

@@ -125,7 +125,8 @@ class Trainer:
     but the last; returning True stops training there (pruning). Not thread-safe.
 
     On CUDA the batches are made by `config.loader_workers` processes into pinned shared memory
-    (rankitect.data.loader_workers; with 0, by the loader's thread, pinned there), the next
+    (rankitect.data.loader_workers; with 0, by the loader's thread, pinned there), which go on
+    to the next epoch's batches while an epoch ends and `on_epoch` runs; the next
     batch is copied to the GPU on a side stream while the current step runs, and the loss is
     read back every LOSS_SYNC_EVERY steps rather than every step (so the CPU queues steps ahead
     of the GPU), unless `on_step` wants each step's loss; a non-finite loss is then reported at
@@ -222,7 +223,8 @@ class Trainer:
         if resume:
             self._restore()
         if self._workers_count:
-            self._workers = WorkerLoader(self.loader, self._workers_count, self.device, depth=CUDA_PREFETCH)
+            self._workers = WorkerLoader(self.loader, self._workers_count, self.device, depth=CUDA_PREFETCH,
+                                         last_epoch=self.config.epochs - 1)
         self._saved_step = self._global_step if resume else -1
         steps_per_epoch = len(self.loader)
         total = steps_per_epoch * self.config.epochs
