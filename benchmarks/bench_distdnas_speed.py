@@ -31,19 +31,14 @@ from typing import Any
 from benchmarks.common import print_table
 from rankitect.data.synth import SynthConfig, generate
 
-START = "2024-01-01"
-
-
-def _date(day: int) -> str:
-    """The date of 1-based day `day` of the generated data."""
-    import datetime
-
-    return (datetime.date.fromisoformat(START) + datetime.timedelta(days=day - 1)).isoformat()
-
 
 def _config(data: Path, days: int, space: str, searcher: str, trials: int) -> dict[str, Any]:
-    return {"data": {"path": str(data), "train_dates": f"first:{days}", "valid_dates": _date(days + 1),
-                     "test_dates": _date(days + 2)},
+    """Train on the first `days` dates of `data`, select on the next one, test on the one after."""
+    from rankitect.data.dataset import Dataset
+
+    dates = Dataset.open(str(data)).dates
+    return {"data": {"path": str(data), "train_dates": f"first:{days}", "valid_dates": dates[days],
+                     "test_dates": dates[days + 1]},
             "space": {"name": space}, "searcher": {"name": searcher}, "objectives": ["ne", "flops"],
             "budget": {"trials": trials}, "baselines": [], "seed": 0}
 

@@ -122,8 +122,9 @@ def _worker(loader: BatchLoader, units: list[tuple[str, int]], epochs: range, wo
             inherited: list[Connection]) -> None:
     """Write this worker's batches of each of `epochs` into its ring, one epoch after the other;
     messages to the training process over `conn` (groups of batches; "done" ends an epoch's
-    share), which sends back the groups it is done with (and None to stop). `inherited`: the other pipe ends this
-    fork holds, closed here (a pipe reads as closed only once nobody else holds it)."""
+    share), which sends back the groups it is done with (and None to stop). `inherited`: the
+    other pipe ends this fork holds, closed here (a pipe reads as closed only once nobody else
+    holds it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for other in inherited:
         other.close()
@@ -237,9 +238,9 @@ class WorkerLoader:
         ctx = mp.get_context("fork")  # the rings are shared with the workers by inheritance
         pipes = [ctx.Pipe() for _ in range(self.workers)]
         ends = [end for pipe in pipes for end in pipe]
-        last = self.last_epoch if self.last_epoch is not None else sys.maxsize - 1
+        stop = sys.maxsize if self.last_epoch is None else max(epoch, self.last_epoch) + 1
         procs = [ctx.Process(target=_worker, name=f"rankitect-loader-{w}", daemon=True,
-                             args=(self.loader, self.units, range(epoch, max(epoch, last) + 1), w, self.workers,
+                             args=(self.loader, self.units, range(epoch, stop), w, self.workers,
                                    self.rings[w], self.depth, self.slot_bytes, pipes[w][1], os.getpid(),
                                    [end for end in ends if end is not pipes[w][1]]))
                  for w in range(self.workers)]
