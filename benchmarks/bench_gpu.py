@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -160,10 +161,12 @@ def _rows_trainer(r: dict[str, Any]) -> list[list[str]]:
     t = r["trainer"]
     for label, v in t.items():
         if isinstance(v, dict):
+            ratios = [x for x in v["ratio_last_epoch"] if x]
             out.append(["e fused", f"Trainer end to end, {label}, last of {t['epochs']} epochs of "
-                        f"{v['rows_per_epoch']:,} rows, ex/s", _n(v["last_epoch"]),
-                        f"batches on the device {_n(t['resident_examples_per_s'])}",
-                        f"{v['ratio_last_epoch']:.3f} (>= 0.9)" if v["ratio_last_epoch"] else "-"])
+                        f"{v['rows_per_epoch']:,} rows, ex/s (per round)", " / ".join(_n(x) for x in v["last_epoch"]),
+                        "batches on the device around it " + " / ".join(_n(x) for x in v["resident"]),
+                        (" / ".join(f"{x:.3f}" for x in ratios) + f", median {statistics.median(ratios):.3f} (>= 0.9)")
+                        if ratios else "-"])
     return out
 
 

@@ -10,11 +10,18 @@
 #   pure-Python imports pyre-extensions-0.0.32, typing-inspect-0.9.0, mypy_extensions-1.2.0,
 #   cloudpickle-3.1.2 (cp312 / py3 wheels, `pip download --no-deps --python-version 3.12`).
 #   fbgemm's CUDA build (fbgemm_gpu-1.6.0-cp312-cp312-manylinux_2_28_x86_64.whl, 465 MB, linked
-#   against the device's CUDA 13 torch 2.11) is too big for one call: split into pieces here
-#   (`split -b 50M -d -a 2 WHEEL .fbg/p`), each carried by a call of its own that moves it to
-#   /tmp/fbg/ on the warm machine (`mkdir -p /tmp/fbg && mv .fbg/pNN /tmp/fbg/`), the pieces
-#   are joined here. Without them, fbgemm_gpu_cpu-1.6.0 in .gpuwheels/ (the CPU build: torchrec's
-#   plain tables run on CUDA with it, fused tables fall back to dense ones with a warning).
+#   against the device's CUDA 13 torch 2.11) is too big for one call (64 MiB): carried in pieces,
+#   each by a call of its own that moves it to /tmp/fbg/ on the warm machine
+#   (`mkdir -p /tmp/fbg && mv .fbg/zNN /tmp/fbg/`), joined here. Three pieces, not nine, when the
+#   wheel's contents go as one zstd stream (a zip compresses each file alone; zstd's long window
+#   finds what the kernels of several GPU architectures share: 163 MB):
+#     unzip -d w WHEEL && tar -C w -cf - . | zstd -19 --long=27 -o fbg.tar.zst
+#     split -b 55M -d -a 2 fbg.tar.zst .fbg/z
+#   with zstd itself in .fbg/bin/ (the binary and its liblz4.so.1; the device has no zstd), carried
+#   with the first piece. The wheel split as it is (`split -b 50M -d -a 2 WHEEL .fbg/p`, nine
+#   pieces in /tmp/fbg/pNN) works too. Without either, fbgemm_gpu_cpu-1.6.0 in .gpuwheels/ (the
+#   CPU build: torchrec's plain tables run on CUDA with it, fused tables fall back to dense ones
+#   with a warning).
 #
 # Usage there: bash benchmarks/gpu_device_run.sh [bench_gpu.py options]
 set -euo pipefail
@@ -32,6 +39,13 @@ if [ ${#wheels[@]} -eq 0 ]; then
     exit 2
 fi
 started=$(date +%s)
+packed=(/tmp/fbg/z*)
+if [ ${#packed[@]} -gt 0 ] && [ ! -d "$SITE/fbgemm_gpu" ]; then
+    ZSTD="$(command -v zstd || echo /tmp/fbg/bin/zstd)"
+    mkdir -p "$SITE"
+    cat "${packed[@]}" | LD_LIBRARY_PATH="/tmp/fbg/bin:${LD_LIBRARY_PATH:-}" "$ZSTD" -d --long=27 -q | tar -x -C "$SITE"
+    echo "fbgemm_gpu unpacked from ${#packed[@]} zstd pieces in $(( $(date +%s) - started )) s"
+fi
 pieces=(/tmp/fbg/p*)
 if [ ${#pieces[@]} -gt 0 ]; then
     cat "${pieces[@]}" > /tmp/fbgemm_gpu-1.6.0-cp312-cp312-manylinux_2_28_x86_64.whl

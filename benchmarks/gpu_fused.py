@@ -154,10 +154,13 @@ def section_trainer(ctx: Any) -> dict[str, Any]:
 LOADERS = {"reader thread": 0, "2 worker processes": 2, "4 worker processes (the default here)": 4}
 
 
-def trainer_end_to_end(ctx: Any, epochs: int = 2) -> dict[str, Any]:
+def trainer_end_to_end(ctx: Any, epochs: int = 2, rounds: int = 2) -> dict[str, Any]:
     """The Trainer's examples/s over its last epoch by the wall clock (the epoch's start, i.e.
     the loader's first buffer, included; the run's start-up and warm-up left out) against the
-    same model's steps over batches already on the device. Its own data: two days of
+    same model's steps over batches already on the device, measured right before and right after
+    each run (a GPU's rate drifts by 20% over minutes: a reference taken once carries that
+    drift into every ratio). `rounds` rounds of every loader, interleaved; the ratio of a run is
+    its last epoch against the mean of the references around it. Its own data: two days of
     8 x ctx's rows per day, shaped as ctx.dataset (on the GPU an epoch then lasts about 3 s)."""
     s, dev = ctx.sizes, ctx.device
     rows_per_day = 8 * s.rows_per_day
@@ -169,24 +172,36 @@ def trainer_end_to_end(ctx: Any, epochs: int = 2) -> dict[str, Any]:
     arch = dlrm(ds.schema, DMP_BOTTOM, DMP_TOP)
     cfg = TrainConfig(epochs=epochs, batch_size=s.batch, lr=DENSE_LR, embedding_lr=TABLE_LR, device=str(dev),
                       checkpoint_every=0, shuffle_buffer=max(200_000, s.batch))
-    torch.manual_seed(0)
-    resident_model = training_model(arch, ds.schema, cfg)
-    resident = rates({"resident": train_pass(resident_model, ctx.device_batches,
-                                             model_optimizer(resident_model, cfg, dev), dev)}, s.rounds, dev)["resident"]
-    del resident_model
-    free(dev)
-    out: dict[str, Any] = {"resident_examples_per_s": resident, "epochs": epochs}
-    for label, workers in LOADERS.items():
+
+    def resident() -> float:
         torch.manual_seed(0)
-        run_cfg = dataclasses.replace(cfg, loader_workers=workers)
-        trainer, stats, last = fit_timed(lambda on_epoch: Trainer(training_model(arch, ds.schema, run_cfg), ds,
-                                                                  ds.dates, run_cfg, progress=False,
-                                                                  on_epoch=on_epoch), dev)
-        out[label] = {
-            "last_epoch": last, "whole_run": stats.examples_per_second,
-            "ratio_last_epoch": last / resident if last else None, "rows_per_epoch": stats.examples // epochs}
-        del trainer
+        model = training_model(arch, ds.schema, cfg)
+        rate = rates({"resident": train_pass(model, ctx.device_batches, model_optimizer(model, cfg, dev), dev)},
+                     s.rounds, dev)["resident"]
+        del model
         free(dev)
+        return rate
+
+    references = [resident()]
+    out: dict[str, Any] = {"epochs": epochs, "rounds": rounds}
+    for _ in range(rounds):
+        for label, workers in LOADERS.items():
+            torch.manual_seed(0)
+            run_cfg = dataclasses.replace(cfg, loader_workers=workers)
+            trainer, stats, last = fit_timed(lambda on_epoch: Trainer(training_model(arch, ds.schema, run_cfg), ds,
+                                                                      ds.dates, run_cfg, progress=False,
+                                                                      on_epoch=on_epoch), dev)
+            del trainer
+            free(dev)
+            references.append(resident())
+            reference = (references[-2] + references[-1]) / 2
+            runs = out.setdefault(label, {"last_epoch": [], "whole_run": [], "resident": [], "ratio_last_epoch": [],
+                                          "rows_per_epoch": stats.examples // epochs})
+            runs["last_epoch"].append(last)
+            runs["whole_run"].append(stats.examples_per_second)
+            runs["resident"].append(reference)
+            runs["ratio_last_epoch"].append(last / reference if last else None)
+    out["resident_examples_per_s"] = references
     return out
 
 
