@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from launcher import cmd_blocks, cmd_data, cmd_export, cmd_jobs, cmd_launch, cmd
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer its pipe's reader left
 COMMANDS = (cmd_data, cmd_train, cmd_search, cmd_launch, cmd_export, cmd_blocks, cmd_serve, cmd_jobs)
 
 
@@ -37,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rankitect.errors import UserError  # after parsing: `--help` stays fast
     from rankitect.experiment.ray_env import loopback_environment
 
-    loopback_environment(getattr(args, "address", None))
+    loopback_environment(getattr(args, "address", None) or getattr(args, "cluster", None))
     if threading.current_thread() is threading.main_thread():
         # Started in the background (`nohup ... &`) SIGINT arrives ignored; `kill -INT` must
         # still stop a search or a training run the way Ctrl-C does (saving what it has).
@@ -46,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rankitect.train.trainer import TrainingInterrupted
 
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:  # `rankitect jobs | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush writes nowhere
+        return EXIT_BROKEN_PIPE
     except (TrainingInterrupted, SearchInterrupted) as exc:
         print(f"rankitect: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -181,8 +181,12 @@ def run_download(args: argparse.Namespace, client: Any) -> int:
     from rankitect.export.artifact import check_target
 
     check_target(out, force=True)  # even with --force, only an earlier export is replaced
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".rankitect-download-", dir=out.parent) as scratch:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch_dir = tempfile.TemporaryDirectory(prefix=".rankitect-download-", dir=out.parent)
+    except OSError as exc:  # a file as a parent, a read-only or virtual file system
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    with scratch_dir as scratch:
         archive = Path(scratch) / "model.tar.gz"
         info = client.download_artifact(args.job_id, archive)
         unpacked = Path(scratch) / "unpacked"

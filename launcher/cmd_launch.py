@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from rankitect.errors import UserError
+from rankitect.experiment.ray_env import auth_environment
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -213,11 +214,17 @@ def connect(cluster: str) -> JobSubmissionClient:
     """A JobSubmissionClient for `cluster`; UserError naming --cluster when there is no dashboard."""
     _probe(cluster)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported, as elsewhere
+    auth_environment(cluster)  # a token in RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH goes with every call
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
         with _quiet_ray_logs():
             return JobSubmissionClient(cluster)
+    except AuthenticationError as exc:
+        given = "the token given was refused" if os.environ.get("RAY_AUTH_MODE") == "token" else "no token was given"
+        raise UserError(f"--cluster {cluster}: the cluster wants Ray's token and {given}: set RAY_AUTH_TOKEN or "
+                        f"RAY_AUTH_TOKEN_PATH to the cluster's token ({_first_line(exc)})") from None
     except (OSError, RuntimeError, ValueError) as exc:
         raise UserError(f"--cluster {cluster}: no Ray Jobs API there: {_first_line(exc)}") from None
 

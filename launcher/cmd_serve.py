@@ -3,7 +3,9 @@
 Binds 127.0.0.1 unless --host says otherwise. Jobs run on the Ray at --address, or on a local
 Ray this process starts for the first job (and stops with it); their state is in --db. With --token-file every call but the health
 check needs `authorization: Bearer TOKEN`; with --tls-cert/--tls-key the port speaks TLS.
-Runs until SIGINT or SIGTERM, then stops gracefully (health NOT_SERVING first).
+Runs until SIGINT or SIGTERM, then stops gracefully (health NOT_SERVING first). A job store
+that is damaged, or does not match its runs folder (job folders it has no record of), is
+refused before the port answers: one message naming both, exit 2.
 """
 
 from __future__ import annotations
@@ -38,8 +40,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key (with --tls-cert)")
     p.add_argument("--max-jobs", type=int, default=2, help="search jobs running at once (default 2)")
     p.add_argument("--max-queued", type=int, default=16,
-                   help="jobs waiting for a slot; more are refused RESOURCE_EXHAUSTED (default 16)")
+                   help="jobs waiting for a slot; more are refused RESOURCE_EXHAUSTED (default 16; 0: none "
+                        "wait, a job is taken only when one of the --max-jobs slots is free)")
+    p.add_argument("--max-queued-per-owner", type=int, default=None, metavar="N",
+                   help="of the waiting jobs, at most N of one owner (token); more are refused "
+                        "RESOURCE_EXHAUSTED (default: half of --max-queued, rounded up, with --token-file; "
+                        "all of it without, where every caller is one owner)")
+    for flag, default, what in _STREAM_FLAGS:
+        p.add_argument(flag, type=int, default=default, metavar="N",
+                       help=f"{what}; one more is refused RESOURCE_EXHAUSTED (default {default})")
     p.set_defaults(run=run_serve)
+
+
+# Streams (WatchJob, DownloadArtifact, health Watch) hold a thread each while open: their limits
+# (launcher/rpc/streams.py). Imported lazily elsewhere; the defaults are its DEFAULT_* values.
+_STREAM_FLAGS = (
+    ("--max-streams", 64, "streams open at once on the whole server"),
+    ("--max-streams-per-connection", 16, "streams open at once on one client connection"),
+    ("--max-streams-per-owner", 16, "streams open at once of one token owner (with --token-file)"),
+    ("--max-unauthenticated-streams", 8, "health Watch streams open at once without a token (with --token-file)"),
+)
 
 
 def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions; imported lazily)
@@ -57,7 +77,11 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
     if args.max_jobs < 1:
         raise UserError(f"--max-jobs {args.max_jobs}: must be >= 1")
     if args.max_queued < 0:
-        raise UserError(f"--max-queued {args.max_queued}: must be >= 0")
+        raise UserError(f"--max-queued {args.max_queued}: must be >= 0 (0: no job waits for a slot)")
+    per_owner = args.max_queued_per_owner
+    if per_owner is not None and per_owner < 0:
+        raise UserError(f"--max-queued-per-owner {per_owner}: must be >= 0 (0: an owner's job is taken only "
+                        f"when a slot is free)")
     runs_dir = args.runs_dir
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UserError(f"--runs-dir {runs_dir}: exists and is not a folder")
@@ -77,9 +101,17 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
             raise UserError(f"--token-file {args.token_file}: no such file")
         tokens = TokenTable.load(args.token_file)
     _check_tls(args.tls_cert, args.tls_key)
-    return ServerOptions(host=host, port=args.port, ray_address=args.address, runs_dir=runs_dir, db=args.db,
+    if per_owner is None:
+        per_owner = (args.max_queued + 1) // 2 if tokens is not None else args.max_queued
+    streams = {}
+    for flag, _, _ in _STREAM_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be >= 1")
+        streams[flag[2:].replace("-", "_")] = value
+    return ServerOptions(**streams, host=host, port=args.port, ray_address=args.address, runs_dir=runs_dir, db=args.db,
                          allow_roots=tuple(roots), tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                         max_jobs=args.max_jobs, max_queued=args.max_queued)
+                         max_jobs=args.max_jobs, max_queued=args.max_queued, max_queued_per_owner=per_owner)
 
 
 def _check_tls(cert: Path | None, key: Path | None) -> None:
@@ -108,6 +140,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from launcher.jobs.store import StoreUnusable
     from launcher.rpc.server import build_server
 
     options = options_from_args(args)
@@ -117,10 +150,17 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"rankitect serve: warning: listening on {options.host} without {missing}: anyone who reaches "
               f"this port can call it" + (" and read the tokens on the wire" if options.tls_cert is None
                                           and options.tokens is not None else ""), file=sys.stderr)
-    server = build_server(options)
+    try:
+        server = build_server(options)
+    except StoreUnusable as exc:  # damaged: name the runs folder that goes with it too
+        raise UserError(f"{exc} (--db {options.db_path}, --runs-dir {options.runs_dir})") from None
     stop = threading.Event()
+    try:
+        server.start()  # the job store is checked against the runs folder first (StoreUnusable)
+    except BaseException:
+        server.stop(grace=0)
+        raise
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server.start()
     try:
         auth = f"{len(options.tokens)} tokens" if options.tokens is not None else "off"
         print(f"rankitect serve: listening on {server.address} (TLS {'on' if options.tls_cert else 'off'}, "

@@ -45,6 +45,10 @@ BAD = [
     (["--db", "{dir}"], "--db {dir}: exists and is not a file"),
     (["--db", "{missing}/x/jobs.db"], "does not exist"),
     (["--address", ""], "--address"),
+    (["--max-queued", "-1"], "--max-queued -1: must be >= 0"),
+    (["--max-queued-per-owner", "-1"], "--max-queued-per-owner -1: must be >= 0"),
+    (["--max-streams", "0"], "--max-streams 0: must be >= 1"),
+    (["--max-unauthenticated-streams", "-3"], "--max-unauthenticated-streams -3: must be >= 1"),
 ]
 
 
@@ -104,3 +108,79 @@ def test_non_loopback_without_tls_or_token_warns(files, capsys, monkeypatch) -> 
         assert info.value.args[0].host == host and info.value.args[0].tokens is not None
         err = capsys.readouterr().err
         assert ("without --tls-cert/--tls-key" in err and "read the tokens on the wire" in err) == warned, err
+
+
+def _runs_with_jobs(tmp_path: Path, jobs: int = 2) -> tuple[Path, Path]:
+    """A runs folder as a server leaves it: its store and one folder per job; (db, runs)."""
+    from launcher.jobs.store import JobStore
+
+    runs = tmp_path / "runs"
+    store = JobStore(runs / "jobs.sqlite3")
+    for _ in range(jobs):
+        job, _ = store.create("alice", None, "seed: 1\n", "d", "random on nasrec", "random", 3)
+        for i in range(40):
+            store.append_event(job.job_id, "log", {"text": f"line {i} " + "x" * 200, "source": "driver"})
+        (runs / job.job_id).mkdir()
+        (runs / job.job_id / "config.yaml").write_text(job.config_yaml)
+    store.close()
+    return runs / "jobs.sqlite3", runs
+
+
+def _truncate(db: Path, size: int) -> None:
+    with open(db, "r+b") as handle:
+        handle.truncate(size)
+
+
+DAMAGES = {
+    "emptied": lambda db: _truncate(db, 0),  # truncate -s 0 jobs.sqlite3
+    "half-cut": lambda db: _truncate(db, db.stat().st_size // 2),
+    "header-overwritten": lambda db: db.write_bytes(b"\0" * 100 + db.read_bytes()[100:]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_serve_refuses_a_store_that_is_damaged_or_does_not_match_its_runs_folder(damage, tmp_path) -> None:
+    """The command itself: one line naming the store and the runs folder, exit 2, no
+    traceback, the job folders untouched (a server that started instead is stopped by the
+    timeout: the test fails)."""
+    db, runs = _runs_with_jobs(tmp_path)
+    DAMAGES[damage](db)
+    folders = sorted(p.name for p in runs.iterdir() if p.is_dir())
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "rankitect"), "serve", "--port", "0", "--runs-dir",
+                               str(runs)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the server started on a {damage} store: {exc.stdout}") from None
+    err = done.stderr
+    assert done.returncode == 2, (done.returncode, done.stdout, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(db) in err and str(runs) in err, err
+    assert ("does not match its runs folder" if damage == "emptied" else "damaged") in err, err
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == folders  # nothing of the jobs touched
+
+
+def test_max_queued_per_owner_defaults_to_a_share_with_tokens(files) -> None:
+    from launcher.cli import build_parser
+    from launcher.cmd_serve import options_from_args
+
+    def per_owner(*flags: str) -> int | None:
+        return options_from_args(build_parser().parse_args(["serve", "--port", "0", *flags])).max_queued_per_owner
+
+    assert per_owner() == 16  # one owner (anonymous): the whole queue
+    assert per_owner("--token-file", files["tokens"]) == 8
+    assert per_owner("--token-file", files["tokens"], "--max-queued", "5") == 3
+    assert per_owner("--token-file", files["tokens"], "--max-queued-per-owner", "2") == 2
+    assert per_owner("--max-queued", "0") == 0
+
+
+def test_stream_flags_reach_the_server_and_default_to_its_limits(files) -> None:
+    from launcher.cli import build_parser
+    from launcher.cmd_serve import options_from_args
+    from launcher.rpc.streams import StreamLimits
+
+    def limits(*flags: str) -> StreamLimits:
+        return options_from_args(build_parser().parse_args(["serve", "--port", "0", *flags])).stream_limits
+
+    assert limits() == StreamLimits()  # the CLI's defaults are the server's
+    assert limits("--max-streams", "5", "--max-streams-per-connection", "2", "--max-streams-per-owner", "3",
+                  "--max-unauthenticated-streams", "1") == StreamLimits(5, 2, 3, 1)

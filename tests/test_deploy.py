@@ -158,11 +158,37 @@ def check_ray_cluster_spec(spec: dict[str, Any], where: str) -> None:
         container = pod["containers"][0]
         assert container["image"] and container.get("resources", {}).get("limits"), f"{where}: {container['name']}"
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert_ray_token_from_secret(container, f"{where}: {container['name']}")
         on_claim = [p for p, v in mounts(pod, container).items()
                     if v.get("persistentVolumeClaim", {}).get("claimName") == claim]
         assert len(on_claim) == 1, f"{where}: {container['name']} does not mount {claim} once"
         shared_paths.add(on_claim[0])
     assert len(shared_paths) == 1, f"{where}: the shared claim sits at different paths {shared_paths}"
+
+
+RAY_TOKEN_SECRET = "rankitect-ray-token"
+
+
+def assert_ray_token_from_secret(container: dict[str, Any], where: str) -> None:
+    """Ray's token authentication on, its token from the one Secret (not written in the manifest)."""
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{where}: RAY_AUTH_MODE is not token"
+    ref = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    assert ref.get("name") == RAY_TOKEN_SECRET and ref.get("key"), f"{where}: RAY_AUTH_TOKEN not from the Secret"
+    assert "value" not in env["RAY_AUTH_TOKEN"], f"{where}: a token written in the manifest"
+
+
+def test_serve_sends_the_ray_token() -> None:
+    deployment = one(SERVE, "Deployment")
+    assert_ray_token_from_secret(deployment["spec"]["template"]["spec"]["containers"][0], SERVE.name)
+
+
+def test_cluster_launcher_nodes_get_the_token_file() -> None:
+    raw = yaml.safe_load(LAUNCHER.read_text())
+    options = " ".join(raw["docker"]["run_options"])
+    assert "RAY_AUTH_MODE=token" in options
+    path = next(o.split("=", 1)[1] for o in raw["docker"]["run_options"] if "RAY_AUTH_TOKEN_PATH=" in o)
+    assert path in raw["file_mounts"], "the token file is not copied to the nodes"
 
 
 def test_raycluster() -> None:

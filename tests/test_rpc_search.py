@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from launcher.cli import main
 from launcher.rpc.auth import TokenTable
 from launcher.rpc.client import RankitectClient
 from launcher.rpc.gen import search_pb2 as spb
+from rankitect.test_gate import ENV_VAR
 from tests.helpers import tiny_synth
 from tests.rpc_helpers import GOOD_TOKEN, OTHER_TOKEN, running_server, write_token_file
 
@@ -183,8 +186,8 @@ def test_owners_see_only_their_jobs(finished, alice, bob, server) -> None:
     for call in (bob.get_job, bob.cancel_job, bob.resume_job, bob.get_result,
                  lambda j: bob.watch_job(j), lambda j: bob.download_artifact(j, "/nonexistent/x")):
         error = refused(call, job_id)
-        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
-        assert "another owner" in error.details()
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        assert error.details() == f"job_id: no job {job_id!r}"  # as for an id that does not exist
     assert job_id in [j.job_id for j in alice.list_jobs()]
     assert job_id not in [j.job_id for j in bob.list_jobs()]
     with RankitectClient(server.address, timeout=10) as anonymous:
@@ -199,7 +202,7 @@ BAD_SUBMISSIONS = [
     ("- a list", (), grpc.StatusCode.INVALID_ARGUMENT, "config_yaml: must be a mapping"),
     ("", (), grpc.StatusCode.INVALID_ARGUMENT, "config_yaml: empty"),
     ("{config}", ("budget.trials=0",), grpc.StatusCode.INVALID_ARGUMENT, "config.budget.trials: must be >= 1, got 0"),
-    ("{config}", ("nonsense",), grpc.StatusCode.INVALID_ARGUMENT, "overrides[0]: --set 'nonsense': expected"),
+    ("{config}", ("nonsense",), grpc.StatusCode.INVALID_ARGUMENT, "overrides[0]: expected KEY=VALUE"),
     ("{config}", ("colour=blue",), grpc.StatusCode.INVALID_ARGUMENT, "config.colour: unknown key"),
     ("{config}", ("searcher.name=simulated_annealing",), grpc.StatusCode.INVALID_ARGUMENT, "simulated_annealing"),
     ("{config}", ("data.valid_dates=2031-01-01",), grpc.StatusCode.INVALID_ARGUMENT, "config.data.valid_dates"),
@@ -257,12 +260,19 @@ def test_validate_only_creates_nothing(alice, root) -> None:
     assert [j.job_id for j in alice.list_jobs()] == before
 
 
-def test_full_queue_is_resource_exhausted(ray_cluster, root) -> None:
-    with running_server(allow_roots=(root.resolve(),), ray_address=ray_cluster, max_queued=0) as srv, \
+def test_full_queue_is_resource_exhausted(ray_cluster, root, trial_gate, monkeypatch) -> None:
+    """--max-queued 0: a job is taken while a slot is free; with the one slot taken (its
+    driver held before its search), the next is refused and nothing is stored for it."""
+    monkeypatch.setenv(ENV_VAR, str(trial_gate.folder))  # the drivers of this in-process server see the gate
+    trial_gate.hold(first=0, last=0, what="job")
+    with running_server(allow_roots=(root.resolve(),), ray_address=ray_cluster, max_queued=0, max_jobs=1) as srv, \
             RankitectClient(srv.address, timeout=30) as client:
+        first, _ = client.submit_search(search_config(root / "ds"))
+        trial_gate.wait_started("job 0")
         error = refused(client.submit_search, search_config(root / "ds"))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-queued is 0" in error.details()
-        assert list(client.list_jobs()) == []
+        assert [j.job_id for j in client.list_jobs()] == [first.job_id]
+        assert state(client.cancel_job(first.job_id)) in ("CANCELLING", "CANCELLED")
 
 
 def test_cancel_mid_search_keeps_trials_and_resume_finishes(alice, root, server, trial_gate) -> None:
@@ -356,6 +366,18 @@ def test_cli_clients(finished, server, root, tmp_path, capsys) -> None:
     (mine / "notes").mkdir(parents=True)
     assert main(["download", finished["job_id"], "--out", str(mine), "--force", *common]) == 2
     assert "is not a Rankitect export" in capsys.readouterr().err and (mine / "notes").is_dir()
+    (tmp_path / "afile").write_text("")
+    for out in (tmp_path / "afile" / "m", Path("/proc/m")):  # a file as the parent; a virtual file system
+        assert main(["download", finished["job_id"], "--out", str(out), *common]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: cannot write there" in err and "Traceback" not in err, err
+    assert (tmp_path / "afile").read_text() == ""
+    for argv in (["jobs", *common], ["blocks"]):  # `rankitect jobs | head`: the reader left before any write
+        reader_gone = subprocess.Popen([sys.executable, "-m", "launcher.cli", *argv], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+        reader_gone.stdout.close()
+        err = reader_gone.stderr.read().decode()
+        assert reader_gone.wait(timeout=120) == 141 and err == "", (argv, err)
 
     for argv, message in [(["cancel", finished["job_id"]], "FAILED_PRECONDITION: job_id: job"),
                           (["resume", "job-999999"], "NOT_FOUND"),

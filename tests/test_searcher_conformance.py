@@ -111,6 +111,55 @@ def test_restore_from_storage_continues_as_if_never_stopped(name: str, tmp_path)
     assert [t.number for t in restored.told()] == list(range(20))
 
 
+class _Killed(BaseException):
+    """The driver's death at one storage write (nothing after it runs, nothing catches it)."""
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_a_driver_killed_while_a_trial_is_asked_resumes_its_choices(name: str, tmp_path, monkeypatch) -> None:
+    """Killed at each write the asking of trial 6 makes to the storage (the trial, its
+    attributes, each choice, one at a time): the resumed search trains trial 6 with the choices
+    an uninterrupted search gave it (once its choices are stored), and goes on as if never stopped."""
+    straight = _drive(_searcher(name, _db(tmp_path, "straight")), 9)
+    storage_class = optuna.storages.RDBStorage
+    writes = [w for w in ("create_new_trial", "set_trial_param", "set_trial_system_attr", "set_trial_user_attr",
+                          "set_trial_state_values") if hasattr(storage_class, w)]
+    kill_at = 0
+    while True:
+        storage = _db(tmp_path, f"killed{kill_at}")
+        before = _searcher(name, storage)
+        _drive(before, 6)
+        count = [0]
+
+        def counting(original):
+            def write(self, *args, **kwargs):
+                count[0] += 1
+                if count[0] > kill_at:
+                    raise _Killed()
+                return original(self, *args, **kwargs)
+            return write
+
+        with monkeypatch.context() as patched:
+            for w in writes:
+                patched.setattr(storage_class, w, counting(getattr(storage_class, w)))
+            try:
+                before.ask()
+                asked_whole = True
+            except _Killed:
+                asked_whole = False
+        restored = _searcher(name, storage)
+        pending = restored.pending()
+        if pending:  # the trial was stored: it comes back with the choices it was given
+            assert [(p.number, p.choices) for p in pending] == [(6, straight[6])], (kill_at, pending)
+            restored.tell(6, list(objective(pending[0].choices)[:1]))
+        rest = _drive(restored, 9 - len(restored.told()))
+        assert rest == straight[9 - len(rest):], (kill_at, rest)
+        if asked_whole:
+            break
+        kill_at += 1
+    assert kill_at >= 1  # a kill hit the asking (it writes to the storage)
+
+
 @pytest.mark.parametrize("name", SEARCHERS)
 def test_two_objectives(name: str, tmp_path) -> None:
     directions = ("minimize", "minimize")

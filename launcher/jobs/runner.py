@@ -14,25 +14,29 @@ JSON lines into the job's events (launcher.jobs.events) and its other output int
 - Without a Ray address the runner starts a local one (launcher.jobs.local_ray) for the first
   job, from its scheduling thread, which also starts every driver: the parent-death signal
   is tied to the thread that started a child, and this one lives as long as the runner.
+- A store that refuses writes (a full disk, an I/O error): the readers of a driver's output
+  go on reading (the events the store cannot take are counted and said in the job's last
+  state message; the partial result is kept in memory and stored at the next write that
+  works), and a driver's end that cannot be recorded is retried by the scheduling thread
+  until the store writes again, so the job ends FAILED (or as it ended) with the reason. No
+  new job starts meanwhile. A job the store has RUNNING or CANCELLING that no driver of this
+  runner runs (its end was lost) is ended by the scheduling thread: FAILED, or CANCELLED.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
 
-from launcher.jobs import events as ev
 from launcher.jobs import parent_death
-from launcher.jobs.local_ray import LocalRayHead, loopback_env
+from launcher.jobs.driver import MAX_LINE_CHARS, Driver
+from launcher.jobs.local_ray import LocalRayHead
 from launcher.jobs.store import (
     CANCELLED,
     CANCELLING,
@@ -40,36 +44,17 @@ from launcher.jobs.store import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    WRITE_FAILURES,
     JobRecord,
     JobStore,
     StoreError,
 )
-from launcher.jobs.worker import (
-    ARTIFACT_FILE,
-    CONFIG_FILE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USER_ERROR,
-    SEARCH_DIR,
-)
+from launcher.jobs.worker import ARTIFACT_FILE, CONFIG_FILE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR
 from rankitect.errors import UserError
-from rankitect.experiment.results import RESULT_FILE
 
 log = logging.getLogger(__name__)
-MAX_LOG_EVENTS = 5_000  # per driver process: a chatty job cannot fill the store
-MAX_LINE_CHARS = 2_000
-STDERR_TAIL_LINES = 20  # kept to explain a driver that crashed
-
-
-@dataclass
-class _Driver:
-    job_id: str
-    process: subprocess.Popen
-    log_events: int = 0
-    error: str = ""
-    stderr_tail: deque = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
-    readers: list[threading.Thread] = field(default_factory=list)
-    result: dict[str, Any] | None = None  # the partial result, read from the store at its first change
+STORE_WARNING_S = 60.0  # a store that refuses writes is logged at most this often
+ENDED = (RUNNING, CANCELLING)  # the states a driver's end is recorded from
 
 
 class JobRunner:
@@ -82,20 +67,27 @@ class JobRunner:
         self.store, self.runs_dir = store, Path(runs_dir)
         self.ray_address, self.max_jobs, self.stop_grace_s = ray_address, max_jobs, stop_grace_s
         self._local_ray = LocalRayHead() if ray_address is None else None
-        self._drivers: dict[str, _Driver] = {}
+        self._drivers: dict[str, Driver] = {}  # from its start until its end is recorded
+        self._unrecorded: dict[str, Callable[[], None]] = {}  # job id: what records its end (retried)
         self._lock = threading.Lock()
+        self._launching = threading.Lock()  # held from a job's RUNNING until its driver is known
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._recovered = False
+        self._warned_at = -STORE_WARNING_S
 
     def job_dir(self, job_id: str) -> Path:
         return self.runs_dir / job_id
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Recover what a previous server left, then start the scheduling thread."""
+        """Check that the store belongs to the runs folder (StoreUnusable otherwise), recover
+        what a previous server left (retried by the scheduling thread while the store cannot
+        write), then start the scheduling thread."""
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.recover()
+        self.store.attach_runs_dir(self.runs_dir)
+        self._try_recover()
         self._thread = threading.Thread(target=self._schedule, name="rankitect-jobs", daemon=True)
         self._thread.start()
 
@@ -108,6 +100,15 @@ class JobRunner:
         for job in self.store.list(states=(CANCELLING,), limit=1_000_000):
             self.store.transition(job.job_id, CANCELLED, "cancelled (the server restarted before the driver "
                                                          "stopped)", expect=(CANCELLING,))
+
+    def _try_recover(self) -> None:
+        try:
+            self.recover()
+            self._recovered = True
+        except StoreError as exc:
+            if exc.reason not in WRITE_FAILURES:
+                raise
+            self._warn_store(exc, "the jobs a previous server left are recovered once it writes again")
 
     def stop(self) -> None:
         """Interrupt running drivers (they save), wait for them, and leave their jobs QUEUED."""
@@ -126,21 +127,39 @@ class JobRunner:
 
     # -- requests --------------------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:
-        """CANCELLED (queued), CANCELLING (running; its driver is interrupted), unchanged
-        (cancelling or cancelled already). StoreError "final" for a job that ended otherwise."""
+        """CANCELLED (queued, or running with no driver left), CANCELLING (running; its driver is
+        interrupted), unchanged (cancelled already). StoreError "final" for a job that ended
+        otherwise."""
         job = self.store.transition(job_id, CANCELLED, "cancelled while queued", expect=(QUEUED,))
         if job is not None:
             return job
         job = self.store.transition(job_id, CANCELLING, "cancelling: the driver saves its trials and stops",
                                     expect=(RUNNING,))
         if job is not None:
-            self._signal(job_id, signal.SIGINT)
-            return job
+            return self._stop_driver(job, interrupt=True)
         job = self.store.get(job_id)
-        if job.state in (CANCELLING, CANCELLED):
+        if job.state == CANCELLING:  # asked again: its driver may have gone meanwhile
+            return self._stop_driver(job, interrupt=False)
+        if job.state == CANCELLED:
             return job
         raise StoreError("final", f"job_id: job {job_id} already ended {job.state}; only queued or running "
                                   f"jobs can be cancelled", job)
+
+    def _stop_driver(self, job: JobRecord, interrupt: bool) -> JobRecord:
+        """Interrupt the driver of a CANCELLING job (once: `interrupt`; a second SIGINT would
+        cut its saving short); with no driver, the job is CANCELLED here."""
+        with self._launching, self._lock:
+            driver = self._drivers.get(job.job_id)
+        if driver is None:
+            done = self.store.transition(job.job_id, CANCELLED, "cancelled: no driver ran the job any more",
+                                         expect=(CANCELLING,), phase="cancelled")
+            return done or self.store.get(job.job_id)
+        if driver.process.poll() is None:
+            if interrupt:
+                driver.process.send_signal(signal.SIGINT)
+        else:
+            self._wake.set()  # it ended, its end not recorded yet: the scheduling thread retries now
+        return job
 
     def resume(self, job_id: str) -> JobRecord:
         """Queue a CANCELLED or FAILED job again. StoreError "state" for any other state."""
@@ -153,58 +172,107 @@ class JobRunner:
         self.wake()
         return job
 
-    def _signal(self, job_id: str, sig: int) -> None:
-        with self._lock:
-            driver = self._drivers.get(job_id)
-        if driver is not None and driver.process.poll() is None:
-            driver.process.send_signal(sig)
-
     # -- the scheduling thread (it starts every driver: see the module doc) -------------------
     def _schedule(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                while len(self.running) < self.max_jobs and not self._stopping.is_set():
-                    job = self.store.oldest_queued()
-                    if job is None:
-                        break
-                    self._launch(job)
+                self._retry_unrecorded()
+                if not self._recovered:
+                    self._try_recover()
+                if self._recovered:
+                    self._end_lost_jobs()
+                    while len(self.running) < self.max_jobs and not self._stopping.is_set():
+                        job = self.store.oldest_queued()
+                        if job is None:
+                            break
+                        self._launch(job)
+            except StoreError as exc:
+                if exc.reason not in WRITE_FAILURES:
+                    log.exception("scheduling failed")
+                self._warn_store(exc, "queued jobs start once it writes again")
             except Exception:  # noqa: BLE001 (the thread must outlive one bad job)
                 log.exception("scheduling failed")
             self._wake.wait(1.0)
         self._shut_down_drivers()
 
+    def _warn_store(self, exc: StoreError, then: str) -> None:
+        if time.monotonic() - self._warned_at >= STORE_WARNING_S:
+            self._warned_at = time.monotonic()
+            log.warning("the job store %s refuses writes (%s); %s", self.store.path, exc, then)
+
+    def _retry_unrecorded(self) -> None:
+        """Record the ends that could not be recorded (StoreError of a refused write: the rest
+        waits for the next round)."""
+        with self._lock:
+            pending = list(self._unrecorded.items())
+        for job_id, record in pending:
+            try:
+                record()
+            except StoreError as exc:
+                if exc.reason in WRITE_FAILURES:
+                    raise
+                log.warning("job %s: its end cannot be recorded: %s", job_id, exc)
+            except Exception:  # noqa: BLE001
+                log.exception("job %s: its end cannot be recorded", job_id)
+            with self._lock:
+                self._unrecorded.pop(job_id, None)
+                self._drivers.pop(job_id, None)
+
+    def _end_lost_jobs(self) -> None:
+        """End the jobs the store has RUNNING or CANCELLING that no driver of this runner runs
+        (their end was lost; on this thread, no job is between its RUNNING and its driver)."""
+        for job in self.store.list(states=ENDED, limit=10_000):
+            with self._lock:
+                if job.job_id in self._drivers or job.job_id in self._unrecorded:
+                    continue
+            if job.state == CANCELLING:
+                self.store.transition(job.job_id, CANCELLED, "cancelled: no driver ran the job any more",
+                                      expect=(CANCELLING,), phase="cancelled")
+            else:
+                self.store.transition(job.job_id, FAILED, "failed: no driver runs the job any more; ResumeJob "
+                                                           "retries it", expect=(RUNNING,), phase="failed",
+                                      error="the job's driver is gone and its end was not recorded")
+
     def _launch(self, job: JobRecord) -> None:
         folder = self.job_dir(job.job_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_FILE).write_text(job.config_yaml)
-        started = self.store.transition(job.job_id, RUNNING, f"started (attempt {job.attempts + 1})",
-                                        expect=(QUEUED,), phase="starting")
-        if started is None:
-            return  # cancelled meanwhile
         if self._local_ray is not None and self._local_ray.address is None:
             try:
                 self._local_ray.start()
             except UserError as exc:  # the job fails, the server stays up
-                self.store.transition(job.job_id, FAILED, "could not start a local Ray", error=str(exc))
+                self.store.transition(job.job_id, FAILED, "could not start a local Ray", expect=(QUEUED,),
+                                      error=str(exc))
                 return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{CONFIG_FILE}.tmp"
+            tmp.write_text(job.config_yaml)  # aside, then renamed: a full disk leaves the old one whole
+            tmp.replace(folder / CONFIG_FILE)
+        except OSError as exc:
+            self.store.transition(job.job_id, FAILED, "could not write the job's run folder; ResumeJob retries "
+                                                      "it", expect=(QUEUED,), error=f"run folder {folder}: {exc}")
+            return
         address = self.ray_address or self._local_ray.address
         command = [sys.executable, "-m", "launcher.jobs.worker", "--job-dir", str(folder), "--address", address]
-        try:
-            process = subprocess.Popen(parent_death.command(signal.SIGINT, command), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                       errors="replace", start_new_session=True,
-                                       env=loopback_env() if self._local_ray is not None else None)
-        except OSError as exc:
-            self.store.transition(job.job_id, FAILED, "could not start the driver", error=f"driver: {exc}")
-            return
-        driver = _Driver(job.job_id, process)
-        with self._lock:
-            self._drivers[job.job_id] = driver
-        driver.readers = [threading.Thread(target=self._read_stdout, args=(driver,), daemon=True),
-                          threading.Thread(target=self._read_stderr, args=(driver,), daemon=True)]
-        for reader in driver.readers:
-            reader.start()
+        with self._launching:  # a cancel waits until the driver is known
+            started = self.store.transition(job.job_id, RUNNING, f"started (attempt {job.attempts + 1})",
+                                            expect=(QUEUED,), phase="starting")
+            if started is None:
+                return  # cancelled meanwhile
+            try:
+                process = subprocess.Popen(parent_death.command(signal.SIGINT, command), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                           errors="replace", start_new_session=True,
+                                           env=self._local_ray.environment() if self._local_ray is not None else None)
+            except OSError as exc:
+                why = f"driver: {exc}"
+                self._record_end(job.job_id, lambda: self.store.transition(
+                    job.job_id, FAILED, "could not start the driver", expect=ENDED, error=why))
+                return
+            driver = Driver(job.job_id, process, self.store, self._warn_store)
+            with self._lock:
+                self._drivers[job.job_id] = driver
+        driver.start_readers()
         threading.Thread(target=self._await_exit, args=(driver,), daemon=True).start()
 
     def _shut_down_drivers(self) -> None:
@@ -219,133 +287,76 @@ class JobRunner:
                 driver.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 driver.process.kill()
-        while self.running and time.monotonic() < deadline + 10:
-            time.sleep(0.1)  # the exit threads record the final states
+        while self.running and time.monotonic() < deadline + 10:  # the exit threads record the ends
+            with self._lock:
+                recording = set(self._drivers) - set(self._unrecorded)
+            try:
+                self._retry_unrecorded()
+            except StoreError:
+                if not recording:
+                    break  # still refused: those jobs stay RUNNING, queued again at the next start
+            time.sleep(0.1)
         if self._local_ray is not None:
             self._local_ray.stop()
 
-    # -- a driver's output -----------------------------------------------------------------
-    def _log(self, driver: _Driver, text: str, source: str) -> None:
-        if driver.log_events > MAX_LOG_EVENTS:
-            return
-        driver.log_events += 1
-        if driver.log_events > MAX_LOG_EVENTS:
-            text, source = f"(more than {MAX_LOG_EVENTS} log lines: the rest are in the server's log only)", "server"
-        self.store.append_event(driver.job_id, "log", {"text": text[:MAX_LINE_CHARS], "source": source})
-
-    def _read_stdout(self, driver: _Driver) -> None:
-        assert driver.process.stdout is not None
-        for line in _lines(driver.process.stdout):
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = None
-            if not isinstance(message, dict) or "kind" not in message:
-                self._log(driver, line, "driver")
-                continue
-            try:
-                self._handle(driver, message)
-            except Exception:  # noqa: BLE001 (one odd line must not stop the reader)
-                log.exception("job %s: could not record %s", driver.job_id, line[:200])
-
-    def _read_stderr(self, driver: _Driver) -> None:
-        assert driver.process.stderr is not None
-        for line in _lines(driver.process.stderr):
-            driver.stderr_tail.append(line)
-            self._log(driver, line, "driver")
-
-    def _handle(self, driver: _Driver, message: dict[str, Any]) -> None:
-        kind, job_id = message["kind"], driver.job_id
-        if kind == "log":
-            self._log(driver, str(message.get("text", "")), "driver")
-        elif kind in ("phase", "progress"):
-            payload = ev.progress_payload(message)
-            self.store.append_event(job_id, "progress", payload, phase=payload["phase"])
-            if kind == "phase":  # what the phase is about, for the log
-                self._log(driver, f"phase {payload['phase']}: {payload['message']}", "driver")
-        elif kind == "trial":
-            self.store.append_event(job_id, "trial", ev.trial_payload(message), trials_done=int(message["done"]),
-                                    trials_total=int(message["total"]))
-            self._update_result(driver, lambda r: ev.add_trial(r, message["trial"]))
-        elif kind == "best":
-            self.store.append_event(job_id, "best", {"trial": message["trial"]},
-                                    best_json=json.dumps(message["trial"]))
-            self._update_result(driver, lambda r: r.update(best=message["trial"]))
-        elif kind == "pareto":
-            self.store.append_event(job_id, "pareto", {"points": message["points"]})
-            self._update_result(driver, lambda r: r.update(pareto=message["points"]))
-        elif kind == "baseline":
-            self.store.append_event(job_id, "log", ev.baseline_log(message["name"], message["record"]))
-            self._update_result(driver, lambda r: r.setdefault("baselines", {}).update(
-                {message["name"]: message["record"]}))
-        elif kind == "artifact":
-            self.store.update(job_id, artifact_json=json.dumps({k: message[k] for k in ("file", "size", "sha256")}),
-                              artifact_error="")
-        elif kind == "artifact_error":
-            self.store.update(job_id, artifact_error=str(message["error"]))
-            self._log(driver, str(message["error"]), "driver")
-        elif kind == "error":
-            driver.error = str(message.get("message", ""))
-
-    def _update_result(self, driver: _Driver, change: Any) -> None:
-        """Apply `change(result)` to the job's partial result (a dict like result.json's) and store
-        it. Only the driver's stdout reader calls this, so the dict needs no lock."""
-        if driver.result is None:
-            driver.result = self.store.result(driver.job_id) or ev.empty_result()
-        change(driver.result)
-        self.store.put_result(driver.job_id, driver.result)
-
     # -- a driver's end --------------------------------------------------------------------
-    def _await_exit(self, driver: _Driver) -> None:
+    def _await_exit(self, driver: Driver) -> None:
         code = driver.process.wait()
-        for reader in driver.readers:
-            reader.join()
-        try:
-            self._finish(driver, code)
-        except Exception:  # noqa: BLE001
-            log.exception("job %s: could not record its end (exit %s)", driver.job_id, code)
-        finally:
-            with self._lock:
-                self._drivers.pop(driver.job_id, None)
-            self._wake.set()
+        driver.join_readers()
+        self._record_end(driver.job_id, lambda: self._finish(driver, code))
 
-    def _finish(self, driver: _Driver, code: int) -> None:
-        job_id = driver.job_id
-        result_file = self.job_dir(job_id) / SEARCH_DIR / RESULT_FILE
-        if result_file.is_file():
-            result = json.loads(result_file.read_text())
-            self.store.put_result(job_id, result)
-        else:
-            result = self.store.result(job_id) or {}
+    def _record_end(self, job_id: str, record: Callable[[], None]) -> None:
+        """Run `record` (it moves the job to its end state); when the store refuses it, it is
+        retried by the scheduling thread (the driver stays counted until then). Any other
+        failure ends the job FAILED, saying so."""
+        try:
+            try:
+                record()
+            except StoreError as exc:
+                if exc.reason in WRITE_FAILURES:
+                    raise
+                log.warning("job %s: could not record its end: %s", job_id, exc)
+            except Exception as exc:  # noqa: BLE001 (a bug here must not strand the job)
+                log.exception("job %s: could not record its end", job_id)
+                record = self._failed_end(job_id, f"the server could not record the driver's end: {exc!r}")
+                record()
+        except StoreError as exc:
+            if exc.reason not in WRITE_FAILURES:
+                raise
+            self._warn_store(exc, f"job {job_id}: its end is recorded once it writes again")
+            with self._lock:
+                self._unrecorded[job_id] = record
+            return
+        finally:
+            self._wake.set()
+        with self._lock:
+            self._drivers.pop(job_id, None)
+
+    def _failed_end(self, job_id: str, why: str) -> Callable[[], None]:
+        return lambda: self.store.transition(job_id, FAILED, "failed; ResumeJob retries it", expect=ENDED,
+                                             error=why[:MAX_LINE_CHARS], phase="failed")
+
+    def _finish(self, driver: Driver, code: int) -> None:
+        job_id, store = driver.job_id, self.store
+        result, unstored = driver.final_result(self.job_dir(job_id))
+        if unstored:
+            store.put_result(job_id, result)
         kept = sum(1 for t in result.get("trials", []) if t.get("status") == "complete")
-        job = self.store.get(job_id)
+        lost = f" ({driver.lost} events the job store refused are missing)" if driver.lost else ""
+        job = store.get(job_id)
         if code == EXIT_OK:
             artifact = "" if (self.job_dir(job_id) / ARTIFACT_FILE).is_file() else f"; no artifact: {job.artifact_error}"
-            self.store.transition(job_id, SUCCEEDED, f"succeeded: {kept} trials complete{artifact}",
-                                  phase="done")
+            store.transition(job_id, SUCCEEDED, f"succeeded: {kept} trials complete{artifact}{lost}", expect=ENDED,
+                             phase="done")
         elif job.state == CANCELLING:
-            self.store.transition(job_id, CANCELLED, f"cancelled: {kept} finished trials kept; ResumeJob "
-                                                     f"continues it", phase="cancelled")
+            store.transition(job_id, CANCELLED, f"cancelled: {kept} finished trials kept; ResumeJob continues "
+                                                f"it{lost}", expect=ENDED, phase="cancelled")
         elif self._stopping.is_set():
-            self.store.transition(job_id, QUEUED, f"the server stopped: {kept} finished trials kept; the job "
-                                                  f"continues when the server starts again", phase="")
+            store.transition(job_id, QUEUED, f"the server stopped: {kept} finished trials kept; the job continues "
+                                             f"when the server starts again{lost}", expect=ENDED, phase="")
         else:
             why = driver.error or ("the driver was interrupted" if code == EXIT_INTERRUPTED else
-                                   _crash_reason(code, driver.stderr_tail))
+                                   driver.crash_reason(code))
             kind = "the config or data is wrong" if code == EXIT_USER_ERROR else "the driver failed"
-            self.store.transition(job_id, FAILED, f"failed ({kind}): {kept} finished trials kept; ResumeJob "
-                                                  f"retries it", error=why[:MAX_LINE_CHARS], phase="failed")
-
-
-def _lines(stream: IO[str]) -> Any:
-    for line in stream:
-        line = line.rstrip("\n")
-        if line.strip():
-            yield line
-
-
-def _crash_reason(code: int, tail: deque) -> str:
-    how = f"killed by signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
-        else f"exit status {code}"
-    last = " | ".join(list(tail)[-3:])
-    return f"the driver process ended ({how})" + (f": {last}" if last else "")
+            store.transition(job_id, FAILED, f"failed ({kind}): {kept} finished trials kept; ResumeJob retries "
+                                             f"it{lost}", error=why[:MAX_LINE_CHARS], expect=ENDED, phase="failed")

@@ -8,6 +8,13 @@ an event's payload is JSON (its `kind` says which fields it has: see launcher.jo
 
 Thread-safe: one connection behind a lock; `wait_for_event` lets stream handlers sleep until
 an event arrives instead of polling the file.
+
+A store that is not a readable database (cut short, its header overwritten) is refused when
+opened, and one that does not match the runs folder it is used with (`attach_runs_dir`: job
+folders it has no record of) before the server starts: StoreUnusable, a UserError naming
+both. Every change goes through `_write`, the one write path: a write the disk refuses (full,
+read-only, an I/O error) is StoreError "disk_full" or "write_failed" and changes nothing.
+Ids never name an existing job folder, whatever the store's sequence says.
 """
 
 from __future__ import annotations
@@ -21,13 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher.jobs.store_files import StoreUnusable, check_runs_dir, issued, open_store_file
+from launcher.jobs.store_files import job_id as make_job_id
 from rankitect.experiment.results import json_safe
+
+__all__ = ["JobRecord", "JobStore", "StoreError", "StoreUnusable", "StoredEvent"]
 
 QUEUED, RUNNING, CANCELLING = "QUEUED", "RUNNING", "CANCELLING"
 SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
 STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 SCHEMA_VERSION = 1
+WRITE_FAILURES = frozenset({"disk_full", "write_failed"})  # StoreError reasons of a write the disk refused
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -80,7 +92,8 @@ _UPDATABLE = frozenset(_JOB_FIELDS) - {"seq", "job_id", "request_id", "owner", "
 
 
 class StoreError(Exception):
-    """A request the store refuses; `reason` says which rule (the service maps it to a status)."""
+    """A request the store refuses; `reason` says which rule (the service maps it to a status):
+    not_found, duplicate, queue_full, owner_queue_full, final, state, or one of WRITE_FAILURES."""
 
     def __init__(self, reason: str, message: str, job: JobRecord | None = None) -> None:
         super().__init__(message)
@@ -142,18 +155,24 @@ class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.runs_dir: Path | None = None  # set by attach_runs_dir: ids then skip existing job folders
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError("version", f"{self.path}: job store of a newer Rankitect (schema {version} > "
-                                        f"{SCHEMA_VERSION})")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            open_store_file(self._db, self.path, _SCHEMA, SCHEMA_VERSION)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def attach_runs_dir(self, runs_dir: Path) -> None:
+        """Use the store with the job folders in `runs_dir` (the runner does, before the server
+        answers): StoreUnusable, naming both, if they do not belong together (see
+        launcher.jobs.store_files.check_runs_dir). From then on new ids skip existing folders."""
+        with self._lock:
+            check_runs_dir(self._db, self.path, Path(runs_dir))
+            self.runs_dir = Path(runs_dir)
 
     def close(self) -> None:
         with self._lock:
@@ -161,15 +180,24 @@ class JobStore:
 
     # -- transactions ----------------------------------------------------------------------
     def _write(self, fn: Any, *args: Any) -> Any:
-        """Run fn(*args) in one IMMEDIATE transaction; wake the waiters after it committed."""
+        """Run fn(*args) in one IMMEDIATE transaction; wake the waiters after it committed. The
+        store's one write path: a write the disk refuses changes nothing and is StoreError
+        "disk_full" (SQLITE_FULL) or "write_failed" (any other error of the database)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                out = fn(*args)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(*args)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back already (a full disk)
+                        try:
+                            self._db.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    raise
+            except sqlite3.Error as exc:
+                raise _write_error(exc) from None
             self._changed.notify_all()
             return out
 
@@ -199,10 +227,14 @@ class JobStore:
 
     # -- jobs ------------------------------------------------------------------------------
     def create(self, owner: str, request_id: str | None, config_yaml: str, config_digest: str, name: str,
-               searcher: str, trials_total: int, max_queued: int | None = None) -> tuple[JobRecord, bool]:
+               searcher: str, trials_total: int, max_queued: int | None = None, slots: int = 0,
+               max_queued_per_owner: int | None = None) -> tuple[JobRecord, bool]:
         """A new QUEUED job, or (the existing job, False) for a request id `owner` used before
         with the same config digest. StoreError "duplicate" for the same request id with
-        another config; "queue_full" when `max_queued` jobs are queued already."""
+        another config. The queue: of `slots` jobs that may run at once those not taken (by a
+        RUNNING or CANCELLING job) start a job at once; beyond them at most `max_queued` jobs
+        wait ("queue_full") and at most `max_queued_per_owner` of one owner ("owner_queue_full").
+        None: no such limit."""
 
         def create() -> tuple[JobRecord, bool]:
             if request_id:
@@ -214,22 +246,39 @@ class JobStore:
                         raise StoreError("duplicate", f"request_id: {request_id!r} was used for job {job.job_id} "
                                                       f"with another config", job)
                     return job, False
-            if max_queued is not None:
-                queued = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (QUEUED,)).fetchone()[0]
-                if queued >= max_queued:
-                    raise StoreError("queue_full", f"the server's queue is full ({queued} jobs wait; its "
-                                                   f"--max-queued is {max_queued}); try again later")
-            cursor = self._db.execute(
-                "INSERT INTO jobs (request_id, owner, state, name, searcher, config_yaml, config_digest, created_at, "
-                "trials_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (request_id or None, owner, QUEUED, name, searcher, config_yaml, config_digest, time.time(),
-                 trials_total))
-            job_id = f"job-{cursor.lastrowid:06d}"
-            self._db.execute("UPDATE jobs SET job_id = ? WHERE seq = ?", (job_id, cursor.lastrowid))
-            self._append(job_id, "state", {"state": QUEUED, "message": "submitted"}, {})
-            return self._job(job_id), True
+            if max_queued is not None or max_queued_per_owner is not None:
+                self._check_queue(owner, max_queued, slots, max_queued_per_owner)
+            number = issued(self._db) + 1
+            while self.runs_dir is not None and (self.runs_dir / make_job_id(number)).exists():
+                number += 1  # a folder the store does not know of: its id is taken
+            new_id = make_job_id(number)
+            self._db.execute(
+                "INSERT INTO jobs (seq, job_id, request_id, owner, state, name, searcher, config_yaml, config_digest, "
+                "created_at, trials_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (number, new_id, request_id or None, owner, QUEUED, name, searcher, config_yaml, config_digest,
+                 time.time(), trials_total))
+            self._append(new_id, "state", {"state": QUEUED, "message": "submitted"}, {})
+            return self._job(new_id), True
 
         return self._write(create)
+
+    def _check_queue(self, owner: str, max_queued: int | None, slots: int, per_owner: int | None) -> None:
+        """StoreError "queue_full" / "owner_queue_full" if one more queued job would wait beyond
+        the limits (the free slots, which start a job at once, do not count as waiting)."""
+        counts = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs WHERE state IN (?, ?, ?) GROUP BY state",
+                                       (QUEUED, RUNNING, CANCELLING)).fetchall())
+        free = max(0, slots - counts.get(RUNNING, 0) - counts.get(CANCELLING, 0))
+        queued = counts.get(QUEUED, 0)
+        if max_queued is not None and queued - free >= max_queued:
+            raise StoreError("queue_full", f"the server's queue is full ({max(0, queued - free)} jobs wait for a "
+                                           f"slot; its --max-queued is {max_queued}); try again later")
+        if per_owner is not None:
+            mine = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ? AND owner = ?",
+                                    (QUEUED, owner)).fetchone()[0]
+            if mine - free >= per_owner:
+                raise StoreError("owner_queue_full", f"owner {owner!r} has {max(0, mine - free)} jobs waiting for a "
+                                                     f"slot, the server's --max-queued-per-owner is {per_owner}; "
+                                                     f"try again when one has started")
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -333,6 +382,16 @@ class JobStore:
         with self._lock:
             row = self._db.execute("SELECT result_json FROM results WHERE job_id = ?", (job_id,)).fetchone()
         return json.loads(row["result_json"]) if row else None
+
+
+def _write_error(exc: sqlite3.Error) -> StoreError:
+    """The StoreError of a change the database refused (the message is a caller's to see)."""
+    full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
+    if full:
+        return StoreError("disk_full", f"the server's disk is full: its job store cannot record this ({exc}); "
+                                       f"try again when the operator has freed space")
+    return StoreError("write_failed", f"the server's job store cannot write ({type(exc).__name__}: {exc}); "
+                                      f"try again later")
 
 
 def _dumps(value: Mapping[str, Any]) -> str:

@@ -10,6 +10,10 @@ anything else it or a library prints is a log line. Exit status: 0 done (the exp
 have failed: an "artifact_error" line says so), 2 the config or data is wrong (an "error" line
 says how), 130 interrupted (SIGINT or SIGTERM; the search saved what it had), 1 anything else.
 DIR/.lock is held while it runs, so two processes never drive one job's search.
+
+Tests hold a driver at each phase of its job through the test gate (rankitect.test_gate, off
+unless a test sets its variable): "job 0" before the search, "job 1" before the export,
+"job 2" before the packing, "job 3" after the artifact was reported.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import signal
 import sys
 import tarfile
@@ -31,6 +36,7 @@ from rankitect.errors import UserError
 from rankitect.experiment.events import SearchEvents
 from rankitect.experiment.results import json_safe
 from rankitect.export.serving import sha256_file
+from rankitect.test_gate import wait_at_gate
 
 CONFIG_FILE = "config.yaml"
 SEARCH_DIR = "search"
@@ -39,6 +45,7 @@ ARTIFACT_FILE = "model.tar.gz"
 LOCK_FILE = ".lock"
 LOCK_WAIT_S = 120.0  # an earlier driver of this job may still be saving after its server died
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+GATE_START, GATE_EXPORT, GATE_PACK, GATE_DONE = "job 0", "job 1", "job 2", "job 3"  # the phases a test can hold
 
 
 class JsonLineEvents(SearchEvents):
@@ -109,6 +116,7 @@ def run_job(job_dir: Path, address: str | None, events: JsonLineEvents) -> int:
     lock = hold_lock(job_dir)
     try:
         config = SearchConfig.from_dict(yaml.safe_load((job_dir / CONFIG_FILE).read_text()))
+        wait_at_gate(GATE_START)
         try:
             result = search(config, job_dir / SEARCH_DIR, address=address, progress=False, events=events)
         except SearchInterrupted as exc:
@@ -119,13 +127,16 @@ def run_job(job_dir: Path, address: str | None, events: JsonLineEvents) -> int:
             events.emit("artifact_error", error="no trial completed: there is no model to export")
             return EXIT_OK
         events.phase("export", "exporting the best model")
+        wait_at_gate(GATE_EXPORT)
         try:
             export_run(job_dir / SEARCH_DIR, job_dir / EXPORT_DIR, force=True, log=events.log)
         except UserError as exc:
             events.emit("artifact_error", error=f"export failed: {exc}")
             return EXIT_OK
+        wait_at_gate(GATE_PACK)
         size, sha256 = pack(job_dir / EXPORT_DIR, job_dir / ARTIFACT_FILE)
         events.emit("artifact", file=ARTIFACT_FILE, size=size, sha256=sha256)
+        wait_at_gate(GATE_DONE)
         return EXIT_OK
     finally:
         os.close(lock)
@@ -158,8 +169,23 @@ def main(argv: list[str] | None = None) -> int:
         import traceback
 
         traceback.print_exc()
-        events.emit("error", message=f"{type(exc).__name__}: {exc}")
+        events.emit("error", message=f"{type(exc).__name__}: {exc}{_disk_note(args.job_dir)}")
         return EXIT_FAILED
+
+
+DISK_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _disk_note(job_dir: Path) -> str:
+    """What a failure's message adds when the job's disk is (nearly) full: a write refused for
+    lack of space is often told obscurely (torch.save: "unexpected pos 64 vs 0")."""
+    try:
+        free = shutil.disk_usage(job_dir).free
+    except OSError:
+        return ""
+    if free >= DISK_NEARLY_FULL_BYTES:
+        return ""
+    return f" (No space left on device: {free:,} bytes free under {job_dir}; free space, then ResumeJob)"
 
 
 if __name__ == "__main__":

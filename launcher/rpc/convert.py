@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from rankitect.schema import Schema
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_VALUE_DEPTH = 32  # nesting of a json_value (protobuf's own limit allows about 50)
 _KIND_PREFIX = "PARAM_KIND_"
 _VALUE_KINDS = "int_value, float_value, bool_value, string_value, int_list or json_value"
 
@@ -72,6 +74,21 @@ def value_from_proto(msg: apb.ParamValue, field: str) -> Any:
     return getattr(msg, kind)
 
 
+def clamp_int(value: Any, low: int = INT64_MIN, high: int = INT64_MAX, default: int = 0) -> int:
+    """`value` as an int in [low, high] (clamped), `default` when it is no number: for stored
+    values put into a message, so one bad row can never make a reply fail."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return min(max(number, low), high)
+
+
+def clamp_int32(value: Any, default: int = 0) -> int:
+    """clamp_int into an int32 field's range."""
+    return clamp_int(value, INT32_MIN, INT32_MAX, default)
+
+
 def _json_to_value(value: Any, out: struct_pb2.Value) -> None:
     if value is None:
         out.null_value = struct_pb2.NULL_VALUE
@@ -98,16 +115,18 @@ def _json_to_value(value: Any, out: struct_pb2.Value) -> None:
         raise ValueError(f"not a JSON value: {show(value)}")
 
 
-def _value_to_json(msg: struct_pb2.Value, field: str) -> Any:
+def _value_to_json(msg: struct_pb2.Value, field: str, depth: int = 1) -> Any:
     kind = msg.WhichOneof("kind")
     if kind is None:
         raise invalid_argument(field, "json_value has no kind set")
     if kind == "null_value":
         return None
+    if kind in ("list_value", "struct_value") and depth > MAX_VALUE_DEPTH:
+        raise invalid_argument(field, f"json_value nested more than {MAX_VALUE_DEPTH} levels deep")
     if kind == "list_value":
-        return [_value_to_json(v, f"{field}[{i}]") for i, v in enumerate(msg.list_value.values)]
+        return [_value_to_json(v, f"{field}[{i}]", depth + 1) for i, v in enumerate(msg.list_value.values)]
     if kind == "struct_value":
-        return {k: _value_to_json(msg.struct_value.fields[k], f"{field}.{k}")
+        return {k: _value_to_json(msg.struct_value.fields[k], f"{field}.{clip(k, 40)}", depth + 1)
                 for k in sorted(msg.struct_value.fields)}
     return getattr(msg, kind)
 
@@ -142,7 +161,13 @@ def architecture_to_proto(arch: Architecture | Mapping[str, Any]) -> apb.Archite
 
 
 def architecture_to_dict(msg: apb.Architecture, field: str = "architecture") -> dict[str, Any]:
-    """The JSON form of the message (what Architecture.from_dict reads)."""
+    """The JSON form of the message (what Architecture.from_dict reads); Refused
+    INVALID_ARGUMENT, before any node is looked at, for more than MAX_NODES nodes."""
+    from rankitect.arch.graph import MAX_NODES
+
+    if len(msg.nodes) > MAX_NODES:
+        raise invalid_argument(f"{field}.nodes", f"{len(msg.nodes):,} nodes; an architecture has at most "
+                                                 f"{MAX_NODES:,} (the server's node limit)")
     return {"name": msg.name, "embedding": _params_from_proto(msg.embedding, f"{field}.embedding"),
             "nodes": [{"id": n.id, "block": n.block, "inputs": list(n.inputs),
                        "params": _params_from_proto(n.params, f"{field}.nodes[{i}].params")}
@@ -242,9 +267,12 @@ def kind_from_proto(kind: int) -> str:
 def hyper_param_to_proto(p: HyperParam) -> rpb.HyperParam:
     msg = rpb.HyperParam(name=p.name, kind=kind_to_proto(p.kind), doc=p.doc,
                          default_value=value_to_proto(p.default))
-    for key in ("low", "high", "min_len", "max_len"):
+    for key in ("low", "high"):
         if getattr(p, key) is not None:
             setattr(msg, key, getattr(p, key))
+    for key in ("min_len", "max_len"):  # int32 fields
+        if getattr(p, key) is not None:
+            setattr(msg, key, clamp_int32(getattr(p, key)))
     msg.choices.extend(value_to_proto(c) for c in p.choices or ())
     return msg
 
@@ -268,8 +296,8 @@ def hyper_param_to_dict(msg: rpb.HyperParam) -> dict[str, Any]:
 
 def block_to_proto(spec: BlockSpec) -> rpb.BlockSpec:
     return rpb.BlockSpec(name=spec.name, doc=spec.doc, params=[hyper_param_to_proto(p) for p in spec.params],
-                         min_inputs=spec.min_inputs, max_inputs=spec.max_inputs,
-                         input_ranks=list(spec.input_ranks), tags=list(spec.tags))
+                         min_inputs=clamp_int32(spec.min_inputs), max_inputs=clamp_int32(spec.max_inputs),
+                         input_ranks=[clamp_int32(r) for r in spec.input_ranks], tags=list(spec.tags))
 
 
 def block_to_dict(msg: rpb.BlockSpec) -> dict[str, Any]:

@@ -9,6 +9,11 @@
 - In a servicer: `Refused` becomes its status; a rankitect UserError INVALID_ARGUMENT;
   NotImplementedError UNIMPLEMENTED; anything else INTERNAL, logged with its traceback. A
   status the servicer set itself (context.abort, context.set_code) is kept.
+- Streams (every method that is not unary-unary; health Watch too) take a slot of the
+  server's `StreamSlots` while their handler runs, or are RESOURCE_EXHAUSTED at once (see
+  launcher/rpc/streams.py): a stream holds a pool thread for its life, and the slots keep
+  those threads apart from the ones unary calls (health Check too) are answered on. On a
+  server with tokens, a health call that carries a known token counts as its owner's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import grpc
 
 from launcher.rpc.auth import _CALLER_OWNER, TokenTable
 from launcher.rpc.errors import Refused, clip
+from launcher.rpc.streams import StreamSlots
 
 log = logging.getLogger(__name__)
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -84,29 +90,42 @@ def _fail(exc: BaseException, context: grpc.ServicerContext, method: str) -> Non
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: str | None) -> grpc.RpcMethodHandler:
-    """`handler` with the tolerant deserializer, the owner set and errors mapped."""
+def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: str | None,
+          slots: StreamSlots | None = None) -> grpc.RpcMethodHandler:
+    """`handler` with the tolerant deserializer, the owner set and errors mapped; a stream
+    (any kind but unary-unary) holds a slot of `slots` while its handler runs."""
     kind = next(k for k in _KINDS if getattr(handler, k) is not None)
     inner = getattr(handler, kind)
     check = _checked if kind.startswith("unary_") else _checked_stream
+    counted = slots if kind != "unary_unary" else None
 
     if kind.endswith("_unary"):
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             token = _CALLER_OWNER.set(owner)
+            release = None
             try:
+                if counted is not None:
+                    release = counted.acquire(context.peer(), owner)
                 return inner(check(request), context)
             except Exception as exc:  # noqa: BLE001
                 _fail(exc, context, method)
             finally:
+                if release is not None:
+                    release()
                 _CALLER_OWNER.reset(token)
     else:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # type: ignore[misc]
             token = _CALLER_OWNER.set(owner)
+            release = None
             try:
+                if counted is not None:
+                    release = counted.acquire(context.peer(), owner)
                 yield from inner(check(request), context)
             except Exception as exc:  # noqa: BLE001
                 _fail(exc, context, method)
-            finally:
+            finally:  # also when grpc closes the generator (the call ended or was cancelled)
+                if release is not None:
+                    release()
                 _CALLER_OWNER.reset(token)
 
     return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), **{kind: call})
@@ -127,13 +146,16 @@ def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: st
 
 
 class Guard(grpc.ServerInterceptor):
-    """Auth, malformed requests and error mapping for every method (see the module doc).
+    """Auth, malformed requests, error mapping and stream slots for every method (see the
+    module doc).
 
-    `tokens` None turns auth off; `exempt` are method-name prefixes that need no token.
+    `tokens` None turns auth off; `exempt` are method-name prefixes that need no token;
+    `slots` None leaves streams uncounted.
     """
 
-    def __init__(self, tokens: TokenTable | None = None, exempt: tuple[str, ...] = (HEALTH_PREFIX,)) -> None:
-        self.tokens, self.exempt = tokens, exempt
+    def __init__(self, tokens: TokenTable | None = None, exempt: tuple[str, ...] = (HEALTH_PREFIX,),
+                 slots: StreamSlots | None = None) -> None:
+        self.tokens, self.exempt, self.slots = tokens, exempt, slots
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -142,8 +164,8 @@ class Guard(grpc.ServerInterceptor):
             return None  # grpc answers UNIMPLEMENTED
         method = details.method
         owner = None
-        if self.tokens is not None and not method.startswith(self.exempt):
+        if self.tokens is not None:
             owner, why = self.tokens.owner_of(details.invocation_metadata)
-            if owner is None:
+            if owner is None and not method.startswith(self.exempt):
                 return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, f"{method}: {why}")
-        return _wrap(handler, method, owner)
+        return _wrap(handler, method, owner, self.slots)

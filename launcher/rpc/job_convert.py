@@ -3,6 +3,10 @@
 The store's forms are the reference: a trial is its result.json dict, an event its JSON
 payload (launcher.jobs.events). Fields a message has no place for are left out of it, and
 GetResult carries result.json whole beside the messages.
+
+A stored value that does not fit its field (an int32 count of 2**31, a huge float, a number
+stored as text) is clamped into the field's range, never raised: one bad row must not make
+GetJob, ListJobs or WatchJob fail for its owner.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from launcher.jobs.store import JobRecord, StoredEvent
 from launcher.rpc import convert
+from launcher.rpc.convert import clamp_int, clamp_int32
 from launcher.rpc.gen import search_pb2 as spb
 
 _STATE_PREFIX = "JOB_STATE_"
@@ -24,6 +29,8 @@ _TRIAL_STATUS = {"complete": spb.TRIAL_STATUS_COMPLETE, "pruned": spb.TRIAL_STAT
 _METRIC_FLOATS = ("ne", "logloss", "auc", "calibration")
 _METRIC_INTS = ("rows", "positives", "flops_per_example", "params", "embedding_params")
 _METRIC_KNOWN = frozenset(_METRIC_FLOATS + _METRIC_INTS + ("latency", "eval_dates", "by_date"))
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z
+_TIMESTAMP_MIN_S, _TIMESTAMP_MAX_S = -62_135_596_800, 253_402_300_799
 
 
 def state_to_proto(state: str) -> int:
@@ -39,11 +46,16 @@ def state_from_proto(value: int) -> str:
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
+    if seconds is None or not _finite(seconds):
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
+    stamp.FromNanoseconds(int(min(max(float(seconds), _TIMESTAMP_MIN_S), _TIMESTAMP_MAX_S) * 1e9))
     return stamp
+
+
+def _float(value: Any) -> float:
+    """`value` as a float for a message field: 0.0 when it is no finite number."""
+    return float(value) if _finite(value) else 0.0
 
 
 def metrics_to_proto(metrics: Mapping[str, Any] | None) -> spb.Metrics:
@@ -54,12 +66,15 @@ def metrics_to_proto(metrics: Mapping[str, Any] | None) -> spb.Metrics:
             setattr(msg, key, float(metrics[key]))
     for key in _METRIC_INTS:
         if _finite(metrics.get(key)):
-            setattr(msg, key, int(metrics[key]))
+            setattr(msg, key, clamp_int(metrics[key]))
     if _finite(metrics.get("latency")):
         msg.latency_us = float(metrics["latency"])
-    msg.eval_dates.extend(str(d) for d in metrics.get("eval_dates") or [])
-    for date, by_date in (metrics.get("by_date") or {}).items():
-        msg.by_date[str(date)].CopyFrom(metrics_to_proto(by_date))
+    eval_dates = metrics.get("eval_dates") or []
+    msg.eval_dates.extend(str(d) for d in (eval_dates if isinstance(eval_dates, list) else [eval_dates]))
+    by_dates = metrics.get("by_date") or {}
+    for date, by_date in (by_dates.items() if isinstance(by_dates, Mapping) else ()):
+        if isinstance(by_date, Mapping):
+            msg.by_date[str(date)].CopyFrom(metrics_to_proto(by_date))
     for key, value in metrics.items():
         if key not in _METRIC_KNOWN and _finite(value) and not isinstance(value, bool):
             msg.other[key] = float(value)
@@ -67,7 +82,13 @@ def metrics_to_proto(metrics: Mapping[str, Any] | None) -> spb.Metrics:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A number (not a bool) that a double holds: finite, and an int no larger than a double's range."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past a double's range
+        return False
 
 
 def trial_to_proto(trial: Mapping[str, Any] | None, name: str | None = None) -> spb.Trial | None:
@@ -75,12 +96,12 @@ def trial_to_proto(trial: Mapping[str, Any] | None, name: str | None = None) -> 
     if trial is None:
         return None
     number = trial.get("number")
-    msg = spb.Trial(number=int(number) if number is not None else -1,
+    msg = spb.Trial(number=clamp_int32(number, -1) if number is not None else -1,
                     status=_TRIAL_STATUS.get(trial.get("status", ""), spb.TRIAL_STATUS_UNSPECIFIED),
                     metrics=metrics_to_proto(trial.get("metrics")),
                     test_metrics=metrics_to_proto(trial.get("test_metrics")),
-                    seconds=float(trial.get("seconds") or 0.0), wall_seconds=float(trial.get("wall_seconds") or 0.0),
-                    attempts=int(trial.get("attempts") or 0), error=str(trial.get("error") or ""),
+                    seconds=_float(trial.get("seconds")), wall_seconds=_float(trial.get("wall_seconds")),
+                    attempts=clamp_int32(trial.get("attempts")), error=str(trial.get("error") or ""),
                     name=name or (f"trial {number}" if number is not None else ""))
     if trial.get("arch"):
         msg.architecture.CopyFrom(convert.architecture_to_proto(trial["arch"]))
@@ -103,9 +124,10 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 def job_to_proto(job: JobRecord) -> spb.Job:
     msg = spb.Job(job_id=job.job_id, request_id=job.request_id or "", owner=job.owner,
                   state=state_to_proto(job.state), name=job.name, config_yaml=job.config_yaml,
-                  progress=spb.JobProgress(trials_done=job.trials_done, trials_total=job.trials_total,
-                                           phase=job.phase),
-                  error=job.error, last_event=job.last_event, searcher=job.searcher, attempts=job.attempts,
+                  progress=spb.JobProgress(trials_done=clamp_int32(job.trials_done),
+                                           trials_total=clamp_int32(job.trials_total), phase=job.phase),
+                  error=job.error, last_event=clamp_int(job.last_event), searcher=job.searcher,
+                  attempts=clamp_int32(job.attempts),
                   artifact_error=job.artifact_error if job.artifact_json is None else "")
     for field, seconds in (("created_at", job.created_at), ("started_at", job.started_at),
                            ("finished_at", job.finished_at)):
@@ -119,20 +141,20 @@ def job_to_proto(job: JobRecord) -> spb.Job:
 
 
 def event_to_proto(event: StoredEvent) -> spb.JobEvent:
-    msg = spb.JobEvent(number=event.number, time=_timestamp(event.time))
+    msg = spb.JobEvent(number=clamp_int(event.number), time=_timestamp(event.time))
     p = event.payload
     if event.kind == "state":
         msg.state.CopyFrom(spb.StateChanged(state=state_to_proto(p["state"]), message=p.get("message", "")))
     elif event.kind == "trial":
         msg.trial.CopyFrom(spb.TrialFinished(trial=trial_to_proto(p["trial"]), progress=spb.JobProgress(
-            trials_done=int(p.get("done", 0)), trials_total=int(p.get("total", 0)), phase="trials")))
+            trials_done=clamp_int32(p.get("done")), trials_total=clamp_int32(p.get("total")), phase="trials")))
     elif event.kind == "best":
         msg.best.CopyFrom(spb.NewBest(trial=trial_to_proto(p["trial"])))
     elif event.kind == "pareto":
         msg.pareto.CopyFrom(spb.ParetoFront(points=[front_point(t) for t in p.get("points", [])]))
     elif event.kind == "progress":
-        msg.progress.CopyFrom(spb.Progress(phase=p.get("phase", ""), done=int(p.get("done", 0)),
-                                           total=int(p.get("total", 0)), unit=p.get("unit", "")))
+        msg.progress.CopyFrom(spb.Progress(phase=p.get("phase", ""), done=clamp_int(p.get("done")),
+                                           total=clamp_int(p.get("total")), unit=p.get("unit", "")))
     elif event.kind == "log":
         msg.log.CopyFrom(spb.LogLine(text=p.get("text", ""), source=p.get("source", "")))
     return msg

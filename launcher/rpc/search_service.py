@@ -1,11 +1,14 @@
 """SearchService: search jobs submitted over gRPC, run by launcher.jobs on the server's Ray.
 
 Every job belongs to the owner of the token that submitted it (`anonymous` when the server
-runs without --token-file); another owner's job is PERMISSION_DENIED for every call.
+runs without --token-file); another owner's job is NOT_FOUND for every call, with the very
+message of a job that does not exist (a caller cannot learn which ids exist).
 Statuses: INVALID_ARGUMENT for a malformed request or config (naming the field),
 NOT_FOUND for an unknown job, FAILED_PRECONDITION for a call the job's state does not allow,
 ALREADY_EXISTS for a request id reused with another config, RESOURCE_EXHAUSTED for a full
-queue, OUT_OF_RANGE for a download offset past the end.
+queue (--max-queued), an owner's full share of it (--max-queued-per-owner) or a full disk
+under the job store, UNAVAILABLE for another write the store's disk refused, OUT_OF_RANGE for
+a download offset past the end.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ CHUNK_BYTES = 1024 * 1024
 WATCH_BATCH = 200
 WATCH_POLL_S = 1.0  # a watcher re-checks the call and the server at least this often
 _STORE_STATUS = {"not_found": grpc.StatusCode.NOT_FOUND, "duplicate": grpc.StatusCode.ALREADY_EXISTS,
-                 "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED, "final": grpc.StatusCode.FAILED_PRECONDITION,
-                 "state": grpc.StatusCode.FAILED_PRECONDITION}
+                 "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "owner_queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED, "final": grpc.StatusCode.FAILED_PRECONDITION,
+                 "state": grpc.StatusCode.FAILED_PRECONDITION, "disk_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "write_failed": grpc.StatusCode.UNAVAILABLE}
 
 
 def _refusal(exc: StoreError) -> Refused:
@@ -45,11 +50,14 @@ def _refusal(exc: StoreError) -> Refused:
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
     """`allowed_path(path, field)` resolves a server-side path a config names (Refused
-    PERMISSION_DENIED outside --allow-root); `max_queued` bounds the jobs waiting to run."""
+    PERMISSION_DENIED outside --allow-root); `max_queued` bounds the jobs waiting for one of the
+    runner's `max_jobs` slots (0: none wait, a job is taken only when a slot is free), and
+    `max_queued_per_owner` those of one owner (None: no share of its own)."""
 
     def __init__(self, store: JobStore, runner: JobRunner, allowed_path: Callable[[str, str], Path],
-                 max_queued: int) -> None:
+                 max_queued: int, max_queued_per_owner: int | None = None) -> None:
         self.store, self.runner, self.allowed_path, self.max_queued = store, runner, allowed_path, max_queued
+        self.max_queued_per_owner = max_queued_per_owner
         self.closing = threading.Event()  # set at shutdown: open WatchJob streams end UNAVAILABLE
 
     # -- helpers ---------------------------------------------------------------------------
@@ -58,14 +66,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return current_owner() or ANONYMOUS
 
     def _job(self, job_id: str) -> JobRecord:
-        """The caller's job `job_id`, or Refused INVALID_ARGUMENT / NOT_FOUND / PERMISSION_DENIED."""
+        """The caller's job `job_id`, or Refused INVALID_ARGUMENT / NOT_FOUND (also for a job of
+        another owner: the same status and message as for no job at all)."""
         if not job_id:
             raise invalid_argument("job_id", "required, e.g. 'job-000001'")
         job = self.store.get(job_id)
-        if job is None:
+        if job is None or job.owner != self._owner():
             raise Refused(grpc.StatusCode.NOT_FOUND, f"job_id: no job {show(job_id)}")
-        if job.owner != self._owner():
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"job_id: job {job.job_id} belongs to another owner")
         return job
 
     # -- unary calls -----------------------------------------------------------------------
@@ -81,7 +88,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         try:
             job, created = self.store.create(owner, request_id, submission.config_yaml, submission.digest,
                                              submission.name, submission.searcher, submission.trials_total,
-                                             max_queued=self.max_queued)
+                                             max_queued=self.max_queued, slots=self.runner.max_jobs,
+                                             max_queued_per_owner=self.max_queued_per_owner)
         except StoreError as exc:
             raise _refusal(exc) from None
         if created:

@@ -5,6 +5,12 @@ whether it serves yet, what to start before the server answers and what to close
 shutdown). `default_services(options)` holds BlockRegistry and SearchService (with its job
 store, its job runner and, without --address, a local Ray). `build_server(options, services)`
 also takes bindings that replace the defaults of the same name (or add to them).
+
+Threads: calls run on one pool of `workers + max_streams` threads. A stream holds its thread
+while it is open, so streams take slots (launcher/rpc/streams.py: at most `max_streams` in
+all, `max_streams_per_connection` per client connection, `max_streams_per_owner` per token
+owner, `max_unauthenticated_streams` without a token) and one beyond a limit is
+RESOURCE_EXHAUSTED at once: `workers` threads always stay for unary calls and health Check.
 """
 
 from __future__ import annotations
@@ -21,9 +27,17 @@ from grpc_reflection.v1alpha import reflection
 
 from launcher.rpc import DEFAULT_HOST, DEFAULT_PORT
 from launcher.rpc.auth import TokenTable
-from launcher.rpc.errors import Refused, show
 from launcher.rpc.gen import search_pb2, search_pb2_grpc
 from launcher.rpc.guard import Guard
+from launcher.rpc.paths import allowed, check_dataset
+from launcher.rpc.streams import (
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_MAX_STREAMS_PER_OWNER,
+    DEFAULT_MAX_UNAUTHENTICATED_STREAMS,
+    StreamLimits,
+    StreamSlots,
+)
 from rankitect.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,6 +46,7 @@ MAX_RECEIVE_BYTES = 4 * 1024 * 1024  # a request: an architecture, a config
 MAX_SEND_BYTES = 16 * 1024 * 1024  # a reply: a result with its trials; artifacts stream in 1 MiB chunks
 SEARCH_SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+STREAM_DRAIN_S = 5.0  # at stop: how long cancelled streams may take to return before services close
 
 
 @dataclass(frozen=True)
@@ -49,9 +64,14 @@ class ServerOptions:
     tls_key: Path | None = None
     max_jobs: int = 2  # jobs running at once
     max_queued: int = 16  # jobs waiting for a slot; SubmitSearch is RESOURCE_EXHAUSTED past it
-    workers: int = 32  # threads serving calls (a WatchJob stream holds one)
+    max_queued_per_owner: int | None = None  # of those, one owner's at most (None: no share of its own)
+    workers: int = 32  # threads for unary calls; streams have max_streams threads of their own
     max_receive_bytes: int = MAX_RECEIVE_BYTES
     max_send_bytes: int = MAX_SEND_BYTES
+    max_streams: int = DEFAULT_MAX_STREAMS  # streams open at once (each holds a thread); more: RESOURCE_EXHAUSTED
+    max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION  # per client channel
+    max_streams_per_owner: int = DEFAULT_MAX_STREAMS_PER_OWNER  # per token owner (with tokens)
+    max_unauthenticated_streams: int = DEFAULT_MAX_UNAUTHENTICATED_STREAMS  # health Watch without a token
 
     @property
     def db_path(self) -> Path:
@@ -62,19 +82,33 @@ class ServerOptions:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def stream_limits(self) -> StreamLimits:
+        """The max_streams* fields; ValueError naming the one below 1."""
+        for name in ("max_streams", "max_streams_per_connection", "max_streams_per_owner",
+                     "max_unauthenticated_streams"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        return StreamLimits(total=self.max_streams, per_connection=self.max_streams_per_connection,
+                            per_owner=self.max_streams_per_owner, unauthenticated=self.max_unauthenticated_streams)
+
     def allowed_path(self, path: str, field: str) -> Path:
         """`path` resolved (symlinks followed) if it lies under an allowed root; Refused
-        PERMISSION_DENIED naming `field` otherwise (also when no root is allowed)."""
-        try:
-            resolved = Path(path).expanduser().resolve()
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: not a usable path: {exc}") from None
-        if not any(resolved == root or resolved.is_relative_to(root) for root in self.allow_roots):
-            roots = [str(r) for r in self.allow_roots]
-            raise Refused(grpc.StatusCode.PERMISSION_DENIED,
-                          f"{field}: {show(path, 200)} is outside the server's allowed folders {roots} "
-                          f"(the server's --allow-root)")
+        PERMISSION_DENIED naming `field` otherwise (also when no root is allowed). A folder is
+        read as a dataset: each file of it a reader opens must resolve under a root too
+        (`allowed_dataset`)."""
+        resolved = allowed(path, field, self.allow_roots)
+        if resolved.is_dir():
+            check_dataset(resolved, field, self.allow_roots)
         return resolved
+
+    def allowed_dataset(self, path: str, field: str) -> Path:
+        """The dataset folder `path` resolved, if it and every file of it that a reader opens
+        (schema.json, date=* folders, their parquet files) resolve under an allowed root;
+        Refused PERMISSION_DENIED naming `field` and the file otherwise. A path that is not
+        a folder is returned as is (the reader says what is wrong with it)."""
+        return self.allowed_path(path, field)
 
 
 @dataclass(frozen=True)
@@ -92,7 +126,7 @@ def registry_binding(options: ServerOptions) -> ServiceBinding:
     from launcher.rpc.gen import registry_pb2_grpc
     from launcher.rpc.registry_service import SERVICE_NAME, BlockRegistryService
 
-    service = BlockRegistryService(options.allowed_path)
+    service = BlockRegistryService(options.allowed_dataset)
     return ServiceBinding(SERVICE_NAME, lambda server: registry_pb2_grpc.add_BlockRegistryServicer_to_server(
         service, server))
 
@@ -108,7 +142,7 @@ def search_binding(options: ServerOptions) -> ServiceBinding:
 
     store = JobStore(options.db_path)
     runner = JobRunner(store, options.runs_dir, options.ray_address, options.max_jobs)
-    service = SearchService(store, runner, options.allowed_path, options.max_queued)
+    service = SearchService(store, runner, options.allowed_path, options.max_queued, options.max_queued_per_owner)
 
     def close() -> None:
         service.closing.set()
@@ -129,10 +163,12 @@ class RankitectServer:
     """A built server: `start()`, then `stop()`; also a context manager doing both."""
 
     def __init__(self, server: grpc.Server, port: int, options: ServerOptions,
-                 bindings: Sequence[ServiceBinding], health_servicer: health.HealthServicer) -> None:
+                 bindings: Sequence[ServiceBinding], health_servicer: health.HealthServicer,
+                 stream_slots: StreamSlots | None = None) -> None:
         self.server, self.port, self.options = server, port, options
         self.bindings = tuple(bindings)
         self.health = health_servicer
+        self.stream_slots = stream_slots  # the open streams (see launcher/rpc/streams.py)
 
     @property
     def address(self) -> str:
@@ -160,9 +196,13 @@ class RankitectServer:
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Health NOT_SERVING, refuse new calls, let running ones finish for `grace` seconds,
-        then close every service."""
+        then close every service (once the handlers of the cancelled streams returned, for
+        up to STREAM_DRAIN_S more: a stream notices its cancellation at its next poll)."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.stream_slots is not None and not self.stream_slots.wait_idle(STREAM_DRAIN_S):
+            log.warning("%d streams still open %.0f s after the server stopped; closing the services anyway",
+                        self.stream_slots.open, STREAM_DRAIN_S)
         for binding in self.bindings:
             if binding.close is not None:
                 try:
@@ -187,17 +227,19 @@ def build_server(options: ServerOptions, services: Sequence[ServiceBinding] = ()
     same name, or are added), health and reflection, bound but not started.
 
     Raises UserError naming --host/--port when the address cannot be bound, and naming
-    --tls-cert/--tls-key when they cannot be read.
+    --tls-cert/--tls-key when they cannot be read; ValueError for a stream limit below 1.
     """
+    slots = StreamSlots(options.stream_limits, authenticated=options.tokens is not None)
     bindings = {b.name: b for b in default_services(options)}
     bindings.update({b.name: b for b in services})
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="rankitect-rpc"),
-        interceptors=[Guard(options.tokens)],
+    server = grpc.server(  # threads: `workers` for unary calls + one per stream slot
+        futures.ThreadPoolExecutor(max_workers=options.workers + options.max_streams,
+                                   thread_name_prefix="rankitect-rpc"),
+        interceptors=[Guard(options.tokens, slots=slots)],
         options=[("grpc.max_receive_message_length", options.max_receive_bytes),
                  ("grpc.max_send_message_length", options.max_send_bytes),
                  ("grpc.so_reuseport", 0)],  # a port in use is an error, not shared
-        maximum_concurrent_rpcs=options.workers * 8,
+        maximum_concurrent_rpcs=options.workers * 8 + options.max_streams,  # beyond: RESOURCE_EXHAUSTED
     )
     for binding in bindings.values():
         binding.add_to_server(server)
@@ -207,7 +249,7 @@ def build_server(options: ServerOptions, services: Sequence[ServiceBinding] = ()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*bindings, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
     port = _bind(server, options)
-    return RankitectServer(server, port, options, list(bindings.values()), health_servicer)
+    return RankitectServer(server, port, options, list(bindings.values()), health_servicer, slots)
 
 
 def _bind(server: grpc.Server, options: ServerOptions) -> int:

@@ -5,6 +5,10 @@ Everything `rankitect search` would refuse is refused here, before a job exists
 any baseline file must lie under an --allow-root (PERMISSION_DENIED), and a config may not
 point the study elsewhere (`searcher.storage`) or name an output folder (`out` is ignored:
 the job's folder is the server's).
+
+The YAML and each override are read within launcher.bounded_yaml's bounds (aliases, nesting,
+expanded size), the merged config is checked again, and the integers that travel in int32
+fields of the wire (WIRE_INT32_KEYS) are checked against that range: all before a job exists.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from typing import Any
 
 import yaml
 
+from launcher.bounded_yaml import MAX_TEXT_CHARS, YamlRefused, check_bounds, load_yaml
 from launcher.config_file import apply_override
 from launcher.rpc.errors import Refused, clip, invalid_argument
 from rankitect.errors import UserError
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
-MAX_DEPTH, MAX_NODES = 32, 100_000
+INT32_MAX = 2**31 - 1
+# Config keys whose values (or counts they bound) travel in int32 fields: budget.trials as
+# JobProgress.trials_total and Trial.number, max_retries as Trial.attempts, final.* as counts.
+WIRE_INT32_KEYS = ("budget.trials", "budget.max_retries", "budget.keep_top_k", "final.seeds", "final.top_k")
 _KEY_PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
 
 
@@ -59,41 +67,44 @@ def check_request_id(request_id: str) -> str | None:
 
 
 def parse_config(config_yaml: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """The submitted YAML with its overrides applied; Refused INVALID_ARGUMENT naming the field."""
+    """The submitted YAML with its overrides applied, within the bounds of launcher.bounded_yaml;
+    Refused INVALID_ARGUMENT naming the field (`config_yaml`, `overrides[i]`) and the key."""
     if not config_yaml.strip():
         raise invalid_argument("config_yaml", "empty; send the search config as YAML")
+    total = len(config_yaml) + sum(len(item) for item in overrides)
+    if total > MAX_TEXT_CHARS:
+        raise invalid_argument("config_yaml" if len(config_yaml) > MAX_TEXT_CHARS else "overrides",
+                               f"the config and its overrides are {total:,} characters; at most "
+                               f"{MAX_TEXT_CHARS:,} are read")
     try:
-        raw = yaml.safe_load(config_yaml)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise invalid_argument("config_yaml", f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") \
-            from None
-    except RecursionError:
-        raise invalid_argument("config_yaml", f"nested more than {MAX_DEPTH} levels deep") from None
-    _check_shape(raw)
+        raw = load_yaml(config_yaml, "config_yaml")
+    except YamlRefused as exc:
+        raise invalid_argument(exc.where, exc.detail) from None
     if not isinstance(raw, dict):
         raise invalid_argument("config_yaml", f"must be a mapping of config keys, got {type(raw).__name__}")
     for i, item in enumerate(overrides):
         try:
-            apply_override(raw, item)
+            apply_override(raw, item, where=f"overrides[{i}]")
+        except YamlRefused as exc:
+            raise invalid_argument(exc.where, exc.detail) from None
         except UserError as exc:
-            raise invalid_argument(f"overrides[{i}]", str(exc)) from None
+            raise invalid_argument(f"overrides[{i}]", clip(str(exc).removeprefix(f"overrides[{i}]: "), 500)) \
+                from None
+    try:
+        check_bounds(raw, "config")
+    except YamlRefused as exc:
+        raise invalid_argument(exc.where, exc.detail) from None
     return raw
 
 
-def _check_shape(value: Any) -> None:
-    """Refuse what no config is: nesting over MAX_DEPTH levels or over MAX_NODES values, counted
-    as expanded (YAML aliases can repeat a value exponentially, or contain themselves)."""
-    stack, count = [(value, 0)], 0
-    while stack:
-        item, depth = stack.pop()
-        count += 1
-        if depth > MAX_DEPTH or count > MAX_NODES:
-            raise invalid_argument("config_yaml", f"too large or nested too deeply for a config (at most "
-                                                  f"{MAX_DEPTH} levels and {MAX_NODES:,} values, aliases expanded)")
-        if isinstance(item, (dict, list)):
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+def check_wire_ints(config: Any) -> None:
+    """Refused INVALID_ARGUMENT naming the key of a WIRE_INT32_KEYS value over the int32 range."""
+    for key in WIRE_INT32_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if isinstance(value, int) and value > INT32_MAX:
+            raise invalid_argument(f"config.{key}", f"must be at most {INT32_MAX:,} (an int32 on the wire), "
+                                                    f"got {value}")
 
 
 def check_submission(config_yaml: str, overrides: Sequence[str],
@@ -109,6 +120,7 @@ def check_submission(config_yaml: str, overrides: Sequence[str],
         config = SearchConfig.from_dict(raw)
     except UserError as exc:
         raise config_problem(exc) from None
+    check_wire_ints(config)
     if "storage" in config.searcher.options:
         raise invalid_argument("config.searcher.storage", "cannot be set on a server: a job's study lives in "
                                                           "its run folder")

@@ -1,7 +1,8 @@
 """The search configuration: parsed from a plain mapping (the launcher reads YAML), checked once.
 
 Every problem names its key path (`budget.trials: must be >= 1, got 0`) and raises
-ConfigError before anything starts. Only `data`, `space` and `searcher` are required.
+ConfigError before anything starts. Only `data`, `space` and `searcher` are required. Values
+echoed in a message are clipped, and so is the whole message (MAX_MESSAGE_CHARS).
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ OBJECTIVES: dict[str, str] = {"ne": "minimize", "logloss": "minimize", "auc": "m
 DEFAULT_BASELINES = ("lr", "dlrm", "dcnv2", "deepfm", "autoint")
 KEEP_CHECKPOINTS = ("best", "top_k", "all")  # budget.keep_checkpoints (see experiment/retention.py)
 DEFAULT_KEEP_TOP_K = 3
+MAX_MESSAGE_CHARS = 2000  # of a ConfigError's message; a value is echoed with at most _SHOWN
+_SHOWN = 120
+
+
+def _shown(value: Any) -> str:
+    """repr(value), clipped to _SHOWN characters: how a config's value is echoed in a message."""
+    return _clip(repr(value), _SHOWN)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class BudgetSection:
                  f"one of {KEEP_CHECKPOINTS}")
         _require(self.keep_top_k is None or self.keep_top_k >= 1, "budget.keep_top_k", self.keep_top_k, ">= 1")
         _require(self.keep_top_k is None or self.keep_checkpoints == "top_k", "budget.keep_top_k",
-                 self.keep_top_k, f"set only with budget.keep_checkpoints: top_k (it is {self.keep_checkpoints!r})")
+                 self.keep_top_k, f"set only with budget.keep_checkpoints: top_k (it is {_shown(self.keep_checkpoints)})")
 
     @property
     def top_k(self) -> int:
@@ -138,13 +150,24 @@ class SearchConfig:
 
     @staticmethod
     def from_dict(raw: Any) -> "SearchConfig":
-        """Parse and check; ConfigError naming the key path of the first problem."""
+        """Parse and check; ConfigError naming the key path of the first problem (its message
+        clipped to MAX_MESSAGE_CHARS)."""
+        try:
+            return SearchConfig._parse(raw)
+        except ConfigError as exc:
+            message = str(exc)
+            if len(message) > MAX_MESSAGE_CHARS:
+                exc.args = (_clip(message, MAX_MESSAGE_CHARS),)
+            raise
+
+    @staticmethod
+    def _parse(raw: Any) -> "SearchConfig":
         if not isinstance(raw, Mapping):
             raise ConfigError(f"the config must be a mapping of keys, got {type(raw).__name__}")
         known = {f.name for f in fields(SearchConfig)}
-        unknown = sorted(set(raw) - known - {"out"})
+        unknown = sorted(set(raw) - known - {"out"}, key=str)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown key; the config takes {sorted(known)}")
+            raise ConfigError(f"{_clip(str(unknown[0]), _SHOWN)}: unknown key; the config takes {sorted(known)}")
         for key in ("data", "space", "searcher"):
             if key not in raw:
                 raise ConfigError(f"{key}: required key is missing")
@@ -153,7 +176,7 @@ class SearchConfig:
         if baselines is None:
             baselines = []
         if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
-            raise ConfigError(f"baselines: must be a list of names or architecture JSON paths, got {baselines!r}")
+            raise ConfigError(f"baselines: must be a list of names or architecture JSON paths, got {_shown(baselines)}")
         seed = coerce(raw.get("seed", 0), "int", "seed")
         config = SearchConfig(
             data=_data(raw["data"]),
@@ -172,18 +195,18 @@ class SearchConfig:
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}: must be {rule}, got {value!r}")
+        raise ConfigError(f"{key}: must be {rule}, got {_shown(value)}")
 
 
 def _section(kind: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: must be a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: must be a mapping, got {_shown(raw)}")
     known = {f.name: f for f in fields(kind)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; {where} takes {sorted(known)}")
+        raise ConfigError(f"{where}.{_clip(str(unknown[0]), _SHOWN)}: unknown key; {where} takes {sorted(known)}")
     section = kind(**{k: coerce(v, known[k].type, f"{where}.{k}") for k, v in raw.items()})
     section.check()
     return section
@@ -202,10 +225,10 @@ def _train(raw: Any) -> TrainConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"train: must be a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - set(TRAIN_KEYS))
+        raise ConfigError(f"train: must be a mapping, got {_shown(raw)}")
+    unknown = sorted(set(raw) - set(TRAIN_KEYS), key=str)
     if unknown:
-        raise ConfigError(f"train.{unknown[0]}: unknown key; train takes {sorted(TRAIN_KEYS)}")
+        raise ConfigError(f"train.{_clip(str(unknown[0]), _SHOWN)}: unknown key; train takes {sorted(TRAIN_KEYS)}")
     known = {f.name: f for f in fields(TrainConfig)}
     values = {k: coerce(v, known[k].type, f"train.{k}") for k, v in raw.items() if k in known}
     return TrainConfig(**values, checkpoint_every=0).check("train.")
@@ -221,22 +244,22 @@ def _dates(value: Any, where: str) -> str:
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return ",".join(value)
     raise ConfigError(f"{where}: must be a date spec (D, D1..D2, first:K, last:K) or a list of "
-                      f"them, got {value!r}")
+                      f"them, got {_shown(value)}")
 
 
 def _data(raw: Any) -> DataSection:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"data: must be a mapping with path and dates, got {raw!r}")
+        raise ConfigError(f"data: must be a mapping with path and dates, got {_shown(raw)}")
     keys = ("path", "train_dates", "valid_dates", "test_dates")
-    unknown = sorted(set(raw) - set(keys))
+    unknown = sorted(set(raw) - set(keys), key=str)
     if unknown:
-        raise ConfigError(f"data.{unknown[0]}: unknown key; data takes {list(keys)}")
+        raise ConfigError(f"data.{_clip(str(unknown[0]), _SHOWN)}: unknown key; data takes {list(keys)}")
     for key in keys:
         if key not in raw:
             raise ConfigError(f"data.{key}: required key is missing")
     path = raw["path"]
     if not isinstance(path, str) or not path:
-        raise ConfigError(f"data.path: must be a dataset folder or URI, got {path!r}")
+        raise ConfigError(f"data.path: must be a dataset folder or URI, got {_shown(path)}")
     return DataSection(path=path, **{k: _dates(raw[k], f"data.{k}") for k in keys[1:]})
 
 
@@ -244,7 +267,7 @@ def _named(raw: Any, where: str) -> NamedSection:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
-        raise ConfigError(f"{where}.name: required (a registered {where} name), got {raw!r}")
+        raise ConfigError(f"{where}.name: required (a registered {where} name), got {_shown(raw)}")
     return NamedSection(name=raw["name"], options={k: v for k, v in raw.items() if k != "name"})
 
 

@@ -16,7 +16,6 @@ cluster: the entry points (the CLI, `rankitect.search`, the job driver) call
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankitect.errors import UserError
-from rankitect.experiment.ray_env import is_loopback
+from rankitect.experiment.ray_env import is_loopback, local_ray_folder
 from rankitect.experiment.trial import TrialOutcome, TrialSpec, run_trial
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
@@ -45,7 +44,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         else:
             ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
-                     _temp_dir=os.path.join(tempfile.gettempdir(), f"rankitect-ray-{os.getuid()}"))
+                     _temp_dir=str(local_ray_folder()))
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
     try:

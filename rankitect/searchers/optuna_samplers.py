@@ -1,8 +1,8 @@
 """Searchers that are Optuna samplers: random, TPE and NSGA-II (multi-objective when asked).
 
 A fresh sampler, seeded from (seed, trial number), proposes each trial: the proposals then
-depend only on the seed and the told history, so a resumed search asks what an
-uninterrupted one would have asked.
+depend only on the seed and the study's history, so a resumed search asks what an
+uninterrupted one would have asked; a proposal is stored in one write (enqueued whole).
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ class _SamplerSearcher(Searcher):
         raise NotImplementedError
 
     def _ask(self, number: int, rng: random.Random) -> optuna.Trial:
-        self.study.sampler = self._sampler(_seed(rng))
+        """The sampler proposes on a copy of the study in memory, and the proposal is enqueued
+        whole: the study never holds a trial with some of its choices drawn (a driver killed
+        between two of the storage's writes left one, whose missing choices a resumed search
+        could only draw again, differently)."""
+        scratch = optuna.create_study(directions=self.study.directions, sampler=self._sampler(_seed(rng)),
+                                      storage=optuna.storages.InMemoryStorage())
+        scratch.add_trials(self.study.get_trials(deepcopy=False))
+        choices = self.space.suggest(scratch.ask())
+        self.study.sampler = optuna.samplers.RandomSampler(seed=number)  # draws nothing: every choice is fixed
+        self.study.enqueue_trial(dict(choices))
         return self.study.ask()
 
 
