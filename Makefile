@@ -7,7 +7,7 @@ DEMO_DIR ?= .demo
 VENV_GPU := .venv-gpu
 GPU_STAMP := $(VENV_GPU)/.installed
 
-.PHONY: setup setup-gpu setup-bench demo test bench bench-gpu lock lint clean proto
+.PHONY: setup setup-gpu setup-bench demo test fuzz bench bench-gpu lock lint clean proto
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# The property and fuzz tests with new random examples each run (`make test` draws fixed ones).
+fuzz: setup
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q tests/test_rpc_fuzz.py tests/test_rpc_fuzz_search.py
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -150,8 +150,9 @@ def load_yaml(text: str, where: str, key: str = "") -> Any:
     if len(text) > MAX_TEXT_CHARS:
         raise YamlRefused(where, f"{at}{len(text):,} characters; {_BOUNDS} (at most {MAX_TEXT_CHARS:,} "
                                  f"characters of YAML)")
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader refuses control characters here
         return loader.get_single_data()
     except _Over as exc:
         inner = exc.path or ""
@@ -167,7 +168,8 @@ def load_yaml(text: str, where: str, key: str = "") -> Any:
     except RecursionError:  # not reached within MAX_DEPTH; kept as a last guard
         raise YamlRefused(where, f"{at}nested more than {MAX_DEPTH} levels deep; {_BOUNDS}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def check_bounds(value: Any, where: str, key: str = "") -> None:

@@ -129,6 +129,23 @@ def test_a_config_file_alias_bomb_exits_2_with_a_short_line_naming_the_key(root,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("tail", ["\x1b", "x: \x13\n", "x: \ufffe\n"])
+def test_control_characters_in_config_yaml_are_invalid_argument(client, root, tail) -> None:
+    # The YAML reader refuses them before a document starts (the fuzz test's INTERNAL).
+    error = refusal(client.submit_search, config_text(root) + tail)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("config_yaml: not valid YAML") and len(error.details()) < SHORT
+
+
+def test_a_config_file_with_a_control_character_exits_2(tmp_path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("space:\n  name: nasrec\x07\n")
+    assert main(["search", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"--config {path}: not valid YAML" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 # -- item 4: integers against the wire's ranges -------------------------------------------
 @pytest.mark.parametrize("how", ["override", "yaml"])
 def test_trials_over_int32_are_refused_and_no_job_is_created(client, root, how) -> None:

@@ -1,7 +1,8 @@
 """Fuzz SearchService over a real channel: every method with random (often wrong) fields,
 random bytes, another method's message, huge strings, and configs from random YAML to nearly
 valid ones. Every reply must carry a defined status (never UNKNOWN or INTERNAL), and the server
-must still answer afterwards. Its queue takes no job (--max-queued 0), so nothing runs."""
+must still answer afterwards. It has no job slot and no waiting room (max_jobs 0, max_queued 0),
+so a valid submission is refused as RESOURCE_EXHAUSTED and nothing runs."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def fuzz_server(ray_cluster, tmp_path_factory):
             mine.append(job.job_id)
     store.close()
     with running_server(allow_roots=(root.resolve(),), ray_address=ray_cluster, runs_dir=runs,
-                        max_queued=0) as server:
+                        max_jobs=0, max_queued=0) as server:
         yield server, str(data), ids, mine, text
 
 
