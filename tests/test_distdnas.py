@@ -28,6 +28,13 @@ def data(tmp_path_factory) -> Path:
     return tiny_synth(tmp_path_factory.mktemp("distdnas") / "ds", days=4, rows_per_day=1000)
 
 
+@pytest.fixture(scope="module")
+def single_run(ray_cluster, data, tmp_path_factory) -> tuple:
+    """(the result, its run folder) of one search with SEARCHER on the session's Ray."""
+    folder = tmp_path_factory.mktemp("distdnas-run") / "run"
+    return search(_config(data, SEARCHER), folder, progress=False), folder
+
+
 def _config(data: Path, searcher: dict) -> dict:
     config = make_config(data, trials=1, space=INTERACTIONS, searcher=searcher, baselines=[])
     config["data"] = {"path": str(data), "train_dates": "first:2", "valid_dates": "2024-01-03",
@@ -50,9 +57,9 @@ def _argmax_of_mean(shards: list[dict], names: list[str]) -> dict[str, str]:
     return out
 
 
-def test_one_supernet_per_date_aggregated_and_retrained(ray_cluster, data, tmp_path) -> None:
-    result = search(_config(data, SEARCHER), tmp_path / "run", progress=False)
-    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+def test_one_supernet_per_date_aggregated_and_retrained(single_run, data) -> None:
+    result, folder = single_run
+    saved = json.loads((folder / "result.json").read_text())
     shards = saved["shards"]
     assert [(s["lambda"], s["dates"]) for s in shards] == [
         (0.0, ["2024-01-01"]), (0.0, ["2024-01-02"]), (20.0, ["2024-01-01"]), (20.0, ["2024-01-02"])]
@@ -70,16 +77,16 @@ def test_one_supernet_per_date_aggregated_and_retrained(ray_cluster, data, tmp_p
     cheap = next(t for t in saved["trials"] if 20.0 in t["proposal"]["lambdas"])
     rich = next(t for t in saved["trials"] if 0.0 in t["proposal"]["lambdas"])
     assert cheap["metrics"]["flops_per_example"] < rich["metrics"]["flops_per_example"]
-    assert result.best is not None and (tmp_path / "run" / "best" / "arch.json").is_file()
+    assert result.best is not None and (folder / "best" / "arch.json").is_file()
     shown = [line for line in report_lines(saved) if line.startswith("distdnas lambda=0:")]
     agreeing = sum(1 for s in shards if s["lambda"] == 0.0 and s["choice"] == runs[0.0]["choice"])
     assert shown and shown[0].startswith(f"distdnas lambda=0: {agreeing}/2 date shards")
 
     # Run again: every shard is read back, none trained again.
-    files = sorted((tmp_path / "run" / "planning" / "distdnas").glob("*.json"))
+    files = sorted((folder / "planning" / "distdnas").glob("*.json"))
     stamps = [f.stat().st_mtime_ns for f in files]
-    (tmp_path / "run" / "planning" / "plan.json").unlink()
-    again = search(_config(data, SEARCHER), tmp_path / "run", progress=False)
+    (folder / "planning" / "plan.json").unlink()
+    again = search(_config(data, SEARCHER), folder, progress=False)
     assert [f.stat().st_mtime_ns for f in files] == stamps and again.trials == result.trials
 
 
@@ -128,7 +135,7 @@ def test_bad_options_exit_2(data, tmp_path, capsys, searcher, message) -> None:
     assert message in err and "Traceback" not in err
 
 
-def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged(ray_cluster, tmp_path,
+def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged(ray_cluster, data, tmp_path,
                                                                                  trial_gate) -> None:
     """SIGKILL of the worker process training shard 0, held by the test gate right after its
     first epoch's checkpoint: the pool starts a fresh actor, the shard resumes from that
@@ -138,7 +145,6 @@ def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged
 
     from tests.test_search import _driver, _write_config
 
-    data = tiny_synth(tmp_path / "ds", days=4, rows_per_day=6000)
     searcher = {**SEARCHER, "lambdas": [0.0]}
     calm = search(_config(data, searcher), tmp_path / "calm", progress=False)
     out = tmp_path / "faulty"
@@ -159,7 +165,7 @@ def test_a_shard_worker_killed_mid_shard_is_replaced_and_the_choice_is_unchanged
 
 
 
-def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_cluster, data, tmp_path,
+def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(single_run, data, tmp_path,
                                                                            monkeypatch) -> None:
     """A real two-node Ray cluster on 127.0.0.1 (ray.cluster_utils.Cluster: a head and a second
     node, one CPU each; `ray start --address` itself refuses a second node while
@@ -172,7 +178,7 @@ def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(ray_c
     from tests.conftest import stop_cluster
     from tests.test_search import _driver, _write_config
 
-    single = search(_config(data, SEARCHER), tmp_path / "single", progress=False)
+    single, _ = single_run
     temp_dir = Path(tempfile.mkdtemp(prefix="rk2n-", dir="/tmp"))  # short: Ray's socket paths have a limit
     # Cluster() records its address in RAY_TMPDIR/ray/ (by default /tmp/ray/, which need not exist).
     (temp_dir / "ray").mkdir()
