@@ -43,7 +43,7 @@ demo: setup
 	$(BIN)/python examples/demo.py --workdir $(DEMO_DIR)
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests
 
 # The property and fuzz tests with new random examples each run (`make test` draws fixed ones).
 fuzz: setup
