@@ -10,7 +10,11 @@ one run:
   grpc.health.v1.Health/Watch without one, each on a connection of its own, as 64 clients
   would open them): streams past the server's limits may be refused (counted by status), the
   unary calls must not fail and their p99 must stay within 3x the idle server's; and, as the
-  reference, with the server idle (same calls, same clients, after the job ended).
+  reference, with the server idle (same calls, same clients, after the job ended); and the
+  floor: the same clients making health Checks (grpc's own servicer, a constant reply). The
+  clients call back to back (a closed loop), so a call waits for those of the other clients
+  ahead of it: latency is about clients / (calls per second), and what a call of ours costs
+  beyond the floor is what the server does for it.
 - ValidateArchitecture of chains of 1k, 2k, MAX_NODES and 20k nodes (goal: the 20k one
   answered, or refused by the node limit, in under a second; the others linear in nodes). The store
   holds 49 finished jobs beside the running one, so a ListJobs returns a full page of 50;
@@ -23,6 +27,7 @@ one run:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
@@ -59,12 +64,14 @@ def _status(exc: Exception) -> str:
     return code().name if callable(code) else f"{type(exc).__name__}: {exc}"
 
 
-def _load(address: str, token: str, job_id: str, clients: int, calls: int, timeout: float = 30) -> dict[str, Any]:
-    """`clients` threads x `calls` alternating GetJob / ListJobs: latencies (ms) and errors (a
-    client stops after MAX_ERRORS of them)."""
+def _load(address: str, token: str, job_id: str, clients: int, calls: int, timeout: float = 30,
+          methods: tuple[str, ...] = ("GetJob", "ListJobs")) -> dict[str, Any]:
+    """`clients` threads x `calls` taking turns over `methods` (GetJob, ListJobs, or Health: the
+    health Check, which grpc's own servicer answers with a constant): latencies (ms) and errors
+    (a client stops after MAX_ERRORS of them)."""
     from launcher.rpc.client import RankitectClient
 
-    latencies: dict[str, list[float]] = {"GetJob": [], "ListJobs": []}
+    latencies: dict[str, list[float]] = {m: [] for m in methods}
     errors: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(clients)
@@ -82,13 +89,15 @@ def _load(address: str, token: str, job_id: str, clients: int, calls: int, timeo
             for k in range(calls):
                 if failed >= MAX_ERRORS:
                     break
-                method = "GetJob" if k % 2 == 0 else "ListJobs"
+                method = methods[k % len(methods)]
                 began = time.perf_counter()
                 try:
                     if method == "GetJob":
                         client.get_job(job_id)
-                    else:
+                    elif method == "ListJobs":
                         list(client.list_jobs())
+                    else:
+                        client.health()
                 except Exception as exc:  # noqa: BLE001 (counted and shown)
                     failed += 1
                     with lock:
@@ -104,7 +113,7 @@ def _load(address: str, token: str, job_id: str, clients: int, calls: int, timeo
     for t in threads:
         t.join()
     wall = time.perf_counter() - began
-    every = latencies["GetJob"] + latencies["ListJobs"]
+    every = [ms for values in latencies.values() for ms in values]
     return {"calls": len(every), "errors": errors, "wall": wall,
             **{f"{m}_p50": _percentile(v, 0.5) for m, v in latencies.items()},
             **{f"{m}_p99": _percentile(v, 0.99) for m, v in latencies.items()},
@@ -199,6 +208,23 @@ def _validate_times(client: Any, dataset: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def history_best(data: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """A finished job's best trial as the driver stores it (result.json's form): a sampled
+    member of the bench's space with its architecture, so that ListJobs converts what a real
+    store holds."""
+    import random
+
+    from rankitect.data.dataset import Dataset
+    from rankitect.space import make_space
+
+    space = make_space(config["space"]["name"], Dataset.open(str(data)).schema,
+                       {k: v for k, v in config["space"].items() if k != "name"})
+    choices = space.sample(random.Random(0))
+    return {"number": 3, "status": "complete", "arch": space.decode(choices).to_dict(), "choices": dict(choices),
+            "metrics": {"ne": 0.8123, "logloss": 0.4567, "auc": 0.7345, "flops_per_example": 12_345},
+            "test_metrics": {"ne": 0.8156, "auc": 0.7301}, "seconds": 3.2, "wall_seconds": 3.4, "attempts": 1}
+
+
 def measure(work: Path, clients: int, calls: int, trials: int, streams: int) -> dict[str, Any]:
     from launcher.rpc.client import RankitectClient
     from launcher.rpc.gen import search_pb2 as spb
@@ -215,9 +241,11 @@ def measure(work: Path, clients: int, calls: int, trials: int, streams: int) -> 
     from launcher.jobs.store import RUNNING, SUCCEEDED, JobStore
 
     store = JobStore(work / "runs" / "jobs.sqlite3")  # finished jobs, so that ListJobs returns a full page
+    best = json.dumps(history_best(data, config))
     for _ in range(HISTORY_JOBS):
         old, _ = store.create(OWNER, None, yaml.safe_dump(config), "history", "random on nasrec", "random", 8)
         store.transition(old.job_id, RUNNING, "started")
+        store.update(old.job_id, trials_done=8, best_json=best)
         store.transition(old.job_id, SUCCEEDED, "succeeded")
     store.close()
     token = f"bench-{secrets.token_hex(16)}"
@@ -257,12 +285,14 @@ def measure(work: Path, clients: int, calls: int, trials: int, streams: int) -> 
             final = client.get_job(job.job_id)
             replay = list(client.watch_job(job.job_id))
             idle = _load(address, token, job.job_id, clients, calls)
+            floor = _load(address, token, job.job_id, clients, calls, methods=("Health",))
             validate = _validate_times(client, data)
     finally:
         server.terminate()
         server.wait(120)
     numbers = [e.number for e in watched]
-    return {"busy": busy, "streams": with_streams, "validate": validate, "idle": idle, "opened": opened.outcome,
+    return {"busy": busy, "streams": with_streams, "validate": validate, "idle": idle, "floor": floor,
+            "opened": opened.outcome,
             "state_at_streams_end": state_streams,
             "trials_done_at_load_end": state_during.progress.trials_done,
             "state_at_load_end": state_during.state, "final_state": final.state, "last_event": final.last_event,
@@ -279,13 +309,13 @@ def report(out: dict[str, Any], clients: int, calls: int) -> None:
     rows = []
     opened_count = sum(sum(c.values()) for c in out["opened"].values())
     titles = {"busy": "while the search runs", "streams": f"... and {opened_count} streams opened",
-              "idle": "server idle"}
-    for name in ("busy", "streams", "idle"):
+              "idle": "server idle", "floor": "idle, health Check only"}
+    for name in ("busy", "streams", "idle", "floor"):
         r = out[name]
-        rows.append([titles[name], r["calls"], len(r["errors"]),
-                     f"{r['GetJob_p50']:.2f}", f"{r['GetJob_p99']:.2f}", f"{r['ListJobs_p50']:.2f}",
-                     f"{r['ListJobs_p99']:.2f}", f"{r['all_p50']:.2f}", f"{r['all_p99']:.2f}",
-                     f"{r['calls'] / r['wall']:,.0f}"])
+        per_method = [f"{r[f'{m}_{q}']:.2f}" if f"{m}_{q}" in r else "-"
+                      for m in ("GetJob", "ListJobs") for q in ("p50", "p99")]
+        rows.append([titles[name], r["calls"], len(r["errors"]), *per_method,
+                     f"{r['all_p50']:.2f}", f"{r['all_p99']:.2f}", f"{r['calls'] / r['wall']:,.0f}"])
     print_table(f"{clients} clients x {calls} calls (GetJob / ListJobs alternating), latency in ms",
                 ["", "calls", "errors", "GetJob p50", "p99", "ListJobs p50", "p99", "all p50", "all p99", "calls/s"],
                 rows)
@@ -295,6 +325,11 @@ def report(out: dict[str, Any], clients: int, calls: int) -> None:
           f"{out['trials_done_at_load_end']} trials done when the load ended")
     print(f"goal p99 < 20 ms while the search runs: {busy['all_p99']:.2f} ms "
           f"({'met' if busy['all_p99'] < 20 else 'NOT met'})")
+    floor = out["floor"]
+    print(f"the floor: a health Check (grpc's own servicer, a constant reply) from the same {clients} clients on the idle "
+          f"server: p50 {floor['all_p50']:.2f} ms, p99 {floor['all_p99']:.2f} ms, {floor['calls'] / floor['wall']:,.0f} "
+          f"calls/s; idle GetJob/ListJobs p99 = {idle['all_p99'] / floor['all_p99']:.2f}x the floor (closed loop: "
+          f"latency ~ clients / calls per second)")
     opened = "; ".join(f"{kind}: " + ", ".join(f"{n} {what}" for what, n in sorted(c.items()))
                        for kind, c in out["opened"].items())
     ratio = streams["all_p99"] / idle["all_p99"]
@@ -302,7 +337,7 @@ def report(out: dict[str, Any], clients: int, calls: int) -> None:
           f"p99 {streams['all_p99']:.2f} ms = {ratio:.2f}x the idle server's (goal <= 3x: "
           f"{'met' if ratio <= 3 and not streams['errors'] else 'NOT met'}); the search was "
           f"{out['state_at_streams_end']} when it ended")
-    for name in ("busy", "streams", "idle"):
+    for name in ("busy", "streams", "idle", "floor"):
         if out[name]["errors"]:
             counts = Counter(out[name]["errors"])
             print(f"  {titles[name]}: errors " + ", ".join(f"{n} x {what}" for what, n in counts.most_common()))

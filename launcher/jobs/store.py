@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from launcher.jobs.store_files import StoreUnusable, check_runs_dir, issued, open_store_file
 from launcher.jobs.store_files import job_id as make_job_id
@@ -87,6 +87,7 @@ _JOB_FIELDS = ("seq", "job_id", "request_id", "owner", "state", "name", "searche
                "config_digest", "created_at", "started_at", "finished_at", "error", "trials_done",
                "trials_total", "phase", "best_json", "last_event", "state_event", "attempts", "artifact_json",
                "artifact_error")
+_JOB_COLUMNS = ", ".join(_JOB_FIELDS)  # selected in JobRecord's field order: a row is JobRecord(*row)
 _UPDATABLE = frozenset(_JOB_FIELDS) - {"seq", "job_id", "request_id", "owner", "config_yaml", "config_digest",
                                        "created_at", "last_event"}
 
@@ -100,9 +101,9 @@ class StoreError(Exception):
         self.reason, self.job = reason, job
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """One row of `jobs`. Times are seconds since the epoch (None: not yet)."""
+class JobRecord(NamedTuple):
+    """One row of `jobs`. Times are seconds since the epoch (None: not yet). A tuple: built
+    from a row at C speed, compared whole as one (the pages GetJob / ListJobs keep)."""
 
     seq: int
     job_id: str
@@ -202,8 +203,8 @@ class JobStore:
             return out
 
     def _job(self, job_id: str) -> JobRecord | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return JobRecord(**{k: row[k] for k in _JOB_FIELDS}) if row else None
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return JobRecord(*row) if row else None
 
     def _append(self, job_id: str, kind: str, payload: Mapping[str, Any], updates: Mapping[str, Any]) -> int:
         job = self._job(job_id)
@@ -299,10 +300,10 @@ class JobStore:
         if before_seq is not None:
             where.append("seq < ?")
             args.append(before_seq)
-        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq DESC LIMIT ?"
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq DESC LIMIT ?"
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [JobRecord(**{k: row[k] for k in _JOB_FIELDS}) for row in rows]
+        return [JobRecord(*row) for row in rows]
 
     def oldest_queued(self) -> JobRecord | None:
         with self._lock:

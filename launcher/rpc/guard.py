@@ -27,6 +27,7 @@ import grpc
 from launcher.rpc.auth import _CALLER_OWNER, TokenTable
 from launcher.rpc.errors import Refused, clip
 from launcher.rpc.streams import StreamSlots
+from launcher.rpc.wire import passing_encoded
 
 log = logging.getLogger(__name__)
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -93,7 +94,8 @@ _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: str | None,
           slots: StreamSlots | None = None) -> grpc.RpcMethodHandler:
     """`handler` with the tolerant deserializer, the owner set and errors mapped; a stream
-    (any kind but unary-unary) holds a slot of `slots` while its handler runs."""
+    (any kind but unary-unary) holds a slot of `slots` while its handler runs; a reply the
+    servicer already serialized (launcher.rpc.wire.Encoded) is sent as it is."""
     kind = next(k for k in _KINDS if getattr(handler, k) is not None)
     inner = getattr(handler, kind)
     check = _checked if kind.startswith("unary_") else _checked_stream
@@ -128,7 +130,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: str | None,
                     release()
                 _CALLER_OWNER.reset(token)
 
-    return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), **{kind: call})
+    return handler._replace(request_deserializer=_tolerant(handler.request_deserializer),
+                            response_serializer=passing_encoded(handler.response_serializer), **{kind: call})
 
 
 def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +24,7 @@ from launcher.jobs.store import JobRecord, StoredEvent
 from launcher.rpc import convert
 from launcher.rpc.convert import clamp_int, clamp_int32
 from launcher.rpc.gen import search_pb2 as spb
+from launcher.rpc.wire import Encoded, length_delimited
 
 _STATE_PREFIX = "JOB_STATE_"
 _TRIAL_STATUS = {"complete": spb.TRIAL_STATUS_COMPLETE, "pruned": spb.TRIAL_STATUS_PRUNED,
@@ -138,6 +141,50 @@ def job_to_proto(job: JobRecord) -> spb.Job:
     if best is not None:
         msg.best.CopyFrom(best)
     return msg
+
+
+class JobMessages:
+    """`job_to_proto` of a job record, serialized, kept while the record is unchanged (it is
+    compared whole: any stored change of the job is a new message). A page of ListJobs then
+    converts only the jobs that changed since it was last asked for and joins the stored bytes
+    of the others (launcher.rpc.wire): converting one job costs about 70 us here, building and
+    serializing a page of 50 a few ms, which 32 polling clients turned into a queue. At most
+    `max_jobs` are kept, the least recently asked for dropped first."""
+
+    def __init__(self, max_jobs: int = 4096) -> None:
+        self.max_jobs = max_jobs
+        self._kept: OrderedDict[str, tuple[JobRecord, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encoded(self, job: JobRecord) -> bytes:
+        """job_to_proto(job).SerializeToString()."""
+        with self._lock:
+            kept = self._kept.get(job.job_id)
+            if kept is not None and kept[0] == job:
+                self._kept.move_to_end(job.job_id)
+                return kept[1]
+        data = job_to_proto(job).SerializeToString()
+        with self._lock:
+            self._kept[job.job_id] = (job, data)
+            self._kept.move_to_end(job.job_id)
+            while len(self._kept) > self.max_jobs:
+                self._kept.popitem(last=False)
+        return data
+
+    def job(self, job: JobRecord) -> Encoded:
+        """A GetJob reply."""
+        return Encoded(self.encoded(job))
+
+    def page(self, jobs: list[JobRecord], next_page_token: str) -> Encoded:
+        """A ListJobsResponse of `jobs` (field 1) and `next_page_token` (field 2)."""
+        parts = [length_delimited(_JOBS_FIELD, self.encoded(j)) for j in jobs]
+        if next_page_token:
+            parts.append(length_delimited(_TOKEN_FIELD, next_page_token.encode()))
+        return Encoded(b"".join(parts))
+
+
+_JOBS_FIELD = spb.ListJobsResponse.DESCRIPTOR.fields_by_name["jobs"].number
+_TOKEN_FIELD = spb.ListJobsResponse.DESCRIPTOR.fields_by_name["next_page_token"].number
 
 
 def event_to_proto(event: StoredEvent) -> spb.JobEvent:

@@ -30,6 +30,7 @@ from launcher.rpc.errors import Refused, invalid_argument, show
 from launcher.rpc.gen import search_pb2 as spb
 from launcher.rpc.gen import search_pb2_grpc
 from launcher.rpc.submission import check_request_id, check_submission
+from launcher.rpc.wire import Encoded
 
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["SearchService"].full_name
 ANONYMOUS = "anonymous"
@@ -58,6 +59,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                  max_queued: int, max_queued_per_owner: int | None = None) -> None:
         self.store, self.runner, self.allowed_path, self.max_queued = store, runner, allowed_path, max_queued
         self.max_queued_per_owner = max_queued_per_owner
+        self.job_messages = job_convert.JobMessages()  # GetJob and ListJobs, the calls clients poll
         self.closing = threading.Event()  # set at shutdown: open WatchJob streams end UNAVAILABLE
 
     # -- helpers ---------------------------------------------------------------------------
@@ -96,10 +98,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             self.runner.wake()
         return spb.SubmitSearchResponse(job=job_convert.job_to_proto(job), created=created)
 
-    def GetJob(self, request: spb.GetJobRequest, context: Any) -> spb.Job:
-        return job_convert.job_to_proto(self._job(request.job_id))
+    def GetJob(self, request: spb.GetJobRequest, context: Any) -> Encoded:  # an spb.Job
+        return self.job_messages.job(self._job(request.job_id))
 
-    def ListJobs(self, request: spb.ListJobsRequest, context: Any) -> spb.ListJobsResponse:
+    def ListJobs(self, request: spb.ListJobsRequest, context: Any) -> Encoded:  # an spb.ListJobsResponse
         states = []
         for i, value in enumerate(request.states):
             try:
@@ -118,8 +120,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         jobs = self.store.list(owner=self._owner(), states=states, limit=size + 1, before_seq=before)
         more = len(jobs) > size
         jobs = jobs[:size]
-        return spb.ListJobsResponse(jobs=[job_convert.job_to_proto(j) for j in jobs],
-                                    next_page_token=str(jobs[-1].seq) if more else "")
+        return self.job_messages.page(jobs, str(jobs[-1].seq) if more else "")
 
     def CancelJob(self, request: spb.CancelJobRequest, context: Any) -> spb.Job:
         return self._changed(request.job_id, self.runner.cancel)
