@@ -71,6 +71,14 @@ class _BoundedLoader(yaml.SafeLoader):
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> its (values, chars), expanded
         self._path: list[str] = []  # keys and [indexes] down to the node being composed
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        """A date or time as YAML reads it; one that is no real date (2014-01-33) stays the text
+        it is, so that the config's own checks name its key (YAML's error names none)."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            return self.construct_scalar(node)
+
     def key_path(self) -> str:
         """The key path of the node being composed, e.g. `budget.trials` or `objectives[3]`."""
         return "".join(self._path).lstrip(".")
@@ -220,3 +228,6 @@ def _path(key: str, link: Any) -> str:
         steps.append(f"[{step}]" if isinstance(step, int) else f".{clipped(step, 40)}")
     path = clipped(key) + "".join(reversed(steps))
     return clipped(path.lstrip("."), 160)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _BoundedLoader.construct_yaml_timestamp)

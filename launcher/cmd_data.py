@@ -39,8 +39,7 @@ def _common(p: argparse.ArgumentParser, hashing: bool = True) -> None:
 
 
 def _add_synth(dsub: argparse._SubParsersAction) -> None:
-    from rankitect.data.synth import SynthConfig
-    from rankitect.data.synth_profiles import CRITEO_DEFAULT_CAP, PROFILES
+    from rankitect.data.synth_config import CRITEO_DEFAULT_CAP, PROFILES, SynthConfig
 
     d = SynthConfig()
     p = dsub.add_parser("synth", help="synthetic CTR data with planted interactions and truth.json")

@@ -158,3 +158,19 @@ def test_console_script_exit_code_without_traceback(tmp_path) -> None:
                            str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_help_builds_without_importing_torch_optuna_ray_or_grpc() -> None:
+    """`rankitect --help` and each subcommand's help stay fast: the parsers read only light
+    modules (benchmarks/bench_cli.py times them)."""
+    import subprocess
+    import sys
+
+    from benchmarks.bench_cli import HEAVY, commands, imported_heavy
+
+    assert len(commands()) > 20  # every subcommand, nested ones included, is walked
+    code = ("import sys\nfrom launcher.cli import build_parser\nbuild_parser()\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    built = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert built.stdout.strip() == ""
+    assert imported_heavy(["data", "synth"]) == [] and imported_heavy(["train"]) == []

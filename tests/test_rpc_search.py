@@ -206,13 +206,15 @@ BAD_SUBMISSIONS = [
     ("{config}", ("colour=blue",), grpc.StatusCode.INVALID_ARGUMENT, "config.colour: unknown key"),
     ("{config}", ("searcher.name=simulated_annealing",), grpc.StatusCode.INVALID_ARGUMENT, "simulated_annealing"),
     ("{config}", ("data.valid_dates=2031-01-01",), grpc.StatusCode.INVALID_ARGUMENT, "config.data.valid_dates"),
+    ("{config}", ("data.valid_dates=2014-01-33",), grpc.StatusCode.INVALID_ARGUMENT,
+     "config.data.valid_dates: date '2014-01-33' is not a date"),
     ("{config}", ("searcher.storage=sqlite:////tmp/x.db",), grpc.StatusCode.INVALID_ARGUMENT,
      "config.searcher.storage: cannot be set on a server"),
     ("{config}", ("data.path=/etc",), grpc.StatusCode.PERMISSION_DENIED,
      "config.data.path: '/etc' is outside the server's allowed folders"),
     ("{config}", ("data.path={root}/../../..",), grpc.StatusCode.PERMISSION_DENIED, "config.data.path"),
     ("{config}", ("baselines=[/etc/passwd]",), grpc.StatusCode.PERMISSION_DENIED, "config.baselines[0]"),
-    ("{config}", ("data.path={root}/missing",), grpc.StatusCode.INVALID_ARGUMENT, "missing"),
+    ("{config}", ("data.path={root}/missing",), grpc.StatusCode.INVALID_ARGUMENT, "config.data.path: dataset"),
 ]
 
 

@@ -128,6 +128,30 @@ def test_cli_refuses_before_starting_with_exit_2(data, tmp_path, capsys) -> None
     assert main(["search", "--config", str(tmp_path / "missing.yaml")]) == 2
 
 
+DATE_AND_PATH_MISTAKES = [
+    ("valid_dates: 2014-01-33", [], "data.valid_dates: date '2014-01-33' is not a date"),
+    ("valid_dates: 2024-01-02", ["data.valid_dates=2024-13-01"], "data.valid_dates: date '2024-13-01' is not a date"),
+    ("valid_dates: 2024-01-02", ["data.train_dates=2024-01-01..2024-02-30"],
+     "data.train_dates: '2024-02-30' in '2024-01-01..2024-02-30' is not a date"),
+    ("valid_dates: [2024-01-02, 2024-02-31]", [], "data.valid_dates: date '2024-02-31' is not a date"),
+    ("valid_dates: 2024-01-02", ["data.path=/nonexistent/dataset"],
+     "data.path: dataset '/nonexistent/dataset' does not exist"),
+]
+
+
+@pytest.mark.parametrize(("valid", "overrides", "message"), DATE_AND_PATH_MISTAKES)
+def test_a_date_or_path_mistake_exits_2_naming_the_key(data, tmp_path, capsys, valid, overrides, message) -> None:
+    """Unquoted in the YAML file (YAML's own date type) or given with --set."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  path: {data}\n  train_dates: first:1\n  {valid}\n  test_dates: 2024-01-03\n"
+                    "space: nasrec\nsearcher: random\nbudget: {trials: 1}\n")
+    args = [arg for o in overrides for arg in ("--set", o)]
+    assert main(["search", "--config", str(path), "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_overrides_and_loading(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("space: nasrec\nsearcher: {name: tpe}\n")

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from launcher.jobs.store_files import StoreUnusable, check_runs_dir, issued, open_store_file
 from launcher.jobs.store_files import job_id as make_job_id
-from rankitect.experiment.results import json_safe
+from rankitect.json_values import json_safe
 
 __all__ = ["JobRecord", "JobStore", "StoreError", "StoreUnusable", "StoredEvent"]
 

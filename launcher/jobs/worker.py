@@ -34,8 +34,8 @@ import yaml
 
 from rankitect.errors import UserError
 from rankitect.experiment.events import SearchEvents
-from rankitect.experiment.results import json_safe
 from rankitect.export.serving import sha256_file
+from rankitect.json_values import json_safe
 from rankitect.test_gate import wait_at_gate
 
 CONFIG_FILE = "config.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from rankitect.errors import DataError
@@ -32,6 +33,8 @@ def _resolve_one(part: str, avail: list[str], field: str) -> list[str]:
         return avail[:k] if head == "first" else avail[-k:]
     if ".." in part:
         lo, _, hi = part.partition("..")
+        _check_date(lo, part, field)
+        _check_date(hi, part, field)
         if lo > hi:
             raise DataError(f"{field}: range {part!r} ends before it starts")
         picked = [d for d in avail if lo <= d <= hi]
@@ -39,7 +42,17 @@ def _resolve_one(part: str, avail: list[str], field: str) -> list[str]:
             raise DataError(f"{field}: range {part!r} holds none of the dataset's dates "
                             f"({avail[0]}..{avail[-1]})")
         return picked
+    _check_date(part, part, field)
     if part not in avail:
         raise DataError(f"{field}: date {part!r} is not in the dataset "
                         f"({len(avail)} dates: {avail[0]}..{avail[-1]})")
     return [part]
+
+
+def _check_date(value: str, part: str, field: str) -> None:
+    """DataError naming `field` unless `value` is a calendar date YYYY-MM-DD (a dataset's dates are)."""
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        where = f"date {value!r}" if value == part else f"{value!r} in {part!r}"
+        raise DataError(f"{field}: {where} is not a date (YYYY-MM-DD; D1..D2; first:K; last:K)") from None

@@ -21,12 +21,13 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from rankitect.data.synth_config import SynthConfig
 from rankitect.data.synth_profiles import ZipfSampler, check_profile, layout, permutation, zipf_probs
 from rankitect.data.writer import ColumnPlan, DatasetWriter
 from rankitect.errors import ConfigError
@@ -39,63 +40,28 @@ _QUAD_NODES, _QUAD_WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
 _QUAD_WEIGHTS = _QUAD_WEIGHTS / _QUAD_WEIGHTS.sum()
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """Difficulty knobs. The defaults separate a linear model from one with interactions.
-
-    `profile` picks the column layout (see `rankitect.data.synth_profiles`): "default" uses
-    `num_sparse`, `cardinality`, `num_dense` and the `tags` knobs; "criteo" fixes 26 sparse
-    columns with Criteo's cardinalities and 13 dense columns, and has no list column.
-    `max_cardinality` caps every sparse column's ids; None: 1,000,000 for "criteo", no cap for
-    "default" (whose `cardinality` is already the user's choice).
-    """
-
-    days: int = 4
-    rows_per_day: int = 50_000
-    seed: int = 0
-    start_date: str = "2024-01-01"
-    num_sparse: int = 8
-    cardinality: int = 20
-    zipf: float = 1.05
-    num_dense: int = 4
-    latent_dim: int = 4
-    num_pairs: int = 3
-    pair_strength: float = 1.0  # std of each planted dot-product term
-    cross_strength: float = 0.6  # weight of the dense cross term
-    bias_std: float = 0.4  # std of the per-id first-order effects
-    noise: float = 1.0  # std of the unseen logit noise
-    drift: float = 0.02  # per-day change of the base rate and latent vectors
-    base_ctr: float = 0.2
-    tag_cardinality: int = 100
-    tag_mean_len: float = 3.0  # 0: no list column
-    missing_rate: float = 0.02
-    embedding_dim: int = 16
-    chunk_rows: int = 100_000
-    profile: str = "default"
-    max_cardinality: int | None = None
-
-    def check(self) -> None:
-        """ConfigError naming the first field that is out of range."""
-        check_profile(self)
-        num_fields = len(layout(self).sparse_names)
-        rules = [
-            ("days", self.days >= 1), ("rows_per_day", self.rows_per_day >= 10),
-            ("num_sparse", self.num_sparse >= 2), ("cardinality", self.cardinality >= 2),
-            ("num_dense", self.num_dense >= 0), ("latent_dim", self.latent_dim >= 1),
-            ("num_pairs", 0 <= self.num_pairs <= num_fields * (num_fields - 1) // 2),
-            ("noise", self.noise >= 0), ("drift", self.drift >= 0),
-            ("base_ctr", 0 < self.base_ctr < 1), ("zipf", self.zipf >= 0),
-            ("tag_cardinality", self.tag_cardinality >= 2), ("tag_mean_len", self.tag_mean_len >= 0),
-            ("missing_rate", 0 <= self.missing_rate < 1), ("embedding_dim", self.embedding_dim >= 1),
-            ("chunk_rows", self.chunk_rows >= 1),
-        ]
-        for name, ok in rules:
-            if not ok:
-                raise ConfigError(f"synth: {name}={getattr(self, name)!r} is out of range")
-        try:
-            dt.date.fromisoformat(self.start_date)
-        except ValueError:
-            raise ConfigError(f"synth: start_date={self.start_date!r} is not YYYY-MM-DD") from None
+def check_config(cfg: SynthConfig) -> None:
+    """ConfigError naming the first field that is out of range."""
+    check_profile(cfg)
+    num_fields = len(layout(cfg).sparse_names)
+    rules = [
+        ("days", cfg.days >= 1), ("rows_per_day", cfg.rows_per_day >= 10),
+        ("num_sparse", cfg.num_sparse >= 2), ("cardinality", cfg.cardinality >= 2),
+        ("num_dense", cfg.num_dense >= 0), ("latent_dim", cfg.latent_dim >= 1),
+        ("num_pairs", 0 <= cfg.num_pairs <= num_fields * (num_fields - 1) // 2),
+        ("noise", cfg.noise >= 0), ("drift", cfg.drift >= 0),
+        ("base_ctr", 0 < cfg.base_ctr < 1), ("zipf", cfg.zipf >= 0),
+        ("tag_cardinality", cfg.tag_cardinality >= 2), ("tag_mean_len", cfg.tag_mean_len >= 0),
+        ("missing_rate", 0 <= cfg.missing_rate < 1), ("embedding_dim", cfg.embedding_dim >= 1),
+        ("chunk_rows", cfg.chunk_rows >= 1),
+    ]
+    for name, ok in rules:
+        if not ok:
+            raise ConfigError(f"synth: {name}={getattr(cfg, name)!r} is out of range")
+    try:
+        dt.date.fromisoformat(cfg.start_date)
+    except ValueError:
+        raise ConfigError(f"synth: start_date={cfg.start_date!r} is not YYYY-MM-DD") from None
 
 
 class _World:
@@ -241,7 +207,7 @@ def generate(out: Path, cfg: SynthConfig, force: bool = False,
 
     `progress` is called with the number of rows written after each chunk.
     """
-    cfg.check()
+    check_config(cfg)
     world = _World(cfg)
     plan = _plan(world, cfg)
     truth_days: dict[str, dict[str, float]] = {}
@@ -282,7 +248,7 @@ def ablated_bayes_ne(cfg: SynthConfig, day: int) -> dict[str, float]:
 
     The day's rows and labels are drawn again exactly as `generate` draws them, so "bayes"
     equals truth.json's bayes_ne of that date."""
-    cfg.check()
+    check_config(cfg)
     if not 0 <= day < cfg.days:
         raise ConfigError(f"synth: day={day} is out of range (0..{cfg.days - 1})")
     world = _World(cfg)

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rankitect.data.synth_config import CRITEO_DEFAULT_CAP, PROFILES
 from rankitect.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rankitect.data.synth import SynthConfig
-
-PROFILES = ("default", "criteo")
+    from rankitect.data.synth_config import SynthConfig
 
 # Rows per embedding table of the Criteo 1TB click logs (C1..C26), the 26 numbers that
 # torchrec's DLRM example passes as --num_embeddings_per_feature: pytorch/torchrec,
@@ -37,11 +36,6 @@ CRITEO_CARDINALITIES = (
     2209, 11267, 128, 4, 974, 14, 48937457, 11316796, 40094537, 452104, 12606, 104, 35,
 )
 CRITEO_NUM_DENSE = 13
-# 1M ids caps 6 of the 26 columns (C1, C10, C11, C20, C21, C22) and leaves ~6.9M ids in all:
-# the generator's per-id state (a permutation, a bias, and latent vectors for the planted
-# pairs' fields, float32; Zipf tables) takes ~70 MB plus ~32 MB per planted 1M-id field: a default
-# run stays well under 1 GB, while the head of the id distribution is that of the real data.
-CRITEO_DEFAULT_CAP = 1_000_000
 
 # Fields of SynthConfig that the criteo profile sets itself; a config may leave them at their
 # defaults or give the profile's own value, anything else is refused rather than ignored.

@@ -33,13 +33,13 @@ from rankitect.experiment.results import (
     BASELINES_DIR,
     SearchResult,
     collect,
-    json_safe,
     load_baselines,
     objective_values,
     save_baselines,
 )
 from rankitect.experiment.retention import CheckpointRetention
 from rankitect.experiment.trial import TrialOutcome, TrialSpec, read_outcome
+from rankitect.json_values import json_safe
 from rankitect.searchers.base import Candidate, Searcher
 from rankitect.searchers.screen import CostScreen
 from rankitect.train.run import ARCH_FILE

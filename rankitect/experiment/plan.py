@@ -11,7 +11,7 @@ from pathlib import Path
 from rankitect.arch.validate import ValidatedArchitecture, validate
 from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.data.dataset import Dataset
-from rankitect.errors import ArchitectureError, ConfigError, UserError
+from rankitect.errors import ArchitectureError, ConfigError, DataError, UserError
 from rankitect.experiment.config import SearchConfig
 from rankitect.searchers.base import SearcherOptions, searcher_class, searcher_options
 from rankitect.searchers.planned import PlannedSearcher
@@ -54,7 +54,10 @@ class Plan:
 def plan_search(config: SearchConfig, out: Path) -> Plan:
     """Open the data, resolve dates, space, searcher options and baselines; ConfigError or
     UserError naming the key of anything that is off."""
-    dataset = Dataset.open(config.data.path)
+    try:
+        dataset = Dataset.open(config.data.path)
+    except DataError as exc:
+        raise DataError(f"data.path: {exc}") from None
     dates = {key: tuple(dataset.select_dates(getattr(config.data, key), f"data.{key}"))
              for key in ("train_dates", "valid_dates", "test_dates")}
     for a, b in (("train_dates", "valid_dates"), ("train_dates", "test_dates"), ("valid_dates", "test_dates")):

@@ -71,17 +71,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {value!r}")
 
 
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities as None (for strict JSON: Optuna attributes, the job store)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
     """The result.json form of a finished trial (None for a running one)."""
     state = _STATES.get(frozen.state)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
 from rankitect.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a device or optimizer is made: the CLI's parsers read this module
+    import torch
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 # The table optimizers of fused tables (rankitect.blocks.fused_tables), and "dense": the tables
@@ -62,6 +62,8 @@ class TrainConfig:
         """Self, or ConfigError naming `prefix` + the field, the rule and the value. The device is
         not looked for here (a search's driver may have no GPU its workers have): training
         resolves it and says when it is missing."""
+        from rankitect.blocks.fused_tables import CUDA_ONLY_OPTIMIZERS
+
         rules = (
             ("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
@@ -91,6 +93,8 @@ class TrainConfig:
 
 def resolve_device(name: str) -> torch.device:
     """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present); ConfigError when unavailable."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -106,12 +110,16 @@ def resolve_device(name: str) -> torch.device:
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The autocast context of `precision` on `device` (a disabled one for "fp32")."""
+    import torch
+
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     """`cfg.optimizer` over `params`; on CUDA, Adam and SGD in torch's fused form (one kernel
     for all parameters: fewer launches per step, the same arithmetic)."""
+    import torch
+
     params = list(params)
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.optimizer == "adam":
