@@ -35,7 +35,8 @@ def _common(p: argparse.ArgumentParser, hashing: bool = True) -> None:
                        help="ids per sparse column after hashing: the cap of its table's rows; a model's "
                             "table gets rows from the column's distinct ids, at most H (default 1000000)")
         p.add_argument("--on-bad-rows", choices=ON_BAD_ROWS, default="error",
-                       help="stop at the first bad row (error) or skip and count them (skip)")
+                       help="stop at the first bad row (error) or skip and count them (skip) "
+                            "(default: %(default)s)")
 
 
 def _add_synth(dsub: argparse._SubParsersAction) -> None:
@@ -101,7 +102,7 @@ def _add_criteo(dsub: argparse._SubParsersAction) -> None:
 
 def _add_avazu(dsub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("avazu", help="import the Avazu CSV (the hour column gives the date)")
-    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="the Avazu CSV (train or train.gz)")
     _common(p)
     p.set_defaults(run=_run_avazu)
 
@@ -120,7 +121,7 @@ def _add_import(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-sep", default="|", help="separator of list items in CSV (default |)")
     p.add_argument("--date-column", required=True, help="timestamp, date, ISO string or epoch seconds")
     p.add_argument("--date-unit", choices=("day", "week"), default="day",
-                   help="partition by day or by ISO week (named by its Monday)")
+                   help="partition by day or by ISO week (named by its Monday) (default: %(default)s)")
     _common(p)
     p.set_defaults(run=_run_import)
 

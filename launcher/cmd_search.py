@@ -21,11 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_search)
 
     p = sub.add_parser("report", help="print a search run's Pareto front, best trial and baselines")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a search's run folder (its --out, e.g. runs/search)")
     p.add_argument("--json", action="store_true", help="print result.json's pareto, best and baselines")
     p.set_defaults(run=run_report)
 
     p = sub.add_parser("spaces", help="list the registered search spaces and searchers")
+    p.add_argument("--options", action="store_true",
+                   help="also each space's options (the `space:` keys of a config): type, default, the "
+                        "rule its check enforces, and what it does")
     p.set_defaults(run=run_spaces)
 
 
@@ -71,5 +74,10 @@ def run_spaces(args: argparse.Namespace) -> int:
         supernets = [label for kind, label in (("weight_sharing", "weight-sharing (oneshot, proxy warm-up)"),
                                                ("mixed", "mixed-op (dnas, distdnas)")) if kind in kinds]
         print(f"  supernets: {', '.join(supernets) or 'none'}")
+        if args.options:
+            from search_spaces.options_doc import options_lines
+
+            print("  options (space.<option> in a config):")
+            print("\n".join(options_lines(get_space(name))))
     print("searchers: " + ", ".join(searcher_names()))
     return 0

@@ -27,17 +27,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stopping", type=int, default=d.early_stopping,
                    help=f"stop after N epochs in a row without a better validation NE and keep the best "
                         f"epoch; 0: train every epoch (default {d.early_stopping})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="learning rate of the dense parameters (MLPs, interactions; --embedding-lr is "
+                        "the tables') (default: %(default)s)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="optimizer of the dense parameters (default: %(default)s)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
                    help="decay of the learning rate over the run (default cosine)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="L2 weight decay of the dense parameters (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="initial weights and shuffling: same seed, same run (default: %(default)s)")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="bf16: forward pass under bfloat16 autocast (mixed precision on CUDA; on "
-                        "CPU it runs, usually slower than fp32); weights stay float32")
+                        "CPU it runs, usually slower than fp32); weights stay float32 (default: %(default)s)")
     p.add_argument("--embedding-optimizer", choices=EMBEDDING_OPTIMIZERS, default=d.embedding_optimizer,
                    help=f"the embedding tables' optimizer, applied in the backward pass to the rows a "
                         f"batch touched (adam, rowwise_adam: CUDA only); dense: the tables are ordinary "
@@ -55,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="default embedding dim E for this run (the schema's otherwise); an "
                         "architecture that sets its own dim keeps it")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="steps between checkpoints (0: epoch ends only)")
+                   help="steps between checkpoints (0: epoch ends only) (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")

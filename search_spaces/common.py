@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from rankitect.arch.graph import Architecture, Node, prune_unreachable
@@ -12,9 +13,32 @@ from rankitect.errors import ConfigError
 from rankitect.schema import Schema
 from rankitect.space import Choice, check_names
 
+# While `recorded_rules` collects them, the checks below note the rule of each option they
+# check: `rankitect spaces --options` lists the rules the checks enforce, not a second copy.
+_RULES: ContextVar[dict[str, str] | None] = ContextVar("space_option_rules", default=None)
+
+
+def note_rule(key: str, rule: str) -> None:
+    """Record `rule` for option `key` if rules are being collected (an item `key[i]` is not)."""
+    rules = _RULES.get()
+    if rules is not None and "[" not in key:
+        rules.setdefault(key, rule)
+
+
+def recorded_rules(options: Any) -> dict[str, str]:
+    """{option: its rule, e.g. "integer in 1..12"} as `options.check()` enforces them."""
+    rules: dict[str, str] = {}
+    token = _RULES.set(rules)
+    try:
+        options.check()
+    finally:
+        _RULES.reset(token)
+    return rules
+
 
 def check_range(key: str, value: Any, low: int, high: int) -> None:
     """ConfigError naming `space.<key>` unless `value` is an int in `low..high`."""
+    note_rule(key, f"integer in {low}..{high}")
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"space.{key}: must be an integer, got {value!r}")
     if not low <= value <= high:
@@ -24,6 +48,7 @@ def check_range(key: str, value: Any, low: int, high: int) -> None:
 def check_values(key: str, values: Any, low: int, high: int) -> None:
     """ConfigError naming `space.<key>` unless `values` is a non-empty tuple of distinct ints in
     `low..high`."""
+    note_rule(key, f"distinct integers in {low}..{high}, at least one")
     if not isinstance(values, (tuple, list)) or not values:
         raise ConfigError(f"space.{key}: must be a non-empty list of integers, got {values!r}")
     for i, v in enumerate(values):
@@ -35,13 +60,16 @@ def check_values(key: str, values: Any, low: int, high: int) -> None:
 def check_module_names(key: str, values: Any, allowed: Sequence[str]) -> None:
     """ConfigError naming `space.<key>` unless `values` is a non-empty list of distinct names
     from `allowed`."""
+    note_rule(key, f"distinct names of {', '.join(allowed)}, at least one")
     check_names(f"space.{key}", values, allowed, "module")
 
 
 def check_pooling(value: Any) -> None:
     """ConfigError naming `space.pooling` unless `value` is one of the embedding block's poolings."""
+    param = get_block("embedding").spec.param("pooling")
+    note_rule("pooling", f"one of {', '.join(param.choices)}")
     try:
-        get_block("embedding").spec.param("pooling").check(value)
+        param.check(value)
     except ValueError as exc:
         raise ConfigError(f"space.pooling: {exc}") from None
 
@@ -52,6 +80,9 @@ def embedding_entry(pooling: str, dense_buckets: bool = False, dims: dict[str, i
     option existed compare equal to today's."""
     return ({} if pooling == "sum" else {"pooling": pooling}) | ({"dense_buckets": True} if dense_buckets else {}) \
         | ({"dims": dims} if dims else {})
+
+
+EMBEDDING_DIMS_RULE = "distinct multiples of 4 up to the schema's embedding dim E; empty: not searched"
 
 
 def check_embedding_dims(values: Any, e: int) -> tuple[int, ...]:

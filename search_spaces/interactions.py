@@ -15,6 +15,7 @@ from rankitect.blocks import get_block
 from rankitect.schema import Schema
 from rankitect.space import Choice, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
+    EMBEDDING_DIMS_RULE,
     GraphBuilder,
     check_embedding_dims,
     check_module_names,
@@ -25,6 +26,7 @@ from search_spaces.common import (
     dim_choices,
     embedding_entry,
     head_options,
+    note_rule,
     require_sparse,
 )
 from search_spaces.interactions_cost import extreme_choices
@@ -60,6 +62,7 @@ class InteractionsOptions(SpaceOptions):
         check_values("mlp_hidden", self.mlp_hidden, 1, _MAX_FC_WIDTH)
         check_module_names("modules", self.modules, MODULES)
         check_pooling(self.pooling)
+        note_rule("embedding_dims", EMBEDDING_DIMS_RULE)  # checked against the schema's E by the space
 
 
 @register_space

@@ -19,6 +19,7 @@ from rankitect.errors import ConfigError
 from rankitect.schema import Schema
 from rankitect.space import Choice, Choices, SearchSpace, SpaceOptions, register_space
 from search_spaces.common import (
+    EMBEDDING_DIMS_RULE,
     GraphBuilder,
     check_embedding_dims,
     check_pooling,
@@ -28,6 +29,7 @@ from search_spaces.common import (
     dim_choices,
     embedding_entry,
     head_options,
+    note_rule,
     require_sparse,
     scaled_rows,
 )
@@ -73,6 +75,9 @@ class NasRecOptions(SpaceOptions):
         check_range("max_inputs", self.max_inputs, 1, 4)
         check_range("stem_width", self.stem_width, 1, _MAX_FC_WIDTH)
         check_pooling(self.pooling)
+        note_rule("embedding_dims", EMBEDDING_DIMS_RULE)  # checked against the schema's E by the space
+        note_rule("row_scales", "distinct fractions in (0, 1], at least one")
+        note_rule("dense_buckets", f"one of {', '.join(DENSE_BUCKETS)}")
         if not self.row_scales or any(not 0 < s <= 1 for s in self.row_scales) \
                 or len(set(self.row_scales)) != len(self.row_scales):
             raise ConfigError(f"space.row_scales: must be distinct fractions in (0, 1], got {list(self.row_scales)}")

@@ -174,3 +174,27 @@ def test_every_help_builds_without_importing_torch_optuna_ray_or_grpc() -> None:
     built = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert built.stdout.strip() == ""
     assert imported_heavy(["data", "synth"]) == [] and imported_heavy(["train"]) == []
+
+
+def test_every_option_has_a_description_and_shows_its_default() -> None:
+    import argparse
+
+    from launcher.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, child in action.choices.items():
+                    walk(child, f"{name} {sub_name}")
+            elif not isinstance(action, argparse._HelpAction):
+                flag = "/".join(action.option_strings) or action.dest
+                shown = action.help or ""
+                if not shown:
+                    missing.append(f"{name} {flag}: no description")
+                elif action.default not in (None, False, argparse.SUPPRESS, []) and "default" not in shown:
+                    missing.append(f"{name} {flag}: default {action.default!r} not shown")
+
+    walk(build_parser(), "rankitect")
+    assert not missing, "\n".join(missing)
