@@ -40,7 +40,7 @@ setup-bench: setup
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-bench.lock
 
 demo: setup
-	$(BIN)/python examples/demo.py --workdir $(DEMO_DIR)
+	$(BIN)/python examples/demo.py --workdir $(DEMO_DIR) $(if $(DASHBOARD),--dashboard)
 
 test: setup
 	$(BIN)/python -m pytest -q -rs tests

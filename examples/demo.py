@@ -31,6 +31,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(".demo"))
     parser.add_argument("--rows-per-day", type=int, default=50_000)
     parser.add_argument("--trials", type=int, default=None, help="override budget.trials")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="run the search's local Ray with its dashboard and print its URL")
     args = parser.parse_args()
     data = args.workdir / "data"
     run("data", "synth", "--out", str(data), "--days", "4", "--rows-per-day", str(args.rows_per_day),
@@ -38,7 +40,8 @@ def main() -> int:
     overrides = ["--set", f"data.path={data}"]
     if args.trials:
         overrides += ["--set", f"budget.trials={args.trials}"]
-    run("search", "--config", str(CONFIG), "--out", str(args.workdir / "search"), "--force", *overrides)
+    run("search", "--config", str(CONFIG), "--out", str(args.workdir / "search"), "--force", *overrides,
+        *(["--dashboard"] if args.dashboard else []))
     print(f"\nThe best architecture is in {args.workdir / 'search' / 'best'} (arch.json, checkpoint.pt); "
           f"the front is plotted in {args.workdir / 'search' / 'pareto.png'}.\n")
     export = args.workdir / "export"

@@ -10,12 +10,22 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from launcher import cmd_blocks, cmd_data, cmd_export, cmd_jobs, cmd_launch, cmd_search, cmd_serve, cmd_train
+from launcher import (
+    cmd_blocks,
+    cmd_dashboard,
+    cmd_data,
+    cmd_export,
+    cmd_jobs,
+    cmd_launch,
+    cmd_search,
+    cmd_serve,
+    cmd_train,
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer its pipe's reader left
-COMMANDS = (cmd_data, cmd_train, cmd_search, cmd_launch, cmd_export, cmd_blocks, cmd_serve, cmd_jobs)
+COMMANDS = (cmd_data, cmd_train, cmd_search, cmd_dashboard, cmd_launch, cmd_export, cmd_blocks, cmd_serve, cmd_jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:

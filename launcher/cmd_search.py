@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="start over, replacing the run folder")
     p.add_argument("--progress", action="store_true",
                    help="draw the progress bar even when stderr is not a terminal (a Ray job's log)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start the local Ray with its dashboard (127.0.0.1) and print its URL; each task there "
+                        "is named by what it runs (trial N, baseline X, lambda L shard S)")
     p.set_defaults(run=run_search)
 
     p = sub.add_parser("report", help="print a search run's Pareto front, best trial and baselines")
@@ -45,7 +48,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"out: must be a folder path, got {out!r}")
     config = SearchConfig.from_dict(raw)
     result = search(config, Path(out), address=args.address, force=args.force,
-                    progress=True if args.progress else None)
+                    progress=True if args.progress else None, dashboard=args.dashboard)
     print("\n".join(report_lines(load_result(result.run_dir), load_truth(config.data.path))))
     print(f"wrote {result.run_dir / 'result.json'}, {result.run_dir / 'pareto.png'}, {result.run_dir / 'best'}")
     return 0

@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0 for every interface)")
     p.add_argument("--address", default=None, help="Ray cluster address for the jobs; a local Ray without it")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start that local Ray with its dashboard (127.0.0.1) and print its URL when it starts")
     p.add_argument("--db", type=Path, default=None, help="job store file (default: RUNS_DIR/jobs.sqlite3)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/serve"),
                    help="folder of the jobs' run folders (default runs/serve)")
@@ -109,7 +111,8 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
         if value < 1:
             raise UserError(f"{flag} {value}: must be >= 1")
         streams[flag[2:].replace("-", "_")] = value
-    return ServerOptions(**streams, host=host, port=args.port, ray_address=args.address, runs_dir=runs_dir, db=args.db,
+    return ServerOptions(**streams, host=host, port=args.port, ray_address=args.address, ray_dashboard=args.dashboard,
+                         runs_dir=runs_dir, db=args.db,
                          allow_roots=tuple(roots), tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          max_jobs=args.max_jobs, max_queued=args.max_queued, max_queued_per_owner=per_owner)
 

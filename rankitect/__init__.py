@@ -10,11 +10,12 @@ variables (for a local Ray) and Optuna's log level.
 __version__ = "0.1.0"
 
 
-def search(config, out=None, address=None, force=False, progress=None):  # noqa: ANN001, ANN201
+def search(config, out=None, address=None, force=False, progress=None, dashboard=False):  # noqa: ANN001, ANN201
     """Run or continue a search from a config mapping (or SearchConfig); returns a SearchResult.
 
     `out` defaults to the config's `out` key, else `runs/search`. A local Ray is started unless
-    `address` names a cluster (or Ray is already initialized). See rankitect.experiment.run.search.
+    `address` names a cluster (or Ray is already initialized); `dashboard=True` gives it Ray's
+    dashboard. See rankitect.experiment.run.search.
     """
     from pathlib import Path
 
@@ -23,4 +24,4 @@ def search(config, out=None, address=None, force=False, progress=None):  # noqa:
     if out is None:
         out = config.get("out", "runs/search") if isinstance(config, dict) else "runs/search"
         config = {k: v for k, v in config.items() if k != "out"} if isinstance(config, dict) else config
-    return run_search(config, Path(out), address=address, force=force, progress=progress)
+    return run_search(config, Path(out), address=address, force=force, progress=progress, dashboard=dashboard)

@@ -61,12 +61,13 @@ class JobRunner:
     """Starts queued jobs; `start()` once, `stop()` at shutdown. Thread-safe."""
 
     def __init__(self, store: JobStore, runs_dir: Path, ray_address: str | None, max_jobs: int,
-                 stop_grace_s: float = 60.0) -> None:
+                 stop_grace_s: float = 60.0, ray_dashboard: bool = False) -> None:
         """`ray_address`: the cluster the drivers join; None: a local Ray (LocalRayHead) is
-        started when the first job starts, and stopped with the runner."""
+        started when the first job starts, and stopped with the runner; `ray_dashboard`: with
+        its dashboard, whose URL goes to stderr when it starts."""
         self.store, self.runs_dir = store, Path(runs_dir)
         self.ray_address, self.max_jobs, self.stop_grace_s = ray_address, max_jobs, stop_grace_s
-        self._local_ray = LocalRayHead() if ray_address is None else None
+        self._local_ray = LocalRayHead(dashboard=ray_dashboard) if ray_address is None else None
         self._drivers: dict[str, Driver] = {}  # from its start until its end is recorded
         self._unrecorded: dict[str, Callable[[], None]] = {}  # job id: what records its end (retried)
         self._lock = threading.Lock()
@@ -239,6 +240,9 @@ class JobRunner:
         if self._local_ray is not None and self._local_ray.address is None:
             try:
                 self._local_ray.start()
+                if self._local_ray.dashboard_url:
+                    print(f"Ray dashboard: {self._local_ray.dashboard_url} (the jobs' trials, baselines and "
+                          f"shards by name)", file=sys.stderr, flush=True)
             except UserError as exc:  # the job fails, the server stays up
                 self.store.transition(job.job_id, FAILED, "could not start a local Ray", expect=(QUEUED,),
                                       error=str(exc))

@@ -56,6 +56,7 @@ class ServerOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT  # 0: any free port (RankitectServer.port tells which)
     ray_address: str | None = None  # None: a local Ray
+    ray_dashboard: bool = False  # that local Ray with its dashboard
     runs_dir: Path = Path("runs/serve")  # one folder per job
     db: Path | None = None  # the job store; None: runs_dir / "jobs.sqlite3"
     allow_roots: tuple[Path, ...] = ()  # server-side paths a caller may name (resolved)
@@ -141,7 +142,8 @@ def search_binding(options: ServerOptions) -> ServiceBinding:
     from launcher.rpc.search_service import SearchService
 
     store = JobStore(options.db_path)
-    runner = JobRunner(store, options.runs_dir, options.ray_address, options.max_jobs)
+    runner = JobRunner(store, options.runs_dir, options.ray_address, options.max_jobs,
+                       ray_dashboard=options.ray_dashboard)
     service = SearchService(store, runner, options.allowed_path, options.max_queued, options.max_queued_per_owner)
 
     def close() -> None:

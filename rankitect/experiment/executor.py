@@ -16,6 +16,8 @@ cluster: the entry points (the CLI, `rankitect.search`, the job driver) call
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,9 +31,17 @@ from rankitect.experiment.trial import TrialOutcome, TrialSpec, run_trial
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[None]:
-    """Connected to `address` (or an already initialized Ray), or to a local Ray started here."""
+def ray_session(address: str | None = None, dashboard: bool = False) -> Iterator[None]:
+    """Connected to `address` (or an already initialized Ray), or to a local Ray started here;
+    `dashboard`: that local Ray runs its dashboard on 127.0.0.1 (a free port), whose URL goes
+    to stderr (a cluster at `address` has its own)."""
     import ray
 
     if ray.is_initialized():
@@ -42,9 +52,14 @@ def ray_session(address: str | None = None) -> Iterator[None]:
             extra = {"_node_ip_address": "127.0.0.1"} if is_loopback(address) else {}
             ray.init(address=address, logging_level="WARNING", log_to_driver=False, **extra)
         else:
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
-                     _temp_dir=str(local_ray_folder()))
+            shown = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": _free_port()} \
+                if dashboard else {"include_dashboard": False}
+            context = ray.init(_node_ip_address="127.0.0.1", logging_level="WARNING",
+                               object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,
+                               _temp_dir=str(local_ray_folder()), **shown)
+            if dashboard:
+                print(f"Ray dashboard: http://{context.dashboard_url} (tasks are named by trial, baseline, "
+                      f"lambda and shard)", file=sys.stderr, flush=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
     try:
@@ -68,12 +83,19 @@ def cluster_slots(cpus_per_trial: int, gpus_per_trial: float) -> int:
 
 
 class TrialWorker:
-    """Runs trials in one process (a Ray actor), with torch limited to the CPUs it holds."""
+    """Runs trials in one process (a Ray actor), with torch limited to the CPUs it holds.
+    `label` says whose worker it is (Ray's state API and dashboard show the actor's repr); each
+    call on it carries the name of what it runs ("trial 7", "baseline dlrm", "lambda=0.1 shard
+    2/3"), Ray's task name."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, label: str = "") -> None:
         import torch
 
         torch.set_num_threads(threads)
+        self.threads, self.label = threads, label
+
+    def __repr__(self) -> str:
+        return f"TrialWorker({self.label or 'rankitect'}, {self.threads} CPUs)"
 
     def run(self, spec: TrialSpec) -> TrialOutcome:
         return run_trial(spec)
@@ -117,13 +139,15 @@ class _Job:
     call: tuple[Callable[..., Any], dict[str, Any]] | None = None
     attempts: int = 0
     submitted: float = 0.0
+    label: str = ""  # the Ray task's name: what the call runs
 
 
 class TrialPool:
-    """Runs TrialSpecs on up to `size` actors. Not thread-safe."""
+    """Runs TrialSpecs on up to `size` actors. Not thread-safe. `label` names the actors (e.g.
+    "search runs/tpe": what the pool's workers belong to, in Ray's views)."""
 
-    def __init__(self, size: int, cpus: int, gpus: float, max_retries: int) -> None:
-        self.size, self.cpus, self.gpus, self.max_retries = size, cpus, gpus, max_retries
+    def __init__(self, size: int, cpus: int, gpus: float, max_retries: int, label: str = "") -> None:
+        self.size, self.cpus, self.gpus, self.max_retries, self.label = size, cpus, gpus, max_retries, label
         self._idle: list[Any] = []
         self._actors = 0
         self._running: dict[Any, tuple[_Job, Any]] = {}  # ObjectRef -> (job, actor)
@@ -140,23 +164,26 @@ class TrialPool:
         if self._idle:
             return self._idle.pop()
         self._actors += 1
-        return _worker_class().options(num_cpus=self.cpus, num_gpus=self.gpus).remote(self.cpus)
+        return _worker_class().options(num_cpus=self.cpus, num_gpus=self.gpus).remote(self.cpus, self.label)
 
     def submit(self, job_id: Any, spec: TrialSpec) -> None:
         if self.free < 1:
             raise RuntimeError("TrialPool.submit with no free slot")
-        self._start(_Job(job_id, spec, submitted=time.perf_counter()))
+        self._start(_Job(job_id, spec, submitted=time.perf_counter(), label=spec.name))
 
-    def submit_call(self, job_id: Any, fn: Callable[..., Any], **kwargs: Any) -> None:
-        """Run `fn(**kwargs)` on a worker; `fn` must be importable (defined at module level)."""
+    def submit_call(self, job_id: Any, fn: Callable[..., Any], task_name: str = "", **kwargs: Any) -> None:
+        """Run `fn(**kwargs)` on a worker, a Ray task named `task_name` (default: the function's
+        name); `fn` must be importable (defined at module level)."""
         if self.free < 1:
             raise RuntimeError("TrialPool.submit_call with no free slot")
-        self._start(_Job(job_id, None, (fn, kwargs), submitted=time.perf_counter()))
+        self._start(_Job(job_id, None, (fn, kwargs), submitted=time.perf_counter(), label=task_name or fn.__name__))
 
     def _start(self, job: _Job) -> None:
         actor = self._actor()
         job.attempts += 1
-        ref = actor.run.remote(job.spec) if job.call is None else actor.call.remote(*job.call)
+        method = actor.run if job.call is None else actor.call
+        args = (job.spec,) if job.call is None else job.call
+        ref = method.options(name=job.label).remote(*args)
         self._running[ref] = (job, actor)
 
     def wait(self, timeout: float | None = None) -> list[tuple[Any, Any, int]]:

@@ -32,8 +32,8 @@ class PoolJobRunner:
 
     def log(self, message: str) -> None:
         self.events.log(f"[{PLANNING_DIR}] {message}")
-        if self.progress:
-            print(f"[{PLANNING_DIR}] {message}", file=sys.stderr, flush=True)
+        if self.progress:  # on a line of its own, above the bar when one is drawn
+            tqdm.write(f"[{PLANNING_DIR}] {message}", file=sys.stderr)
 
     def run(self, jobs: Mapping[Hashable, PlanningJob]) -> dict[Hashable, Any]:
         pending, results = list(jobs), {}
@@ -41,25 +41,28 @@ class PoolJobRunner:
         files = {k: Path(job.kwargs["progress_file"]) for k, job in jobs.items() if job.kwargs.get("progress_file")}
         for path in files.values():
             path.unlink(missing_ok=True)
-        bar = tqdm(total=0, unit="step", disable=not self.progress or not files, file=sys.stderr,
-                   dynamic_ncols=True, desc=PLANNING_DIR)
+        # The bar counts jobs, each as far as its reported steps go: its total is known from the
+        # start (a total in steps grows as each job starts and reports its own).
+        bar = tqdm(total=len(files), disable=not self.progress or not files, file=sys.stderr, dynamic_ncols=True,
+                   desc=PLANNING_DIR, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} jobs "
+                                                 "[{elapsed}<{remaining}]")
         try:
             while pending or self.pool.busy:
                 while pending and self.pool.free > 0:
                     key = pending.pop(0)
-                    self.pool.submit_call(key, jobs[key].fn, **jobs[key].kwargs)
+                    self.pool.submit_call(key, jobs[key].fn, task_name=jobs[key].label, **jobs[key].kwargs)
                 for key, result, _ in self.pool.wait(timeout=0.5):
                     if isinstance(result, CallFailed):
                         raise UserError(f"planning job {jobs[key].label!r} failed: {result.error}")
                     results[key] = result
                     self.log(f"{jobs[key].label} done ({len(results)}/{len(jobs)})")
                 steps = [read_progress(path) for path in files.values()]
-                bar.total = max(bar.total or 0, sum(total for _, total in steps))
-                bar.n = sum(step for step, _ in steps)
+                bar.n = sum(min(1.0, step / total) for step, total in steps if total)
                 bar.refresh()
-                if files and (bar.n, bar.total) != reported and time.monotonic() - reported_at >= PROGRESS_EVERY_S:
-                    reported, reported_at = (bar.n, bar.total), time.monotonic()
-                    self.events.progress(PLANNING_DIR, bar.n, bar.total, "steps")
+                done_total = (sum(step for step, _ in steps), sum(total for _, total in steps))
+                if files and done_total != reported and time.monotonic() - reported_at >= PROGRESS_EVERY_S:
+                    reported, reported_at = done_total, time.monotonic()
+                    self.events.progress(PLANNING_DIR, *done_total, "steps")
         finally:
             bar.close()
         return results

@@ -38,9 +38,11 @@ class SearchInterrupted(UserError):
 
 
 def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: str | None = None,
-           force: bool = False, progress: bool | None = None, events: SearchEvents = NO_EVENTS) -> SearchResult:
+           force: bool = False, progress: bool | None = None, events: SearchEvents = NO_EVENTS,
+           dashboard: bool = False) -> SearchResult:
     """Run (or continue) a search; returns its result, also written to `out`/result.json.
     `events` hears of phases, planning progress, trials, best, front and baselines as they happen.
+    `dashboard`: the local Ray started for the search runs Ray's dashboard (its URL on stderr).
     An entry point: keeps a local Ray on loopback and Optuna's log to warnings."""
     loopback_environment(address)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,13 +50,13 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
     plan = plan_search(cfg, Path(out))
     prepare_search_folder(plan, force)
     retention = CheckpointRetention(plan.run_dir, cfg.budget, cfg.directions, cfg.final.candidates)
-    study = open_study(plan.storage, cfg.directions)
+    study = open_study(plan.storage, cfg.directions, cfg.objectives)
     searcher = make_searcher(cfg.searcher.name, plan.searcher_options, plan.space, cfg.directions, cfg.seed, study)
     try:
-        with ray_session(address):
+        with ray_session(address, dashboard=dashboard):
             slots = cluster_slots(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
             pool = TrialPool(slots, cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial,
-                             cfg.budget.max_retries)
+                             cfg.budget.max_retries, label=f"search {plan.run_dir}")
             show = sys.stderr.isatty() if progress is None else progress
             try:
                 if isinstance(searcher, PlannedSearcher):

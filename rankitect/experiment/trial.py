@@ -99,11 +99,14 @@ def _train_and_score(spec: TrialSpec, out: Path, outcome: TrialOutcome) -> None:
 
     def on_epoch(epochs_done: int, valid: EvalMetrics) -> bool:
         metric = getattr(valid, spec.prune_metric)
-        outcome.intermediate[epochs_done] = metric
-        return math.isfinite(metric) and pruner.should_prune(epochs_done, metric)
+        outcome.intermediate[epochs_done] = metric  # the learning curve (Optuna's intermediate values)
+        return pruner is not None and math.isfinite(metric) and pruner.should_prune(epochs_done, metric)
 
+    # With early stopping every epoch is scored anyway: the curve costs nothing; without it (and
+    # without pruning) only the last epoch is, and the curve is that one point.
+    curve = pruner is not None or spec.train.early_stopping > 0
     metrics = train_and_score(spec.arch, dataset, spec.dates, spec.train, out, progress=False,
-                              on_epoch=on_epoch if pruner is not None else None,
+                              on_epoch=on_epoch if curve else None,
                               latency_batch=spec.latency_batch)
     outcome.intermediate[metrics["epochs_trained"]] = metrics[spec.prune_metric]
     outcome.test_metrics = metrics.pop("test_metrics", {})

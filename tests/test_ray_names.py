@@ -1,0 +1,64 @@
+"""`rankitect search --dashboard`: a local Ray with its dashboard, where Ray's state API lists
+the running search's calls by what they run and its workers by whose they are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, wait_until
+from tests.helpers import tiny_synth
+
+RANKITECT = str(Path(sys.executable).parent / "rankitect")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tiny_synth(tmp_path_factory.mktemp("names") / "ds", days=3, rows_per_day=600)
+
+
+def test_the_state_api_lists_the_named_calls_of_a_running_search(data, tmp_path, trial_gate) -> None:
+    from ray.util.state import list_actors, list_tasks
+
+    config = {"data": {"path": str(data), "train_dates": "first:1", "valid_dates": "2024-01-02",
+                       "test_dates": "last:1"},
+              "space": {"name": "nasrec", "blocks": 1}, "searcher": {"name": "random"}, "budget": {"trials": 2},
+              "train": {"epochs": 1, "batch_size": 256}, "baselines": ["lr"]}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    trial_gate.hold(first=0, last=0)
+    proc = subprocess.Popen([RANKITECT, "search", "--config", str(path), "--out", str(out), "--dashboard"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **trial_gate.env})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any(line.startswith("Ray dashboard: http://") for line in lines), proc, 180,
+                   "the dashboard's URL")
+        url = next(line for line in lines if line.startswith("Ray dashboard: ")).split()[2]
+        trial_gate.wait_started("trial 0", proc=proc)
+
+        def running(name: str) -> bool:
+            return any(t.name == name for t in list_tasks(address=url, filters=[("state", "=", "RUNNING")],
+                                                          raise_on_missing_output=False))
+
+        wait_until(lambda: running("trial 0"), proc, 120, "trial 0 running in Ray's task list")
+        names = {t.name for t in list_tasks(address=url, limit=1000, raise_on_missing_output=False)}
+        assert "baseline lr" in names  # the baseline trained beside the search, by its name
+        assert not any(n.endswith(".run") for n in names)  # no call is shown as TrialWorker.run
+        workers = [a for a in list_actors(address=url, detail=True, raise_on_missing_output=False)
+                   if a.class_name == "TrialWorker"]
+        assert workers and all(a.repr_name == f"TrialWorker(search {out}, 1 CPUs)" for a in workers), \
+            [a.repr_name for a in workers]
+    finally:
+        trial_gate.release()
+    assert proc.wait(240) == 0
+    reader.join(10)
