@@ -24,7 +24,7 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def in_process(monkeypatch) -> None:
-    monkeypatch.setattr(run_module, "ray_session", lambda address: contextlib.nullcontext())
+    monkeypatch.setattr(run_module, "ray_session", lambda address, dashboard=False: contextlib.nullcontext())
     monkeypatch.setattr(run_module, "cluster_slots", lambda cpus, gpus: 1)
     monkeypatch.setattr(run_module, "TrialPool", InProcessPool)
 

@@ -28,7 +28,7 @@ from tests.helpers import tiny_synth
 class InProcessPool(TrialPool):
     """The Ray pool's bookkeeping, with each trial run in this process when it is waited for."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(1, 1, 0.0, 0)
 
     def submit(self, job_id: Any, spec: TrialSpec) -> None:
@@ -60,7 +60,7 @@ def _counting(monkeypatch, counts: Counter, owner: Any, name: str, key: str) -> 
 
 def test_a_search_parses_its_config_once_and_each_trial_once(data, tmp_path, monkeypatch) -> None:
     counts: Counter = Counter()
-    monkeypatch.setattr(run_module, "ray_session", lambda address: contextlib.nullcontext())
+    monkeypatch.setattr(run_module, "ray_session", lambda address, dashboard=False: contextlib.nullcontext())
     monkeypatch.setattr(run_module, "cluster_slots", lambda cpus, gpus: 1)
     monkeypatch.setattr(run_module, "TrialPool", InProcessPool)
     _counting(monkeypatch, counts, SearchConfig, "from_dict", "config")
