@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,13 @@ from pathlib import Path
 
 from launcher.jobs import parent_death
 from rankitect.errors import UserError
-from rankitect.experiment.ray_env import write_token
+from rankitect.experiment.ray_env import free_port, write_token
 
 OBJECT_STORE_BYTES = 512 * 1024**2
 FOLDER_PREFIX = "rkserve-ray-"
 OWNER_FILE = "owner"  # "PID START_TIME" of the server that made the folder
 _PORT_FLAGS = ("ray-client-server-port", "dashboard-port", "dashboard-agent-listen-port",
                "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def loopback_env() -> dict[str, str]:

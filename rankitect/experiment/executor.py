@@ -16,7 +16,6 @@ cluster: the entry points (the CLI, `rankitect.search`, the job driver) call
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,16 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankitect.errors import UserError
-from rankitect.experiment.ray_env import is_loopback, local_ray_folder
+from rankitect.experiment.ray_env import free_port, is_loopback, local_ray_folder
 from rankitect.experiment.trial import TrialOutcome, TrialSpec, run_trial
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -52,7 +46,7 @@ def ray_session(address: str | None = None, dashboard: bool = False) -> Iterator
             extra = {"_node_ip_address": "127.0.0.1"} if is_loopback(address) else {}
             ray.init(address=address, logging_level="WARNING", log_to_driver=False, **extra)
         else:
-            shown = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": _free_port()} \
+            shown = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()} \
                 if dashboard else {"include_dashboard": False}
             context = ray.init(_node_ip_address="127.0.0.1", logging_level="WARNING",
                                object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=False,

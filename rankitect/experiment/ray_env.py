@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -13,6 +14,13 @@ from pathlib import Path
 from rankitect.errors import UserError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local Ray's head or dashboard)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def is_loopback(address: str | None) -> bool:
