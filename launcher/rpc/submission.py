@@ -3,8 +3,9 @@
 Everything `rankitect search` would refuse is refused here, before a job exists
 (INVALID_ARGUMENT naming the key path), and a server's own rules on top: the data path and
 any baseline file must lie under an --allow-root (PERMISSION_DENIED), and a config may not
-point the study elsewhere (`searcher.storage`) or name an output folder (`out` is ignored:
-the job's folder is the server's).
+point the study elsewhere (`searcher.storage`), have the server write logs where it says
+(`logging.tensorboard`, `logging.mlflow`), or name an output folder (`out` is ignored: the
+job's folder is the server's).
 
 The YAML and each override are read within launcher.bounded_yaml's bounds (aliases, nesting,
 expanded size), the merged config is checked again, and the integers that travel in int32
@@ -124,6 +125,10 @@ def check_submission(config_yaml: str, overrides: Sequence[str],
     if "storage" in config.searcher.options:
         raise invalid_argument("config.searcher.storage", "cannot be set on a server: a job's study lives in "
                                                           "its run folder")
+    for key in ("tensorboard", "mlflow"):
+        if getattr(config.logging, key):
+            raise invalid_argument(f"config.logging.{key}", "cannot be set on a server: a job's trials are in its "
+                                                            "run folder (rankitect dashboard, GetJob)")
     known = baseline_names()
     config = dataclasses.replace(
         config, data=dataclasses.replace(config.data, path=str(allowed_path(config.data.path, "config.data.path"))),

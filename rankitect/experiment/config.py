@@ -117,6 +117,20 @@ class FinalSection:
 
 
 @dataclass(frozen=True)
+class LoggingSection:
+    """Where a search's trials are logged besides the run folder (rankitect/experiment/loggers.py)."""
+
+    tensorboard: str | None = None  # a folder: a TensorBoard run per trial and baseline, and "search"
+    mlflow: str | None = None  # an MLflow tracking URI: sqlite:///mlflow.db, http://host:5000, ...
+    mlflow_experiment: str = "rankitect"  # the MLflow experiment the search's runs go to
+
+    def check(self) -> None:
+        for key in ("tensorboard", "mlflow", "mlflow_experiment"):
+            value = getattr(self, key)
+            _require(value is None or value.strip() != "", f"logging.{key}", value, "a non-empty string")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     data: DataSection
     space: NamedSection
@@ -128,6 +142,7 @@ class SearchConfig:
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     final: FinalSection = field(default_factory=FinalSection)
     seed: int = 0
+    logging: LoggingSection = field(default_factory=LoggingSection)
 
     @property
     def directions(self) -> list[str]:
@@ -189,6 +204,7 @@ class SearchConfig:
             baselines=tuple(baselines),
             final=_section(FinalSection, raw.get("final", {}), "final"),
             seed=seed,
+            logging=_section(LoggingSection, raw.get("logging", {}), "logging"),
         )
         return config
 

@@ -33,6 +33,8 @@ from rankitect.experiment.results import (
     BASELINES_DIR,
     SearchResult,
     collect,
+    curve_metric,
+    curve_of,
     load_baselines,
     objective_values,
     save_baselines,
@@ -62,10 +64,9 @@ class AskedTrial:
 def trial_spec(plan: Plan, name: str, validated: ValidatedArchitecture, seed: int, folder: str,
                pruning: PruningSnapshot | None = None) -> TrialSpec:
     """What a worker needs to train and score `validated` into RUN/`folder`."""
-    first = plan.config.objectives[0]
     return TrialSpec(name=name, arch=validated, data_path=plan.dataset.uri, dates=plan.dates,
                      train=plan.config.trial_train(seed), out_dir=str(plan.run_dir / folder),
-                     prune_metric=first if first in ("ne", "logloss", "auc") else "ne", pruning=pruning)
+                     prune_metric=curve_metric(plan.config.objectives), pruning=pruning)
 
 
 class AskGate:
@@ -118,6 +119,9 @@ class BaselineRuns:
         self.records[name] = {"status": outcome.status, "arch": self.plan.baselines[name].arch.to_dict(),
                               "metrics": outcome.metrics, "test_metrics": outcome.test_metrics,
                               "seconds": outcome.seconds, **({"error": outcome.error} if outcome.error else {})}
+        curve = curve_of(outcome.intermediate, curve_metric(self.plan.config.objectives))
+        if curve:
+            self.records[name]["curve"] = curve
         save_baselines(self.plan.run_dir, self.records)
         self.retention.discard_baselines([name])  # a failed one runs again from scratch
         self.events.baseline(name, self.records[name])
@@ -143,6 +147,9 @@ class ProgressView:
         self.finished += 1
         self.bar.update(1)
         record = next(t for t in result.trials if t["number"] == number)
+        curve = record.get("curve") or {"epochs": [], "values": []}
+        for epoch, value in zip(curve["epochs"], curve["values"]):
+            self.events.trial_epoch(number, epoch, {curve["metric"]: value})
         self.events.trial(record, min(self.finished, self.limit), self.limit)
         if result.best is not None and result.best["number"] != self.shown_best:
             self.shown_best = result.best["number"]
@@ -165,7 +172,7 @@ class Driver:
 
     def __init__(self, plan: Plan, searcher: Searcher, pool: TrialPool, show: bool,
                  events: SearchEvents = NO_EVENTS, retention: CheckpointRetention | None = None) -> None:
-        self.plan, self.searcher, self.pool = plan, searcher, pool
+        self.plan, self.searcher, self.pool, self.events = plan, searcher, pool, events
         self.retention = retention or CheckpointRetention(plan.run_dir, plan.config.budget, plan.config.directions,
                                                           plan.config.final.candidates)
         self.screen = CostScreen(plan.config.budget.max_flops, plan.config.budget.max_params)
@@ -274,6 +281,7 @@ class Driver:
                           f"trials/{number:04d}", self._pruning(number))
         self.running[number] = trial
         self.pool.submit(("trial", number), spec)
+        self.events.trial_started(number, dict(trial.candidate.choices), trial.validated.arch.to_dict())
 
     def _pruning(self, number: int) -> PruningSnapshot | None:
         """The history trial `number` is pruned against: trials 0..number-C, as at its ask."""

@@ -28,7 +28,7 @@ from rankitect.train.run import RunDates, claim_folder
 
 CONFIG_FILE = "config.json"
 STUDY_FILE = "study.db"
-RESUMABLE_KEYS = ("budget", "final")  # may change between runs of the same search
+RESUMABLE_KEYS = ("budget", "final", "logging")  # may change between runs of the same search
 
 
 @dataclass(frozen=True)

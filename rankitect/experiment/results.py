@@ -71,8 +71,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {value!r}")
 
 
-def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
-    """The result.json form of a finished trial (None for a running one)."""
+def curve_metric(objectives: Sequence[str]) -> str:
+    """The validation metric a trial records per epoch (its learning curve, what pruners
+    compare): the first objective when it is a model metric, else ne."""
+    return objectives[0] if objectives and objectives[0] in ("ne", "logloss", "auc") else "ne"
+
+
+def curve_of(intermediate: dict[Any, float], metric: str) -> dict[str, Any] | None:
+    """The `curve` entry of a trial record, from its per-epoch values ({epoch: value}, keys
+    int or str); None when none was recorded."""
+    if not intermediate:
+        return None
+    epochs = sorted(int(k) for k in intermediate)
+    values = {int(k): v for k, v in intermediate.items()}
+    return {"metric": metric, "epochs": epochs, "values": [values[e] for e in epochs]}
+
+
+def trial_record(frozen: optuna.trial.FrozenTrial, metric: str = "ne") -> dict[str, Any] | None:
+    """The result.json form of a finished trial (None for a running one); `metric` names the
+    values of its curve (`curve_metric`)."""
     state = _STATES.get(frozen.state)
     if state is None:
         return None
@@ -91,6 +108,10 @@ def trial_record(frozen: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
         record["baseline"] = attrs["baseline"]
     if attrs.get("proposal"):
         record["proposal"] = attrs["proposal"]
+    # Optuna keeps per-epoch values of single-objective studies itself, others in a user attribute.
+    curve = curve_of(frozen.intermediate_values or attrs.get("intermediate") or {}, metric)
+    if curve:
+        record["curve"] = curve
     return record
 
 
@@ -195,7 +216,8 @@ def collect(run_dir: Path, study: optuna.Study, objectives: Sequence[str],
             with_planning: bool = True) -> SearchResult:
     """The result as the study and run folder hold it now; `with_planning` False skips reading
     the planning summary (for the progress bar, after every tell)."""
-    trials = [r for r in (trial_record(t) for t in study.get_trials(deepcopy=False)) if r is not None]
+    metric = curve_metric(objectives)
+    trials = [r for r in (trial_record(t, metric) for t in study.get_trials(deepcopy=False)) if r is not None]
     trials.sort(key=lambda t: t["number"])
     for trial in trials:  # kept or not: budget.keep_checkpoints (experiment/retention.py)
         trial["checkpoint"] = not trial.get("rejected") and has_checkpoint(trial_folder(run_dir, trial["number"]))

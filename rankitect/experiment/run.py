@@ -10,7 +10,7 @@ numbers. RUN/best/ follows the best trial as trials are told, and only the check
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ import optuna
 from rankitect.errors import UserError
 from rankitect.experiment.config import SearchConfig
 from rankitect.experiment.driver import Driver
-from rankitect.experiment.events import NO_EVENTS, SearchEvents
+from rankitect.experiment.events import NO_EVENTS, EventFanout, SearchEvents
 from rankitect.experiment.executor import TrialPool, cluster_slots, ray_session
 from rankitect.experiment.final import final_seeds, with_seed_means
+from rankitect.experiment.loggers import loggers_from_config
 from rankitect.experiment.plan import Plan, plan_search, prepare_search_folder
 from rankitect.experiment.planning import PoolJobRunner
 from rankitect.experiment.ray_env import loopback_environment
@@ -39,16 +40,28 @@ class SearchInterrupted(UserError):
 
 def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: str | None = None,
            force: bool = False, progress: bool | None = None, events: SearchEvents = NO_EVENTS,
-           dashboard: bool = False) -> SearchResult:
+           dashboard: bool = False, callbacks: Sequence[SearchEvents] = ()) -> SearchResult:
     """Run (or continue) a search; returns its result, also written to `out`/result.json.
-    `events` hears of phases, planning progress, trials, best, front and baselines as they happen.
+    `events` and each of `callbacks` hear of the search as it goes (rankitect/experiment/events.py),
+    after the loggers of the config's `logging` section.
     `dashboard`: the local Ray started for the search runs Ray's dashboard (its URL on stderr).
     An entry point: keeps a local Ray on loopback and Optuna's log to warnings."""
     loopback_environment(address)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = config if isinstance(config, SearchConfig) else SearchConfig.from_dict(config)
     plan = plan_search(cfg, Path(out))
-    prepare_search_folder(plan, force)
+    watchers = EventFanout([*callbacks, events])  # checks them before a logger opens its store
+    watchers = EventFanout([*loggers_from_config(cfg.logging), *watchers.watchers])
+    try:
+        prepare_search_folder(plan, force)
+        return _run(plan, cfg, address, progress, watchers, dashboard)
+    finally:
+        watchers.close()
+
+
+def _run(plan: Plan, cfg: SearchConfig, address: str | None, progress: bool | None, events: SearchEvents,
+         dashboard: bool) -> SearchResult:
+    events.search_started(plan.run_dir, cfg.to_dict())
     retention = CheckpointRetention(plan.run_dir, cfg.budget, cfg.directions, cfg.final.candidates)
     study = open_study(plan.storage, cfg.directions, cfg.objectives)
     searcher = make_searcher(cfg.searcher.name, plan.searcher_options, plan.space, cfg.directions, cfg.seed, study)
@@ -83,6 +96,7 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
     retention.apply(result)  # RUN/best/ and the checkpoints kept, before result.json says so
     result.save()
     write_pareto_plot(result, plan.run_dir / "pareto.png", load_truth(plan.dataset.uri))
+    events.search_finished(result)
     return result
 
 
