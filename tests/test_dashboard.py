@@ -53,7 +53,9 @@ def test_the_dashboard_shows_metric_names_curves_and_baselines(ray_cluster, data
         proc.wait(30)
     assert study["objective_names"] == objectives
     assert len(study["directions"]) == len(objectives)
-    complete = [t for t in study["trials"] if t["state"] == "Complete"]
+    attrs_of = {t["number"]: {a["key"]: a["value"] for a in t["user_attrs"]} for t in study["trials"]}
+    beside = [t for t in study["trials"] if attrs_of[t["number"]].get("beside_search")]
+    complete = [t for t in study["trials"] if t["state"] == "Complete" and t not in beside]
     assert len(complete) == len(result.trials) >= 2
     by_number = {t["number"]: t for t in complete}
     for trial in result.trials:
@@ -68,7 +70,12 @@ def test_the_dashboard_shows_metric_names_curves_and_baselines(ray_cluster, data
             assert curve == {} and len(json.loads(attrs["intermediate"]) if isinstance(attrs["intermediate"], str)
                                        else attrs["intermediate"]) == 2
     marked = [a["value"] for t in complete for a in t["user_attrs"] if a["key"] == "baseline"]
-    assert marked == ["deepfm"]  # the baseline nasrec expresses, a trial of the study (lr is trained beside it)
+    assert marked == ["deepfm"]  # the baseline nasrec expresses, a trial of the search
+    # lr, outside the space, is trained beside the search and recorded in the study once it is done.
+    (lr,) = beside
+    assert attrs_of[lr["number"]]["baseline"] == "lr" and lr["state"] == "Complete" and lr["params"] == []
+    assert lr["values"] == pytest.approx(result.baselines["lr"]["values"])
+    assert lr["number"] == max(t["number"] for t in study["trials"])
     assert set(result.baselines) == {"lr", "deepfm"}
 
 

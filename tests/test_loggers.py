@@ -81,8 +81,10 @@ def test_callbacks_hear_the_search_in_order(logged) -> None:
         started, epochs, told = (first.events.index(e) for e in
                                  (("trial_started", number), ("trial_epoch", number), ("trial", number)))
         assert started < epochs < told  # started, its epochs, then its outcome
-    # The continuation hears only what it does: trial 2, no baseline trained again.
-    assert [k for n, k in second.events if n in ("trial_started", "trial")] == [2, 2]
+    # The continuation hears only what it does: one more trial, no baseline trained again. Its
+    # number is 3: study trial 2 records lr, trained beside the search (for optuna-dashboard).
+    assert [k for n, k in second.events if n in ("trial_started", "trial")] == [3, 3]
+    assert [t["number"] for t in result.trials] == [0, 1, 3]
     assert second.finished is result and len(result.trials) == 3
     for trial in result.trials:
         curve = trial["curve"]
@@ -101,7 +103,7 @@ def _scalars(folder: Path) -> dict[str, dict[int, float]]:
 def test_tensorboard_holds_curves_finals_and_the_front(logged) -> None:
     root, _, result, _, _ = logged
     tb = root / "tb"
-    assert sorted(p.name for p in tb.iterdir()) == ["baseline_lr", "search", "trial_0000", "trial_0001", "trial_0002"]
+    assert sorted(p.name for p in tb.iterdir()) == ["baseline_lr", "search", "trial_0000", "trial_0001", "trial_0003"]
     for trial in result.trials:
         scalars = _scalars(tb / f"trial_{trial['number']:04d}")
         curve = trial["curve"]
@@ -129,7 +131,7 @@ def test_mlflow_holds_a_parent_and_a_run_per_trial_and_baseline(logged) -> None:
     assert parent.info.status == "FINISHED" and parent.data.params["searcher"] == "random"
     assert parent.data.tags["rankitect.best_trial"] == str(result.best["number"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.run_name for r in children) == ["baseline lr", "trial 0000", "trial 0001", "trial 0002"]
+    assert sorted(r.info.run_name for r in children) == ["baseline lr", "trial 0000", "trial 0001", "trial 0003"]
     by_number = {int(r.data.tags["rankitect.trial"]): r for r in children if "rankitect.trial" in r.data.tags}
     for trial in result.trials:
         run = by_number[trial["number"]]

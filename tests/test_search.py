@@ -73,7 +73,10 @@ def test_every_searcher_end_to_end(ray_cluster, data, tmp_path, searcher: str) -
     assert {"checkpoint.pt", "metrics.json", "arch.json", "config.json"} <= {p.name for p in best.iterdir()}
     assert (tmp_path / "run" / "pareto.png").stat().st_size > 1000
     study = optuna.load_study(study_name="rankitect", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
-    assert len(study.trials) == 3 and result.best["number"] == saved["best"]["number"]
+    assert result.best["number"] == saved["best"]["number"]
+    # The study: the 3 trials, then lr (outside the space, trained beside) for optuna-dashboard.
+    assert [t.user_attrs.get("baseline") for t in study.trials] == [None, None, None, "lr"]
+    assert study.trials[3].values == pytest.approx(saved["baselines"]["lr"]["values"])
 
 
 def test_same_config_same_architectures_and_metrics(ray_cluster, data, tmp_path) -> None:

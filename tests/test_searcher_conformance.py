@@ -15,7 +15,7 @@ import pytest
 
 from rankitect.arch import Architecture, Node
 from rankitect.errors import ConfigError
-from rankitect.experiment.study import open_study
+from rankitect.experiment.study import STUDY_NAME, open_study, record_baselines
 from rankitect.searchers import make_searcher, searcher_names
 from rankitect.searchers.base import searcher_class, searcher_options
 from rankitect.searchers.planned import PlannedSearcher, Proposal
@@ -109,6 +109,24 @@ def test_restore_from_storage_continues_as_if_never_stopped(name: str, tmp_path)
     after = _drive(restored, 5)
     assert done + [lost.choices] + after == straight
     assert [t.number for t in restored.told()] == list(range(20))
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_a_baseline_recorded_beside_the_search_changes_no_proposal(name: str, tmp_path) -> None:
+    """The study also holds the baselines trained beside a search (for optuna-dashboard); such a
+    trial takes a number but is no trial of the search: not told, not sampled from."""
+    straight = _drive(_searcher(name, _db(tmp_path, "straight")), 16)
+    storage = _db(tmp_path, "beside")
+    first = _drive(_searcher(name, storage), 8)
+    added = record_baselines(optuna.load_study(study_name=STUDY_NAME, storage=storage),
+                             {"lr": {"status": "complete", "values": [0.95], "metrics": {"ne": 0.95}}})
+    assert added == ["lr"]
+    continued = _searcher(name, storage)
+    assert first + _drive(continued, 8) == straight
+    assert [t.number for t in continued.told()] == [*range(8), *range(9, 17)]
+    stored = continued.study.trials[8]
+    assert stored.user_attrs["baseline"] == "lr" and stored.values == [0.95] and stored.params == {}
+    assert record_baselines(continued.study, {"lr": {"status": "complete", "values": [0.95]}}) == []  # once
 
 
 class _Killed(BaseException):

@@ -42,7 +42,7 @@ from rankitect.experiment.results import (
 from rankitect.experiment.retention import CheckpointRetention
 from rankitect.experiment.trial import TrialOutcome, TrialSpec, read_outcome
 from rankitect.json_values import json_safe
-from rankitect.searchers.base import Candidate, Searcher
+from rankitect.searchers.base import Candidate, Searcher, search_trials
 from rankitect.searchers.screen import CostScreen
 from rankitect.train.run import ARCH_FILE
 
@@ -182,7 +182,7 @@ class Driver:
         told = searcher.told()
         stored = searcher.study.get_trials(deepcopy=False)
         rejected = sum(1 for t in told if stored[t.number].user_attrs.get("rejected"))
-        asked = len(stored)
+        asked = len(search_trials(searcher.study))
         seeded = {t.user_attrs.get("baseline") for t in stored}
         for name, choices in plan.seeds.items():  # asked first; they do not count against budget.trials
             if name not in seeded:
@@ -190,7 +190,7 @@ class Driver:
         limit = searcher.trial_limit(plan.config.budget.trials) + len(plan.seeds)
         self.gate = AskGate(limit, searcher.options.concurrency or pool.size, plan.config.budget.seconds,
                             asked=asked, told=len(told), to_train=len(told) - rejected + len(self.queue))
-        self.order = TellOrder(min([t.number for t in self.queue] + [asked]))
+        self.order = TellOrder(min([t.number for t in self.queue] + [len(stored)]))
         self.view = ProgressView(limit, len(told) - rejected, show, events)
 
     def run(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from rankitect.searchers.base import search_trials
 from rankitect.searchers.pareto import dominates, minimized, pareto_ranks
 from rankitect.searchers.planned import read_plan_summary
 from rankitect.searchers.rank_stats import kendall_tau, spearman
@@ -217,7 +218,7 @@ def collect(run_dir: Path, study: optuna.Study, objectives: Sequence[str],
     """The result as the study and run folder hold it now; `with_planning` False skips reading
     the planning summary (for the progress bar, after every tell)."""
     metric = curve_metric(objectives)
-    trials = [r for r in (trial_record(t, metric) for t in study.get_trials(deepcopy=False)) if r is not None]
+    trials = [r for r in (trial_record(t, metric) for t in search_trials(study)) if r is not None]
     trials.sort(key=lambda t: t["number"])
     for trial in trials:  # kept or not: budget.keep_checkpoints (experiment/retention.py)
         trial["checkpoint"] = not trial.get("rejected") and has_checkpoint(trial_folder(run_dir, trial["number"]))

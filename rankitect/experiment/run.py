@@ -29,7 +29,7 @@ from rankitect.experiment.ray_env import loopback_environment
 from rankitect.experiment.report import load_truth, write_pareto_plot
 from rankitect.experiment.results import SearchResult, collect
 from rankitect.experiment.retention import CheckpointRetention
-from rankitect.experiment.study import open_study
+from rankitect.experiment.study import open_study, record_baselines
 from rankitect.searchers.base import make_searcher
 from rankitect.searchers.planned import PlannedSearcher, PlanningContext
 
@@ -77,6 +77,7 @@ def _run(plan: Plan, cfg: SearchConfig, address: str | None, progress: bool | No
                     searcher.prepare(planning_context(plan, PoolJobRunner(pool, show, events)))
                 events.phase("trials", f"training trials on {pool.size} workers")
                 Driver(plan, searcher, pool, show, events, retention).run()
+                record_baselines(study, collect(plan.run_dir, study, cfg.objectives, with_planning=False).baselines)
                 result = collect(plan.run_dir, study, cfg.objectives)
                 if cfg.final.seeds >= 2:
                     events.phase("final", f"retraining the {cfg.final.top_k} best trials and the baselines with "

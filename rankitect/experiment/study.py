@@ -1,13 +1,18 @@
-"""The study a search keeps its trials in: opened (or created) here, once per run."""
+"""The study a search keeps its trials in: opened (or created) here, once per run; the
+baselines trained beside the search are recorded in it once its trials are done."""
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optuna
 
 from rankitect.errors import ConfigError
+from rankitect.json_values import json_safe
+from rankitect.searchers.base import BESIDE_SEARCH
 
 STUDY_NAME = "rankitect"
 
@@ -27,3 +32,26 @@ def open_study(storage: str, directions: Sequence[str], metric_names: Sequence[s
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(metric_names))
     return study
+
+
+def record_baselines(study: optuna.Study, baselines: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Add each complete baseline of `baselines` (result.json's entries, with `values`) that the
+    study holds no trial of as a COMPLETE trial with no choices, marked `baseline: NAME` and
+    BESIDE_SEARCH, so optuna-dashboard plots it with the search's trials. A baseline whose
+    nearest member of the space ran as a trial is not added again. Returns the names added.
+
+    Called between phases only: a trial number taken while trials run would be one the
+    driver waits to tell."""
+    present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    added = []
+    for name, entry in sorted(baselines.items()):
+        values = entry.get("values")
+        if name in present or entry.get("status") != "complete" or not values \
+                or not all(math.isfinite(v) for v in values):
+            continue
+        attrs = json_safe({"baseline": name, BESIDE_SEARCH: True, "arch": entry.get("arch"),
+                           "metrics": entry.get("metrics", {}), "test_metrics": entry.get("test_metrics", {})})
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=list(values),
+                                                  user_attrs=attrs))
+        added.append(name)
+    return added

@@ -23,6 +23,19 @@ from rankitect.registry import Registry, definition_of
 from rankitect.space import Choices, SearchSpace, SpaceOptions, load_plugins, options_from_mapping
 
 STATES = ("complete", "failed", "pruned")
+# A study trial that records a baseline trained beside the search (outside its space), so that
+# optuna-dashboard plots it with the trials: not a trial of the search, never asked or told.
+BESIDE_SEARCH = "beside_search"
+
+
+def is_search_trial(frozen: optuna.trial.FrozenTrial) -> bool:
+    """Whether a study trial is one of the search's own (not a baseline recorded beside it)."""
+    return not frozen.user_attrs.get(BESIDE_SEARCH)
+
+
+def search_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials less the baselines recorded beside the search, in number order."""
+    return [t for t in study.get_trials(deepcopy=False) if is_search_trial(t)]
 _OPTUNA_STATE = {"complete": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
 PRUNERS = ("none", "median", "halving")
 
@@ -113,7 +126,10 @@ class Searcher(abc.ABC):
         trials = self.study.get_trials(deepcopy=False)
         waiting = [t for t in trials if t.state == TrialState.WAITING]
         number = waiting[0].number if waiting else len(trials)
-        rng = random.Random(f"{self.seed}:{number}")
+        # Seeded by the trial's place among the search's own: a baseline recorded beside the
+        # search takes a number, and changes no proposal.
+        ordinal = sum(1 for t in trials if t.number < number and is_search_trial(t))
+        rng = random.Random(f"{self.seed}:{ordinal}")
         trial = self.study.ask() if waiting else self._ask(number, rng)  # enqueued trials first
         if trial.number != number:
             raise RuntimeError(f"the study gave trial {trial.number}, expected {number}: is another "
@@ -168,6 +184,8 @@ class Searcher(abc.ABC):
         out = []
         states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
         for t in self.study.get_trials(deepcopy=False, states=states):
+            if not is_search_trial(t):
+                continue
             state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed",
                      TrialState.PRUNED: "pruned"}[t.state]
             out.append(ToldTrial(t.number, state, tuple(t.values) if t.values else None,

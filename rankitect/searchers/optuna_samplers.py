@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from rankitect.searchers.base import Searcher, SearcherOptions, register_searcher
+from rankitect.searchers.base import Searcher, SearcherOptions, register_searcher, search_trials
 
 
 def _seed(rng: random.Random) -> int:
@@ -32,7 +32,7 @@ class _SamplerSearcher(Searcher):
         could only draw again, differently)."""
         scratch = optuna.create_study(directions=self.study.directions, sampler=self._sampler(_seed(rng)),
                                       storage=optuna.storages.InMemoryStorage())
-        scratch.add_trials(self.study.get_trials(deepcopy=False))
+        scratch.add_trials(search_trials(self.study))  # baselines recorded beside it have no choices
         choices = self.space.suggest(scratch.ask())
         self.study.sampler = optuna.samplers.RandomSampler(seed=number)  # draws nothing: every choice is fixed
         self.study.enqueue_trial(dict(choices))

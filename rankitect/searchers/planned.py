@@ -31,7 +31,7 @@ import optuna
 
 from rankitect.errors import UserError
 from rankitect.schema import Schema
-from rankitect.searchers.base import Searcher
+from rankitect.searchers.base import Searcher, search_trials
 from rankitect.train.config import TrainConfig
 
 PLANNING_DIR = "planning"
@@ -165,9 +165,10 @@ class PlannedSearcher(Searcher):
         return len(self.proposals)
 
     def _ask(self, number: int, rng: random.Random) -> optuna.Trial:
-        if number >= len(self.proposals):
+        index = len(search_trials(self.study))  # trial numbers also count baselines recorded beside it
+        if index >= len(self.proposals):
             raise RuntimeError(f"{self.name}: trial {number} asked, but only {len(self.proposals)} were proposed")
-        proposal = self.proposals[number]
+        proposal = self.proposals[index]
         self.study.sampler = optuna.samplers.RandomSampler(seed=rng.randrange(2**31))
         self.study.enqueue_trial(proposal.choices)
         trial = self.study.ask()
