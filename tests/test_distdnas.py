@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -202,12 +203,19 @@ def test_two_node_cluster_spreads_the_shards_and_picks_what_one_node_picks(singl
     assert [t["arch"] for t in two["trials"]] == [t["arch"] for t in single.trials]
 
 
-def test_distdnas_over_nasrec_aggregates_every_choice(ray_cluster, data, tmp_path) -> None:
+def test_distdnas_over_nasrec_aggregates_every_choice(ray_cluster, data, tmp_path, capsys) -> None:
     from tests.test_planned_search import NASREC
 
     config = _config(data, {**SEARCHER, "lambdas": [0.0], "gumbel": True})
     config["space"] = NASREC
-    search(config, tmp_path / "run", progress=False)
+    search(config, tmp_path / "run", progress=True)
+    # The planning bar counts jobs (one per shard here): its total never changes, and each
+    # status line is a line of its own, not glued to the bar.
+    err = capsys.readouterr().err
+    totals = set(re.findall(r"\| [\d.]+/(\d+) jobs \[", err))
+    assert totals == {"2"}, err[-2000:]
+    status = [line for line in re.split(r"[\r\n]", err) if "[planning]" in line and "done (" in line]
+    assert len(status) == 2 and all(line.startswith("[planning] ") for line in status), status
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     space = make_space("nasrec", Dataset.open(str(data)).schema, {k: v for k, v in NASREC.items() if k != "name"})
     assert [s["dates"] for s in saved["shards"]] == [["2024-01-01"], ["2024-01-02"]]
