@@ -12,7 +12,10 @@ http://host:5000 (a tracking server), databricks.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,19 @@ def _mlflow() -> Any:
     return mlflow
 
 
+@contextlib.contextmanager
+def _store_notes_quiet() -> Iterator[None]:
+    """MLflow's INFO notes while it opens a store ("Creating initial MLflow database tables...")
+    kept off a search's output; warnings still show. Its logger's level is restored after."""
+    logger = logging.getLogger("mlflow.store")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class MLflowLogger(SearchEvents):
     """Logs a search into the MLflow tracking store at `tracking_uri`, under `experiment`."""
 
@@ -40,9 +56,10 @@ class MLflowLogger(SearchEvents):
         mlflow = _mlflow()
         self.entities = mlflow.entities
         try:
-            self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self._create_experiment(experiment)
+            with _store_notes_quiet():
+                self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+                found = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = found.experiment_id if found else self._create_experiment(experiment)
         except Exception as exc:  # MLflow raises its own errors, OSError, SQLAlchemy's...: all mean "not usable"
             raise UserError(f"logging.mlflow: cannot use the tracking store {tracking_uri!r}: "
                             f"{type(exc).__name__}: {exc}") from None
