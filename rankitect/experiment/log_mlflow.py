@@ -76,9 +76,10 @@ class MLflowLogger(SearchEvents):
 
     def search_started(self, run_dir: Path, config: dict[str, Any]) -> None:
         folder = str(Path(run_dir).resolve())
-        earlier = self.client.search_runs([self.experiment_id], max_results=1,
-                                          filter_string=f"tags.`{RUN_DIR_TAG}` = '{folder}' and "
-                                                        f"tags.`{ROLE_TAG}` = 'search'")
+        # Matched here rather than in the filter string, which a quote in the path would break.
+        parents = self.client.search_runs([self.experiment_id], max_results=5000,
+                                          filter_string=f"tags.`{ROLE_TAG}` = 'search'")
+        earlier = [r for r in parents if r.data.tags.get(RUN_DIR_TAG) == folder]
         if earlier:  # a continued search: the same parent, running again
             self.parent_id = earlier[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
