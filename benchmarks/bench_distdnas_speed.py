@@ -60,8 +60,10 @@ def _completion_seconds(run_dir: Path, start: float) -> dict[int, float]:
     """{trial number: seconds from the search's start to the trial's completion} of the run's study."""
     import optuna
 
+    from rankitect.searchers.base import search_trials
+
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
-    return {t.number: t.datetime_complete.timestamp() - start for t in study.get_trials(deepcopy=False)
+    return {t.number: t.datetime_complete.timestamp() - start for t in search_trials(study)
             if t.datetime_complete is not None}
 
 
