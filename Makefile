@@ -19,6 +19,7 @@ QUIET = >> $(VENV)/setup.log 2>&1 || { cat $(VENV)/setup.log; echo "setup failed
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) from requirements.lock (a few minutes the first time)"
+	@: > $(VENV)/setup.log
 	@$(BIN)/python -m pip install --upgrade "pip>=24" $(QUIET)
 	@$(BIN)/python -m pip install --no-deps -r requirements.lock $(QUIET)
 	@$(BIN)/python -m pip install --no-deps --no-build-isolation -e . $(QUIET)

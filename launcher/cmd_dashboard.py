@@ -3,7 +3,8 @@
 The study holds every trial with its objective values under their names (ne, flops, ...),
 per-epoch validation NE as intermediate values in a single-objective search (a user attribute
 `intermediate` in a multi-objective one: Optuna keeps intermediate values for one objective
-only), and the in-space baselines as trials marked by the user attribute `baseline`.
+only), and the baselines marked by the user attribute `baseline`: those the space expresses
+as trials of the search, the others added once its trials are done (`beside_search`).
 """
 
 from __future__ import annotations

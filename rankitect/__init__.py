@@ -45,4 +45,4 @@ def search(config, out=None, address=None, force=False, progress=None, dashboard
         out = config.get("out", "runs/search") if isinstance(config, dict) else "runs/search"
         config = {k: v for k, v in config.items() if k != "out"} if isinstance(config, dict) else config
     return run_search(config, Path(out), address=address, force=force, progress=progress, dashboard=dashboard,
-                      callbacks=list(callbacks))
+                      callbacks=callbacks)

@@ -26,8 +26,8 @@ class Recorder(rankitect.SearchCallback):
         self.epochs: dict[int, dict[int, float]] = {}
         self.finished = None
 
-    def search_started(self, run_dir, config) -> None:
-        self.events.append(("search_started", config["searcher"]["name"]))
+    def search_started(self, run_dir, config, continued) -> None:
+        self.events.append(("search_started", continued))
 
     def trial_started(self, number, choices, arch) -> None:
         assert choices and arch["nodes"]
@@ -75,6 +75,7 @@ def test_callbacks_hear_the_search_in_order(logged) -> None:
     _, _, result, first, second = logged
     names = [name for name, _ in first.events]
     assert names[0] == "search_started" and names[-1] == "search_finished"
+    assert first.events[0] == ("search_started", False) and second.events[0] == ("search_started", True)
     assert [k for n, k in first.events if n == "trial"] == [0, 1]
     assert [k for n, k in first.events if n == "baseline"] == ["lr"]
     for number in (0, 1):
@@ -167,6 +168,43 @@ def test_an_unusable_tracking_store_is_named_before_the_run_folder_is_written(da
 def test_a_callback_that_is_not_one_is_named(data, tmp_path) -> None:
     with pytest.raises(TypeError, match=r"callbacks\[1\]: must be a rankitect.SearchCallback"):
         rankitect.search(_config(data, 1, {}), tmp_path / "run", callbacks=[Recorder(), print])
+    with pytest.raises(TypeError, match=r"callbacks: must be a list of rankitect.SearchCallback objects, got Recorder"):
+        rankitect.search(_config(data, 1, {}), tmp_path / "run", callbacks=Recorder())
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unusable_tensorboard_folder_is_named_before_the_run_folder_is_written(data, tmp_path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(UserError, match="logging.tensorboard: cannot create the folder"):
+        rankitect.search(_config(data, 1, {"tensorboard": str(tmp_path / "a-file" / "tb")}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_continued_search_logs_into_its_parent_and_a_forced_one_into_a_new_one(tmp_path) -> None:
+    from rankitect.experiment.log_mlflow import RUN_DIR_TAG, MLflowLogger
+
+    uri, config = f"sqlite:///{tmp_path / 'mlflow.db'}", {"space": {"name": "nasrec"}, "searcher": {"name": "tpe"},
+                                                          "data": {"path": "d"}}
+    parents = []
+    for continued in (False, True, False, True):  # a search, continued, forced, continued
+        logger = MLflowLogger(uri, "forced")
+        logger.search_started(tmp_path / "run", config, continued)
+        parents.append(logger.parent_id)
+        logger.close()
+    assert parents[1] == parents[0] and parents[3] == parents[2] != parents[0]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("forced").experiment_id])
+    assert len(runs) == 2 and {r.data.tags[RUN_DIR_TAG] for r in runs} == {str((tmp_path / "run").resolve())}
+
+
+def test_a_deleted_experiment_is_named(tmp_path) -> None:
+    from rankitect.experiment.log_mlflow import MLflowLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    with pytest.raises(UserError, match="logging.mlflow_experiment: the experiment 'gone' is deleted"):
+        MLflowLogger(uri, "gone")
 
 
 def test_the_cli_exits_2_on_a_bad_logging_key(data, tmp_path, capsys) -> None:

@@ -4,6 +4,7 @@ small: synth, a search through the Python API with a callback, the front, export
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,26 @@ def _text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
+def _kernel_of_this_python(folder: Path) -> str:
+    """A kernelspec that runs this interpreter (not a `python3` kernel installed elsewhere)."""
+    spec = folder / "kernels" / "rankitect-test"
+    spec.mkdir(parents=True)
+    spec.joinpath("kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "rankitect test", "language": "python"}))
+    return spec.name
+
+
 def test_the_quickstart_notebook_runs(ray_cluster, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("QUICKSTART_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("QUICKSTART_ROWS_PER_DAY", "1500")
     monkeypatch.setenv("QUICKSTART_TRIALS", "2")
     monkeypatch.setenv("QUICKSTART_RAY_ADDRESS", ray_cluster)  # the session's Ray, not a second one
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    kernel = _kernel_of_this_python(tmp_path / "jupyter")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # committed clean
-    nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name=kernel,
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     code = [c for c in notebook.cells if c.cell_type == "code"]
     errors = [o for c in code for o in c.outputs if o.get("output_type") == "error"]

@@ -231,3 +231,28 @@ def test_searchers_reach_the_top_of_a_small_grid(tmp_path) -> None:
         searcher = _searcher(name, _db(tmp_path, f"opt_{name}"))
         _drive(searcher, 40)
         assert searcher.study.best_value <= third_best + 1e-12, name
+
+
+def test_baselines_are_not_recorded_while_a_trial_is_unfinished(tmp_path) -> None:
+    """A search stopped by budget.seconds can leave enqueued trials WAITING: a baseline entry
+    after them would take a number inside the search's own, so none is added until it ends."""
+    searcher = _searcher("random", _db(tmp_path, "waiting"))
+    _drive(searcher, 2)
+    searcher.enqueue({"width": 8, "inter": "fm"}, {"baseline": "deepfm"})
+    entry = {"lr": {"status": "complete", "values": [0.95]}}
+    assert record_baselines(searcher.study, entry) == []
+    _drive(searcher, 1)  # the enqueued trial runs
+    assert record_baselines(searcher.study, entry) == ["lr"]
+
+
+def test_the_tell_order_skips_baseline_entries() -> None:
+    from rankitect.experiment.driver import AskedTrial, TellOrder
+    from rankitect.experiment.trial import TrialOutcome
+    from rankitect.searchers.base import Candidate
+
+    order = TellOrder(2, frozenset({2, 4}))
+    assert order.next == 3
+    for number in (5, 3):
+        order.put(AskedTrial(Candidate(number, {})), TrialOutcome(status="complete"), 1)
+    assert [order.pop_next()[0].number, order.pop_next()[0].number] == [3, 5]  # 4 is an entry
+    assert order.pop_next() is None and order.next == 6

@@ -42,7 +42,7 @@ from rankitect.experiment.results import (
 from rankitect.experiment.retention import CheckpointRetention
 from rankitect.experiment.trial import TrialOutcome, TrialSpec, read_outcome
 from rankitect.json_values import json_safe
-from rankitect.searchers.base import Candidate, Searcher, search_trials
+from rankitect.searchers.base import Candidate, Searcher, is_search_trial, search_trials
 from rankitect.searchers.screen import CostScreen
 from rankitect.train.run import ARCH_FILE
 
@@ -85,11 +85,17 @@ class AskGate:
 
 
 class TellOrder:
-    """Finished trials wait here until every lower number is told."""
+    """Finished trials wait here until every lower number is told; `skipped` numbers (baselines
+    recorded in the study beside the search) are never told."""
 
-    def __init__(self, next_number: int) -> None:
-        self.next = next_number
+    def __init__(self, next_number: int, skipped: frozenset[int] = frozenset()) -> None:
+        self.next, self.skipped = next_number, skipped
         self.waiting: dict[int, tuple[AskedTrial, TrialOutcome, int]] = {}
+        self._skip()
+
+    def _skip(self) -> None:
+        while self.next in self.skipped:
+            self.next += 1
 
     def put(self, trial: AskedTrial, outcome: TrialOutcome, attempts: int) -> None:
         self.waiting[trial.number] = (trial, outcome, attempts)
@@ -98,6 +104,7 @@ class TellOrder:
         item = self.waiting.pop(self.next, None)
         if item is not None:
             self.next += 1
+            self._skip()
         return item
 
 
@@ -183,6 +190,9 @@ class Driver:
         stored = searcher.study.get_trials(deepcopy=False)
         rejected = sum(1 for t in told if stored[t.number].user_attrs.get("rejected"))
         asked = len(search_trials(searcher.study))
+        # Trial numbers that record baselines beside the search: a trial's place among the
+        # search's own (its seed, its pruning history) leaves them out.
+        self.beside = frozenset(t.number for t in stored if not is_search_trial(t))
         seeded = {t.user_attrs.get("baseline") for t in stored}
         for name, choices in plan.seeds.items():  # asked first; they do not count against budget.trials
             if name not in seeded:
@@ -190,7 +200,7 @@ class Driver:
         limit = searcher.trial_limit(plan.config.budget.trials) + len(plan.seeds)
         self.gate = AskGate(limit, searcher.options.concurrency or pool.size, plan.config.budget.seconds,
                             asked=asked, told=len(told), to_train=len(told) - rejected + len(self.queue))
-        self.order = TellOrder(min([t.number for t in self.queue] + [len(stored)]))
+        self.order = TellOrder(min([t.number for t in self.queue] + [len(stored)]), self.beside)
         self.view = ProgressView(limit, len(told) - rejected, show, events)
 
     def run(self) -> None:
@@ -277,11 +287,16 @@ class Driver:
     def _submit(self, trial: AskedTrial) -> None:
         assert trial.validated is not None  # only valid trials are queued (_ask, _settled)
         number = trial.number
-        spec = trial_spec(self.plan, f"trial {number}", trial.validated, self.plan.config.seed + number,
+        spec = trial_spec(self.plan, f"trial {number}", trial.validated, self.plan.config.seed + self._place(number),
                           f"trials/{number:04d}", self._pruning(number))
         self.running[number] = trial
         self.pool.submit(("trial", number), spec)
         self.events.trial_started(number, dict(trial.candidate.choices), trial.validated.arch.to_dict())
+
+    def _place(self, number: int) -> int:
+        """Trial `number`'s place among the search's own trials (its number, less the baselines
+        recorded beside the search before it)."""
+        return number - sum(1 for b in self.beside if b < number)
 
     def _pruning(self, number: int) -> PruningSnapshot | None:
         """The history trial `number` is pruned against: trials 0..number-C, as at its ask."""
@@ -290,7 +305,8 @@ class Driver:
             return None
         history = tuple(PastTrial(t.state, t.values[0] if t.values else None, t.intermediate)
                         for t in self.searcher.told()
-                        if t.state in ("complete", "pruned") and t.number <= number - self.gate.concurrency)
+                        if t.state in ("complete", "pruned")
+                        and self._place(t.number) <= self._place(number) - self.gate.concurrency)
         return PruningSnapshot(kind, self.plan.config.directions[0], history)
 
     # -- telling ---------------------------------------------------------------------------

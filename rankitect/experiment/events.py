@@ -7,7 +7,7 @@ The driver calls these methods on its own thread, in the order things happen:
     search_started
     phase("planning"), progress...           one-shot, DNAS and proxy searchers only
     phase("trials")
-      trial_started                          each time a trial is handed to a worker
+      trial_started                          a trial is handed to the pool of workers
       trial_epoch... then trial              a trial's outcome reached the driver
       baseline                               a baseline finished
       best, pareto                           after a trial or baseline changed them
@@ -24,16 +24,21 @@ metric. Workers run in other processes, so a trial's epochs reach the driver wit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class SearchEvents:
     """No-op base of search watchers and callbacks (see the module doc)."""
 
-    def search_started(self, run_dir: Path, config: dict[str, Any]) -> None:
-        """The search (or its continuation) starts in `run_dir`; `config` as RUN/config.json holds it."""
+    def search_started(self, run_dir: Path, config: dict[str, Any], continued: bool) -> None:
+        """The search starts in `run_dir`, `continued` when the folder held it already (a run
+        again after Ctrl-C, or with a larger budget; False after --force); `config` as
+        RUN/config.json holds it."""
 
     def phase(self, phase: str, message: str) -> None:
         """A phase starts: "planning" (one-shot / DNAS / proxy work), "trials", "final"."""
@@ -75,6 +80,9 @@ class EventFanout(SearchEvents):
     """Every event to each of `watchers`, in their order."""
 
     def __init__(self, watchers: Sequence[SearchEvents]) -> None:
+        if isinstance(watchers, SearchEvents) or not isinstance(watchers, (list, tuple)):
+            raise TypeError(f"callbacks: must be a list of rankitect.SearchCallback objects, "
+                            f"got {type(watchers).__name__}")
         for i, watcher in enumerate(watchers):
             if not isinstance(watcher, SearchEvents):
                 raise TypeError(f"callbacks[{i}]: must be a rankitect.SearchCallback (SearchEvents), "
@@ -85,8 +93,8 @@ class EventFanout(SearchEvents):
         for watcher in self.watchers:
             getattr(watcher, method)(*args)
 
-    def search_started(self, run_dir: Path, config: dict[str, Any]) -> None:
-        self._each("search_started", run_dir, config)
+    def search_started(self, run_dir: Path, config: dict[str, Any], continued: bool) -> None:
+        self._each("search_started", run_dir, config, continued)
 
     def phase(self, phase: str, message: str) -> None:
         self._each("phase", phase, message)
@@ -119,8 +127,13 @@ class EventFanout(SearchEvents):
         self._each("search_finished", result)
 
     def close(self) -> None:
-        """Close every watcher that has a `close` (the loggers' files and runs)."""
+        """Close every watcher that has a `close` (the loggers' files and runs). One that fails
+        to close is logged and the others are still closed: the search's own outcome (its
+        result, its error, Ctrl-C) is what the caller sees."""
         for watcher in self.watchers:
             close = getattr(watcher, "close", None)
             if callable(close):
-                close()
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - a logger's store may be gone by now
+                    log.warning("%s did not close: %s: %s", type(watcher).__name__, type(exc).__name__, exc)

@@ -4,8 +4,8 @@ A search is one parent run in the experiment `logging.mlflow_experiment` (tagged
 folder, so a continued search logs into the same parent); each trial and baseline is a child
 run, logged when its outcome is told: params are its architecture choices, metrics the
 validation curve (`valid/<metric>` by epoch) and the final valid/, test/, cost/ and time/
-values (rankitect/experiment/log_values.py). The parent gets best/valid_ne and front/size
-after each tell. Talks to the tracking store through MlflowClient only, so a user's own active
+values (rankitect/experiment/log_values.py). The parent gets best/valid_ne when the best
+changes and front/size when the front does (step: trials told). Talks to the tracking store through MlflowClient only, so a user's own active
 MLflow run is left alone. Any tracking URI works: sqlite:///mlflow.db (a local store),
 http://host:5000 (a tracking server), databricks.
 """
@@ -59,7 +59,12 @@ class MLflowLogger(SearchEvents):
             with _store_notes_quiet():
                 self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
                 found = self.client.get_experiment_by_name(experiment)
+                if found is not None and found.lifecycle_stage == "deleted":
+                    raise UserError(f"logging.mlflow_experiment: the experiment {experiment!r} is deleted in "
+                                    f"{tracking_uri!r}; restore it (mlflow experiments restore) or name another")
                 self.experiment_id = found.experiment_id if found else self._create_experiment(experiment)
+        except UserError:
+            raise
         except Exception as exc:  # MLflow raises its own errors, OSError, SQLAlchemy's...: all mean "not usable"
             raise UserError(f"logging.mlflow: cannot use the tracking store {tracking_uri!r}: "
                             f"{type(exc).__name__}: {exc}") from None
@@ -74,13 +79,14 @@ class MLflowLogger(SearchEvents):
                 raise
             return found.experiment_id
 
-    def search_started(self, run_dir: Path, config: dict[str, Any]) -> None:
+    def search_started(self, run_dir: Path, config: dict[str, Any], continued: bool) -> None:
         folder = str(Path(run_dir).resolve())
         # Matched here rather than in the filter string, which a quote in the path would break.
         parents = self.client.search_runs([self.experiment_id], max_results=5000,
-                                          filter_string=f"tags.`{ROLE_TAG}` = 'search'")
-        earlier = [r for r in parents if r.data.tags.get(RUN_DIR_TAG) == folder]
-        if earlier:  # a continued search: the same parent, running again
+                                          filter_string=f"tags.`{ROLE_TAG}` = 'search'",
+                                          order_by=["attributes.start_time DESC"])
+        earlier = [r for r in parents if r.data.tags.get(RUN_DIR_TAG) == folder] if continued else []
+        if earlier:  # a continued search: its latest parent, running again (--force starts a new one)
             self.parent_id = earlier[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
         else:

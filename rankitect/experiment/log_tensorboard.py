@@ -7,13 +7,15 @@ TensorBoard overlays their learning curves, plus `search/` for the search as a w
                    scalars; the trial's choices as hparams (TensorBoard's HParams tab)
     baseline_X/    the same for a baseline
     search/        per trial number: valid/ne and cost/flops_per_example of each trial;
-                   best/valid_ne and front/size after each tell; front/table (text) when the
-                   front changes; the config (text); the NE-vs-FLOPs plot (image) at the end
+                   best/valid_ne when the best changes, front/size and front/table (text)
+                   when the front changes (step: trials told); the config (text); the
+                   NE-vs-FLOPs plot (image) at the end
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,12 @@ class TensorBoardLogger(SearchEvents):
     def __init__(self, folder: str | Path) -> None:
         self.writer_class = _summary_writer_class()
         self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"logging.tensorboard: cannot create the folder {str(folder)!r}: {exc.strerror}") from None
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise UserError(f"logging.tensorboard: the folder {str(folder)!r} is not writable")
         self.search_writer: Any = None
         self.objectives: list[str] = ["ne", "flops"]
         self.told = 0
@@ -49,7 +57,7 @@ class TensorBoardLogger(SearchEvents):
             self.search_writer = self._writer("search")
         return self.search_writer
 
-    def search_started(self, run_dir: Path, config: dict[str, Any]) -> None:
+    def search_started(self, run_dir: Path, config: dict[str, Any], continued: bool) -> None:
         self.objectives = list(config.get("objectives", self.objectives))
         text = json.dumps(config, indent=2, default=str).replace("\n", "\n    ")
         self._search().add_text("config", f"run folder: `{run_dir}`\n\n    {text}")

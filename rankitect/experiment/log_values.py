@@ -47,7 +47,7 @@ def choice_params(choices: dict[str, Any]) -> dict[str, str | int | float | bool
 
 
 def run_name(record: dict[str, Any]) -> str:
-    """"trial 0007", or "baseline dlrm" for a baseline's member of the space, as in the report."""
+    """"trial 0007", or "trial 0007 (baseline dlrm)" for a baseline's member of the space."""
     number = f"trial {record['number']:04d}"
     return f"{number} (baseline {record['baseline']})" if record.get("baseline") else number
 

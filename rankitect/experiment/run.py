@@ -50,10 +50,12 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = config if isinstance(config, SearchConfig) else SearchConfig.from_dict(config)
     plan = plan_search(cfg, Path(out))
-    watchers = EventFanout([*callbacks, events])  # checks them before a logger opens its store
-    watchers = EventFanout([*loggers_from_config(cfg.logging), *watchers.watchers])
+    callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else callbacks
+    watchers = EventFanout(callbacks)  # checks them before a logger opens its store
+    watchers = EventFanout([*loggers_from_config(cfg.logging), *watchers.watchers, events])
     try:
-        prepare_search_folder(plan, force)
+        continued = prepare_search_folder(plan, force)
+        watchers.search_started(plan.run_dir, cfg.to_dict(), continued)
         return _run(plan, cfg, address, progress, watchers, dashboard)
     finally:
         watchers.close()
@@ -61,7 +63,6 @@ def search(config: SearchConfig | Mapping[str, Any], out: Path | str, address: s
 
 def _run(plan: Plan, cfg: SearchConfig, address: str | None, progress: bool | None, events: SearchEvents,
          dashboard: bool) -> SearchResult:
-    events.search_started(plan.run_dir, cfg.to_dict())
     retention = CheckpointRetention(plan.run_dir, cfg.budget, cfg.directions, cfg.final.candidates)
     study = open_study(plan.storage, cfg.directions, cfg.objectives)
     searcher = make_searcher(cfg.searcher.name, plan.searcher_options, plan.space, cfg.directions, cfg.seed, study)

@@ -40,9 +40,13 @@ def record_baselines(study: optuna.Study, baselines: Mapping[str, Mapping[str, A
     BESIDE_SEARCH, so optuna-dashboard plots it with the search's trials. A baseline whose
     nearest member of the space ran as a trial is not added again. Returns the names added.
 
-    Called between phases only: a trial number taken while trials run would be one the
-    driver waits to tell."""
-    present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    Nothing is added while the study holds a trial not finished (a search stopped by
+    budget.seconds with enqueued trials, say): the search's trials keep consecutive numbers
+    until it ends, and a later run records the baselines."""
+    trials = study.get_trials(deepcopy=False)
+    if any(not t.state.is_finished() for t in trials):
+        return []
+    present = {t.user_attrs.get("baseline") for t in trials}
     added = []
     for name, entry in sorted(baselines.items()):
         values = entry.get("values")
