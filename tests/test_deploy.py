@@ -333,12 +333,14 @@ def pip_installs() -> list[list[str]]:
 
 
 def makefile_installs() -> list[list[str]]:
-    """The `pip install` commands of the Makefile's setup, without --quiet."""
+    """The `pip install` commands of the Makefile's setup, without --quiet or $(QUIET) (where
+    their output goes)."""
     found = []
     text = (ROOT / "Makefile").read_text()
     recipe = text[text.index("$(STAMP):"):].split("\n\n")[0]  # setup's recipe, not setup-bench's
     for line in recipe.splitlines():
-        words = shlex.split(line.split("2>&1")[0]) if "pip install" in line and "$(BIN)" in line else []
+        command = line.split("2>&1")[0].replace("$(QUIET)", "")
+        words = shlex.split(command) if "pip install" in line and "$(BIN)" in line else []
         if words:
             found.append([w for w in words[words.index("install"):] if w != "--quiet"])
     assert found, "no pip install in the Makefile's setup"
