@@ -78,8 +78,8 @@ def _run(plan: Plan, cfg: SearchConfig, address: str | None, progress: bool | No
                     searcher.prepare(planning_context(plan, PoolJobRunner(pool, show, events)))
                 events.phase("trials", f"training trials on {pool.size} workers")
                 Driver(plan, searcher, pool, show, events, retention).run()
-                record_baselines(study, collect(plan.run_dir, study, cfg.objectives, with_planning=False).baselines)
                 result = collect(plan.run_dir, study, cfg.objectives)
+                record_baselines(study, result.baselines)  # the result reads the search's own trials only
                 if cfg.final.seeds >= 2:
                     events.phase("final", f"retraining the {cfg.final.top_k} best trials and the baselines with "
                                           f"{cfg.final.seeds} seeds")
