@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; 0.0.0.0 for every interface)")
+    p.add_argument("--http-port", type=int, default=None, metavar="N",
+                   help="also serve the JSON API (GET /api/jobs ...) over HTTP on this port of --host, with "
+                        "the same tokens and TLS (default: no HTTP; 0: any free port)")
     p.add_argument("--address", default=None, help="Ray cluster address for the jobs; a local Ray without it")
     p.add_argument("--dashboard", action="store_true",
                    help="start that local Ray with its dashboard (127.0.0.1) and print its URL when it starts")
@@ -71,6 +74,10 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be in 0..65535 (0: any free port)")
+    if args.http_port is not None and not 0 <= args.http_port <= 65535:
+        raise UserError(f"--http-port {args.http_port}: must be in 0..65535 (0: any free port)")
+    if args.http_port is not None and args.http_port != 0 and args.http_port == args.port:
+        raise UserError(f"--http-port {args.http_port}: is --port too; the HTTP API needs a port of its own")
     host = args.host.strip()
     if not host or any(c.isspace() for c in host) or "/" in host:
         raise UserError(f"--host {args.host!r}: must be a host name or an IP address, e.g. 127.0.0.1")
@@ -114,7 +121,8 @@ def options_from_args(args: argparse.Namespace):  # noqa: ANN201 (ServerOptions;
     return ServerOptions(**streams, host=host, port=args.port, ray_address=args.address, ray_dashboard=args.dashboard,
                          runs_dir=runs_dir, db=args.db,
                          allow_roots=tuple(roots), tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                         max_jobs=args.max_jobs, max_queued=args.max_queued, max_queued_per_owner=per_owner)
+                         max_jobs=args.max_jobs, max_queued=args.max_queued, max_queued_per_owner=per_owner,
+                         http_port=args.http_port)
 
 
 def _check_tls(cert: Path | None, key: Path | None) -> None:
@@ -168,6 +176,8 @@ def run_serve(args: argparse.Namespace) -> int:
         auth = f"{len(options.tokens)} tokens" if options.tokens is not None else "off"
         print(f"rankitect serve: listening on {server.address} (TLS {'on' if options.tls_cert else 'off'}, "
               f"auth {auth}); services: {', '.join(server.service_names)}, health, reflection", flush=True)
+        if server.http is not None:
+            print(f"rankitect serve: JSON API on {server.http.url}/api/jobs", flush=True)
         ray = options.ray_address or "a local Ray (started with the first job)"
         print(f"rankitect serve: jobs in {options.db_path}, run folders in {options.runs_dir}, on {ray}; "
               f"at most {options.max_jobs} at once", flush=True)

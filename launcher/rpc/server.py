@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -39,6 +40,9 @@ from launcher.rpc.streams import (
     StreamSlots,
 )
 from rankitect.errors import UserError
+
+if TYPE_CHECKING:
+    from launcher.web.http_server import HttpPort
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class ServerOptions:
     max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION  # per client channel
     max_streams_per_owner: int = DEFAULT_MAX_STREAMS_PER_OWNER  # per token owner (with tokens)
     max_unauthenticated_streams: int = DEFAULT_MAX_UNAUTHENTICATED_STREAMS  # health Watch without a token
+    http_port: int | None = None  # the JSON API on host:http_port (0: a free port); None: no HTTP
 
     @property
     def db_path(self) -> Path:
@@ -121,6 +126,7 @@ class ServiceBinding:
     serving: bool = True  # health status SERVING for `name` once the server started
     close: Callable[[], None] | None = field(default=None)  # called at shutdown
     start: Callable[[], None] | None = field(default=None)  # called before the server answers
+    servicer: object | None = field(default=None)  # the service object (the HTTP port calls SearchService's)
 
 
 def registry_binding(options: ServerOptions) -> ServiceBinding:
@@ -154,7 +160,7 @@ def search_binding(options: ServerOptions) -> ServiceBinding:
             store.close()
 
     return ServiceBinding(SEARCH_SERVICE, lambda server: search_pb2_grpc.add_SearchServiceServicer_to_server(
-        service, server), start=runner.start, close=close)
+        service, server), start=runner.start, close=close, servicer=service)
 
 
 def default_services(options: ServerOptions) -> list[ServiceBinding]:
@@ -166,8 +172,9 @@ class RankitectServer:
 
     def __init__(self, server: grpc.Server, port: int, options: ServerOptions,
                  bindings: Sequence[ServiceBinding], health_servicer: health.HealthServicer,
-                 stream_slots: StreamSlots | None = None) -> None:
+                 stream_slots: StreamSlots | None = None, http: "HttpPort | None" = None) -> None:
         self.server, self.port, self.options = server, port, options
+        self.http = http  # the JSON API's port (launcher/web), when options.http_port is set
         self.bindings = tuple(bindings)
         self.health = health_servicer
         self.stream_slots = stream_slots  # the open streams (see launcher/rpc/streams.py)
@@ -190,6 +197,8 @@ class RankitectServer:
             if binding.start is not None:
                 binding.start()
         self.server.start()
+        if self.http is not None:
+            self.http.start()
         for binding in self.bindings:
             status = health_pb2.HealthCheckResponse.SERVING if binding.serving else \
                 health_pb2.HealthCheckResponse.NOT_SERVING
@@ -201,6 +210,8 @@ class RankitectServer:
         then close every service (once the handlers of the cancelled streams returned, for
         up to STREAM_DRAIN_S more: a stream notices its cancellation at its next poll)."""
         self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace).wait()
         if self.stream_slots is not None and not self.stream_slots.wait_idle(STREAM_DRAIN_S):
             log.warning("%d streams still open %.0f s after the server stopped; closing the services anyway",
@@ -251,7 +262,24 @@ def build_server(options: ServerOptions, services: Sequence[ServiceBinding] = ()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*bindings, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
     port = _bind(server, options)
-    return RankitectServer(server, port, options, list(bindings.values()), health_servicer, slots)
+    http = None
+    if options.http_port is not None:
+        from launcher.web.api import JsonApi
+        from launcher.web.http_server import HttpPort
+
+        search = bindings.get(SEARCH_SERVICE)
+        if search is None or search.servicer is None:
+            raise UserError("--http-port: the server has no SearchService to serve over HTTP")
+        try:
+            http = HttpPort(JsonApi(search.servicer, options.tokens), options.host, options.http_port,
+                            options.tls_cert, options.tls_key)
+        except UserError:
+            server.stop(0)
+            for binding in bindings.values():
+                if binding.close is not None:
+                    binding.close()
+            raise
+    return RankitectServer(server, port, options, list(bindings.values()), health_servicer, slots, http)
 
 
 def _bind(server: grpc.Server, options: ServerOptions) -> int:

@@ -1,0 +1,1 @@
+"""HTTP beside the gRPC port of `rankitect serve`: the JSON API (api.py) and its server."""
