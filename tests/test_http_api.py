@@ -20,7 +20,8 @@ from launcher.rpc.client import RankitectClient
 from tests.conftest import wait_until
 from tests.helpers import tiny_synth
 from tests.rpc_helpers import GOOD_TOKEN, OTHER_TOKEN, running_server, write_token_file
-from tests.test_rpc_search import search_config
+from tests.test_job_faults import gated  # noqa: F401,F811 (the trial gate, seen by the server's drivers)
+from tests.test_rpc_search import search_config, state
 
 
 def call(url: str, token: str | None = None, method: str = "GET", headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -51,12 +52,27 @@ def served(ray_cluster, tmp_path_factory):
         yield server, root / "ds"
 
 
-def test_the_json_api_follows_a_job_to_its_artifact_as_the_owner_only(served, tmp_path) -> None:
+def test_the_json_api_follows_a_job_to_its_artifact_as_the_owner_only(served, gated, tmp_path) -> None:  # noqa: F811
     server, data = served
     api = f"{server.http.url}/api/jobs"
     with RankitectClient(server.address, token=GOOD_TOKEN, timeout=30) as alice:
+        gated.hold(first=0, last=0)  # the first job holds the one slot, so the second stays QUEUED
         job, _ = alice.submit_search(search_config(data, trials=2, baselines=[]))
         queued, _ = alice.submit_search(search_config(data, trials=1, baselines=[], seed=3))
+        gated.wait_started("trial 0")
+        # Cancel is a POST with a JSON content type from no other origin.
+        assert call(f"{api}/{queued.job_id}/cancel", GOOD_TOKEN)[0] == 405  # a GET
+        status, refused = get_json(f"{api}/{queued.job_id}/cancel", method="POST",
+                                   headers={"Content-Type": "text/plain"})
+        assert status == 403 and "Content-Type: application/json" in refused["error"]["message"]
+        status, refused = get_json(f"{api}/{queued.job_id}/cancel", method="POST",
+                                   headers={"Content-Type": "application/json", "Origin": "https://evil.example"})
+        assert status == 403 and "evil.example" in refused["error"]["message"]
+        assert state(alice.get_job(queued.job_id)) == "QUEUED"  # neither refused POST cancelled it
+        status, cancelled = get_json(f"{api}/{queued.job_id}/cancel", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        assert status == 200 and cancelled["state"] == "JOB_STATE_CANCELLED"  # a queued job: at once
+        gated.release()
         # The events, fetched in pages as a page following the job would: each number once.
         numbers: list[int] = []
         kinds: list[str] = []
@@ -93,20 +109,6 @@ def test_the_json_api_follows_a_job_to_its_artifact_as_the_owner_only(served, tm
         assert hashlib.sha256(blob).hexdigest() == headers["X-Sha256"] == info.sha256
         assert blob == (tmp_path / "model.tar.gz").read_bytes()
 
-        # Cancel is a POST with a JSON content type from no other origin.
-        assert call(f"{api}/{queued.job_id}/cancel", GOOD_TOKEN)[0] == 405  # a GET
-        status, refused = get_json(f"{api}/{queued.job_id}/cancel", method="POST",
-                                   headers={"Content-Type": "text/plain"})
-        assert status == 403 and "Content-Type: application/json" in refused["error"]["message"]
-        status, refused = get_json(f"{api}/{queued.job_id}/cancel", method="POST",
-                                   headers={"Content-Type": "application/json", "Origin": "https://evil.example"})
-        assert status == 403 and "evil.example" in refused["error"]["message"]
-        assert alice.get_job(queued.job_id).state != 6  # neither refused POST cancelled it
-        status, cancelled = get_json(f"{api}/{queued.job_id}/cancel", method="POST",
-                                     headers={"Content-Type": "application/json"})
-        assert status == 200 and cancelled["state"] in ("JOB_STATE_CANCELLED", "JOB_STATE_CANCELLING")
-        wait_until(lambda: get_json(f"{api}/{queued.job_id}")[1]["state"] == "JOB_STATE_CANCELLED", None, 120,
-                   "the queued job cancelled")
 
     # Another owner: the job is 404 with the very message of a missing id; the list is theirs (empty).
     status, theirs = get_json(f"{api}/{job.job_id}", OTHER_TOKEN)

@@ -45,6 +45,11 @@ _STORE_STATUS = {"not_found": grpc.StatusCode.NOT_FOUND, "duplicate": grpc.Statu
                  "write_failed": grpc.StatusCode.UNAVAILABLE}
 
 
+def _final_state(event: Any) -> bool:
+    """Whether a stored event is a change to a final state (the job's end, or an end it was resumed from)."""
+    return event.kind == "state" and event.payload["state"] in FINAL_STATES
+
+
 def _refusal(exc: StoreError) -> Refused:
     return Refused(_STORE_STATUS.get(exc.reason, grpc.StatusCode.INTERNAL), str(exc))
 
@@ -144,6 +149,16 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                           f"job_id: job {job.job_id} has not started yet ({job.state}); no result so far")
         return job_convert.result_to_proto(job, self.store.result(job.job_id) or empty_result())
 
+    def events_page(self, job_id: str, from_event: int, limit: int) -> tuple[list[spb.JobEvent], bool]:
+        """The caller's job's stored events from `from_event` (>= 1), at most `limit`, without
+        waiting; and whether the job's end is among them or before `from_event` (WatchJob's end)."""
+        job = self._job(job_id)
+        events = self.store.events(job.job_id, from_event, limit)
+        current = self.store.get(job.job_id)
+        done = any(_final_state(e) and e.number == current.state_event for e in events) or \
+            (current.final and current.state_event < from_event)
+        return [job_convert.event_to_proto(e) for e in events], done
+
     # -- streams ---------------------------------------------------------------------------
     def WatchJob(self, request: spb.WatchJobRequest, context: Any) -> Iterator[spb.JobEvent]:
         job = self._job(request.job_id)
@@ -155,10 +170,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for event in batch:
                 yield job_convert.event_to_proto(event)
                 following = event.number + 1
-                if event.kind == "state" and event.payload["state"] in FINAL_STATES:
-                    current = self.store.get(job.job_id)
-                    if current.state_event == event.number:
-                        return  # the job's end, not an earlier one it was resumed from
+                if _final_state(event) and self.store.get(job.job_id).state_event == event.number:
+                    return  # the job's end, not an earlier one it was resumed from
             if batch:
                 continue
             current = self.store.get(job.job_id)

@@ -172,9 +172,9 @@ class RankitectServer:
 
     def __init__(self, server: grpc.Server, port: int, options: ServerOptions,
                  bindings: Sequence[ServiceBinding], health_servicer: health.HealthServicer,
-                 stream_slots: StreamSlots | None = None, http: "HttpPort | None" = None) -> None:
+                 stream_slots: StreamSlots | None = None) -> None:
         self.server, self.port, self.options = server, port, options
-        self.http = http  # the JSON API's port (launcher/web), when options.http_port is set
+        self.http: HttpPort | None = None  # the JSON API's port (launcher/web), when options.http_port is set
         self.bindings = tuple(bindings)
         self.health = health_servicer
         self.stream_slots = stream_slots  # the open streams (see launcher/rpc/streams.py)
@@ -262,24 +262,25 @@ def build_server(options: ServerOptions, services: Sequence[ServiceBinding] = ()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*bindings, HEALTH_SERVICE, reflection.SERVICE_NAME], server)
     port = _bind(server, options)
-    http = None
+    built = RankitectServer(server, port, options, list(bindings.values()), health_servicer, slots)
     if options.http_port is not None:
-        from launcher.web.api import JsonApi
-        from launcher.web.http_server import HttpPort
-
-        search = bindings.get(SEARCH_SERVICE)
-        if search is None or search.servicer is None:
-            raise UserError("--http-port: the server has no SearchService to serve over HTTP")
         try:
-            http = HttpPort(JsonApi(search.servicer, options.tokens), options.host, options.http_port,
-                            options.tls_cert, options.tls_key)
+            built.http = _http_port(options, bindings.get(SEARCH_SERVICE))
         except UserError:
-            server.stop(0)
-            for binding in bindings.values():
-                if binding.close is not None:
-                    binding.close()
+            built.stop(grace=0)  # closes the services (the job store) it opened
             raise
-    return RankitectServer(server, port, options, list(bindings.values()), health_servicer, slots, http)
+    return built
+
+
+def _http_port(options: ServerOptions, search: ServiceBinding | None) -> "HttpPort":
+    """The JSON API (launcher/web) over the SearchService of `search`, bound to host:http_port."""
+    from launcher.web.api import JsonApi
+    from launcher.web.http_server import HttpPort
+
+    if search is None or search.servicer is None:
+        raise UserError("--http-port: the server has no SearchService to serve over HTTP")
+    return HttpPort(JsonApi(search.servicer, options.tokens), options.host, options.http_port or 0,
+                    options.tls_cert, options.tls_key)
 
 
 def _bind(server: grpc.Server, options: ServerOptions) -> int:

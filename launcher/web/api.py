@@ -26,9 +26,10 @@ with the gRPC status mapped to HTTP (`HTTP_STATUS`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -37,8 +38,6 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from launcher.jobs.store import FINAL_STATES
-from launcher.rpc import job_convert
 from launcher.rpc.auth import _CALLER_OWNER, TokenTable
 from launcher.rpc.errors import Refused, clip, invalid_argument
 from launcher.rpc.gen import search_pb2 as spb
@@ -54,23 +53,20 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
 }
 _JOB_ROUTE = re.compile(r"^/api/jobs/(?P<id>[^/]{1,64})(?:/(?P<what>events|result|artifact|cancel|resume))?$")
-_GET_PARTS = {None, "events", "result", "artifact"}
 _POST_PARTS = {"cancel", "resume"}
 
 
 @dataclass
 class Reply:
-    """One HTTP answer: `body` is bytes, or an iterator of chunks (an artifact)."""
+    """One HTTP answer: `body` is bytes, or a generator of chunks (an artifact)."""
 
     status: int
-    body: bytes | Iterator[bytes] = b""
+    body: bytes | Generator[bytes, None, None] = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
 
 
 def _json(message: Message | Mapping[str, Any], status: int = 200) -> Reply:
-    import json
-
     value = message if isinstance(message, Mapping) else _as_dict(message)
     return Reply(status, json.dumps(value, separators=(",", ":")).encode())
 
@@ -92,7 +88,7 @@ class JsonApi:
     def __init__(self, service: SearchService, tokens: TokenTable | None) -> None:
         self.service, self.tokens = service, tokens
 
-    def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def handle(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> Reply:
         """One request; never raises (an unexpected error is a 500 with the error's type, logged)."""
         owner = None
         if self.tokens is not None:
@@ -129,9 +125,9 @@ class JsonApi:
             refused = _cross_site(headers)
             if refused:
                 return _error(403, "PERMISSION_DENIED", refused)
-            change = self.service.CancelJob if what == "cancel" else self.service.ResumeJob
-            request = spb.CancelJobRequest(job_id=job_id) if what == "cancel" else spb.ResumeJobRequest(job_id=job_id)
-            return _json(change(request, None))
+            if what == "cancel":
+                return _json(self.service.CancelJob(spb.CancelJobRequest(job_id=job_id), None))
+            return _json(self.service.ResumeJob(spb.ResumeJobRequest(job_id=job_id), None))
         if what is None:
             return _json(spb.Job.FromString(bytes(self.service.GetJob(spb.GetJobRequest(job_id=job_id), None))))
         if what == "result":
@@ -153,25 +149,23 @@ class JsonApi:
         return _json(spb.ListJobsResponse.FromString(bytes(self.service.ListJobs(request, None))))
 
     def _events(self, job_id: str, query: dict[str, list[str]]) -> Reply:
-        job = self.service._job(job_id)  # the caller's, or NOT_FOUND
         start = _int(query, "from_event", 1, 1)
-        limit = min(_int(query, "limit", WATCH_BATCH, 1), WATCH_BATCH)
-        events = self.service.store.events(job.job_id, start, limit)
-        current = self.service.store.get(job.job_id)
-        done = any(e.kind == "state" and e.payload["state"] in FINAL_STATES and e.number == current.state_event
-                   for e in events) or (current.final and current.state_event < start)
-        return _json({"events": [_as_dict(job_convert.event_to_proto(e)) for e in events],
-                      "next_event": events[-1].number + 1 if events else start, "done": done})
+        events, done = self.service.events_page(job_id, start, min(_int(query, "limit", WATCH_BATCH, 1), WATCH_BATCH))
+        return _json({"events": [_as_dict(e) for e in events],
+                      "next_event": int(events[-1].number) + 1 if events else start, "done": done})
 
     def _artifact(self, job_id: str) -> Reply:
         chunks = self.service.DownloadArtifact(spb.DownloadArtifactRequest(job_id=job_id), None)
         first = next(chunks)  # the refusals (not SUCCEEDED, no artifact) come here, before any byte
         info = first.info
 
-        def body() -> Iterator[bytes]:
-            yield first.data
-            for chunk in chunks:
-                yield chunk.data
+        def body() -> Generator[bytes, None, None]:
+            try:
+                yield first.data
+                for chunk in chunks:
+                    yield chunk.data
+            finally:
+                chunks.close()  # the file, also when the client went away mid-transfer
 
         return Reply(200, body(), "application/gzip",
                      {"Content-Length": str(info.size), "X-Sha256": info.sha256,

@@ -1,8 +1,8 @@
 """The HTTP port of `rankitect serve --http-port`: a threaded stdlib server over `JsonApi`.
 
 One thread per connection (daemon threads: a stop never waits for an idle keep-alive
-connection); TLS with the gRPC port's certificate and key when the server has them. Bodies of
-requests are read up to MAX_BODY_BYTES (the routes take none; a POST's body is ignored).
+connection); TLS with the gRPC port's certificate and key when the server has them. A request's
+body is read (up to MAX_BODY_BYTES) and ignored: no route takes one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import GeneratorType
 
 from launcher.web.api import JsonApi, Reply
 from rankitect.errors import UserError
@@ -33,10 +32,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             self._send(Reply(413, b'{"error":{"code":"PAYLOAD_TOO_LARGE","message":"request body over 64 KiB"}}'))
             return
-        body = self.rfile.read(int(length)) if int(length) else b""
+        if int(length):
+            self.rfile.read(int(length))  # no route takes a body; read, so the connection can be reused
         path, _, query = self.path.partition("?")
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self._send(self.api.handle(method, path, query, headers, body))
+        self._send(self.api.handle(method, path, query, headers))
 
     def do_GET(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's names)
         self._serve("GET")
@@ -67,8 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
             for chunk in reply.body:
                 self.wfile.write(chunk)
         finally:
-            if isinstance(reply.body, GeneratorType):
-                reply.body.close()
+            reply.body.close()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
         log.debug("http %s " + format, self.address_string(), *args)
